@@ -1,0 +1,146 @@
+"""Facts about TCP listeners on this machine: who holds a port.
+
+``listening_ports()`` is one read of the kernel's socket tables (/proc/net/tcp and
+tcp6), cheap enough to call for every waiting service at once. ``listener_on()``
+names the process behind a port through psutil; it sees every process only with
+enough privilege (root, or the same user), and says so when it cannot.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+_TCP_LISTEN = "0A"
+_PROC_TABLES = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    port: int
+    pid: int | None  # None when the kernel would not tell us (another user's socket)
+    user: str
+    cmdline: str
+    address: str = ""
+
+    def describe(self) -> str:
+        if self.pid is None:
+            return f"an unknown process (run as root to see it) on {self.address or 'port'} {self.port}"
+        return f"pid {self.pid} ({self.user}): {self.cmdline}"
+
+
+def _parse_table(text: str, out: dict[int, set[int]]) -> None:
+    for line in text.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) < 10 or parts[3] != _TCP_LISTEN:
+            continue
+        port = int(parts[1].rsplit(":", 1)[1], 16)
+        out.setdefault(port, set()).add(int(parts[9]))  # inode
+
+
+def listening_sockets() -> dict[int, set[int]]:
+    """Map of listening TCP port -> socket inodes, from the kernel's tables."""
+    found: dict[int, set[int]] = {}
+    for table in _PROC_TABLES:
+        try:
+            _parse_table(table.read_text(), found)
+        except OSError:
+            continue
+    return found
+
+
+def listening_ports() -> set[int]:
+    """Every TCP port something listens on (any address), in one read."""
+    if not any(t.exists() for t in _PROC_TABLES):  # not Linux: ask psutil
+        return {c.laddr.port for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
+    return set(listening_sockets())
+
+
+def _user_of(proc: psutil.Process) -> str:
+    try:
+        return proc.username()
+    except (psutil.Error, KeyError):
+        try:
+            return pwd.getpwuid(proc.uids().real).pw_name
+        except (psutil.Error, KeyError):
+            return "?"
+
+
+def _cmdline_of(proc: psutil.Process) -> str:
+    try:
+        argv = proc.cmdline()
+        return " ".join(argv) if argv else f"[{proc.name()}]"
+    except psutil.Error:
+        return "?"
+
+
+def _pid_holding_inodes(inodes: set[int]) -> int | None:
+    """Find the process with one of these socket inodes open, via /proc/PID/fd."""
+    wanted = {f"socket:[{i}]" for i in inodes}
+    for pid in psutil.pids():
+        fd_dir = f"/proc/{pid}/fd"
+        try:
+            for fd in os.listdir(fd_dir):
+                try:
+                    if os.readlink(f"{fd_dir}/{fd}") in wanted:
+                        return pid
+                except OSError:
+                    continue
+        except OSError:
+            continue
+    return None
+
+
+def listener_on(port: int) -> Listener | None:
+    """Who listens on TCP ``port`` (any address), or None when nobody does."""
+    sockets = listening_sockets()
+    if port not in sockets and Path("/proc/net/tcp").exists():
+        return None
+    pid: int | None = None
+    address = ""
+    try:
+        for conn in psutil.net_connections("tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                address = conn.laddr.ip
+                if conn.pid:
+                    pid = conn.pid
+                    break
+    except psutil.AccessDenied:
+        pass
+    if pid is None and port in sockets:
+        pid = _pid_holding_inodes(sockets[port])
+    if pid is None:
+        if port not in sockets and not address:
+            return None
+        return Listener(port=port, pid=None, user="?", cmdline="?", address=address)
+    try:
+        proc = psutil.Process(pid)
+    except psutil.Error:
+        return Listener(port=port, pid=pid, user="?", cmdline="?", address=address)
+    return Listener(port=port, pid=pid, user=_user_of(proc), cmdline=_cmdline_of(proc), address=address)
+
+
+def process_tree(pid: int) -> list[psutil.Process]:
+    """The process and all its descendants that are still alive."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def belongs_to(listener_pid: int, root_pid: int, pgid: int | None = None) -> bool:
+    """True when ``listener_pid`` is ``root_pid``, one of its descendants, or in its group."""
+    if listener_pid == root_pid:
+        return True
+    if pgid is not None:
+        try:
+            if os.getpgid(listener_pid) == pgid:
+                return True
+        except OSError:
+            pass
+    return any(p.pid == listener_pid for p in process_tree(root_pid))
