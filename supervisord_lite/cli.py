@@ -36,6 +36,17 @@ def manifest_option(func: F) -> F:
     )(func)
 
 
+def long_manifest_option(func: F) -> F:
+    """``--manifest`` only, for commands whose ``-f`` means something else (logs -f)."""
+    return click.option(
+        "--manifest",
+        "manifest",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Manifest file (default: $SVC_MANIFEST, else ./svc.toml).",
+    )(func)
+
+
 def resolve_manifest_path(explicit: Path | None) -> Path:
     """-f wins, then the group's -f, then $SVC_MANIFEST, then ./svc.toml."""
     if explicit is not None:

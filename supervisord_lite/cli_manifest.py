@@ -1,0 +1,231 @@
+"""Commands that work without a daemon: ``svc check``, ``config``, ``ports``, ``who``, ``add``.
+
+Each is a thin shell: read arguments, call the pure core (manifest, portguide,
+editing), print, choose the exit code. Modules beyond click are imported inside
+the commands so that ``svc --help`` and the daemon commands stay fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from .cli import EXIT_FAILED, EXIT_USAGE, fail, main, manifest_option, resolve_manifest_path
+
+if TYPE_CHECKING:
+    from .manifest import Problem
+    from .model import Manifest, ServiceSpec
+    from .snapshot import ServiceSnapshot
+
+
+def _live_snapshot(manifest: Manifest) -> dict[str, ServiceSnapshot] | None:
+    """The running daemon's state per service, or None when no daemon answers."""
+    from .client import fetch_snapshot
+
+    snapshot = fetch_snapshot(manifest, timeout=5.0)
+    if snapshot is None:
+        return None
+    return {s.name: s for s in snapshot.services}
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
+def summary_line(path: Path, manifest: Manifest | None, problems: list[Problem]) -> str:
+    """``config/x.toml: 12 services, no problems`` or ``config/x.toml: 2 errors, 1 warning``."""
+    errors = sum(p.is_error for p in problems)
+    warnings = len(problems) - errors
+    parts = [_plural(len(manifest.services), "service")] if manifest is not None else []
+    if errors:
+        parts.append(_plural(errors, "error"))
+    if warnings:
+        parts.append(_plural(warnings, "warning"))
+    if not problems:
+        parts.append("no problems")
+    return f"{path}: {', '.join(parts)}"
+
+
+def _echo_problems(problems: list[Problem], err: bool) -> None:
+    for problem in problems:
+        click.secho(str(problem), fg="red" if problem.is_error else "yellow", err=err)
+
+
+def _load_or_exit(path: Path) -> Manifest:
+    from .manifest import ManifestError, load_manifest
+
+    try:
+        return load_manifest(path)
+    except ManifestError as exc:
+        _echo_problems(exc.problems, err=True)
+        click.echo(summary_line(path, None, exc.problems), err=True)
+        sys.exit(EXIT_USAGE)
+
+
+def _own_pids(live: dict[str, ServiceSnapshot] | None) -> set[int]:
+    return {snap.pid for snap in (live or {}).values() if snap.pid is not None}
+
+
+@main.command()
+@manifest_option
+def check(manifest: Path | None) -> None:
+    """Validate the manifest: every problem, one a line. Exit 2 on errors.
+
+    Warns about ports some process outside the manifest already listens on.
+    """
+    from .manifest import check_manifest, port_warnings
+
+    path = resolve_manifest_path(manifest)
+    loaded, problems = check_manifest(path, probe_ports=False)
+    if loaded is not None:
+        problems = problems + port_warnings(loaded, _own_pids(_live_snapshot(loaded)))
+    _echo_problems(problems, err=False)
+    click.echo(summary_line(path, loaded, problems))
+    if any(p.is_error for p in problems):
+        sys.exit(EXIT_USAGE)
+
+
+@main.command()
+@manifest_option
+def config(manifest: Path | None) -> None:
+    """Print the resolved manifest, defaults filled in, as TOML."""
+    import tomli_w
+
+    from .manifest import manifest_to_dict
+
+    loaded = _load_or_exit(resolve_manifest_path(manifest))
+    click.echo(tomli_w.dumps(manifest_to_dict(loaded)), nl=False)
+
+
+@main.command()
+@manifest_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["markdown", "json"]),
+    default="markdown",
+    show_default=True,
+    help="Output format.",
+)
+def ports(manifest: Path | None, fmt: str) -> None:
+    """Print the port allocation guide, generated from the manifest.
+
+    With a running daemon, the status column shows each service's live state.
+    """
+    from . import portguide
+
+    path = resolve_manifest_path(manifest)
+    loaded = _load_or_exit(path)
+    guide = portguide.build_guide(loaded, _live_snapshot(loaded), source=str(path))
+    render = portguide.render_json if fmt == "json" else portguide.render_markdown
+    click.echo(render(guide), nl=False)
+
+
+def _declaring_service(path: Path, port: int) -> tuple[Manifest, ServiceSpec | None] | None:
+    """The manifest (when one is found and valid) and its service on ``port``."""
+    from .manifest import ManifestError, load_manifest
+
+    if not path.is_file():
+        return None
+    try:
+        loaded = load_manifest(path)
+    except ManifestError:
+        click.echo(f"note: {path} has errors (run svc check); not matching the port to a service", err=True)
+        return None
+    return loaded, next((s for s in loaded.services.values() if s.port == port), None)
+
+
+@main.command()
+@click.argument("port", type=click.IntRange(1, 65535))
+@manifest_option
+def who(port: int, manifest: Path | None) -> None:
+    """Say which process listens on PORT (and which service of ours declares it)."""
+    from . import portinfo
+    from .manifest import one_line
+
+    path = resolve_manifest_path(manifest)
+    found = _declaring_service(path, port)
+    spec = found[1] if found else None
+    declared = f"service {spec.name} of {path} declares it" if spec else ""
+    listener = portinfo.listener_on(port)
+    if listener is None:
+        fail(f"nothing listens on port {port}" + (f" ({declared})" if declared else ""), EXIT_FAILED)
+
+    click.echo(f"port:     {port}" + (f" ({listener.address})" if listener.address else ""))
+    click.echo(f"pid:      {listener.pid if listener.pid is not None else 'unknown (run as root to see it)'}")
+    click.echo(f"user:     {listener.user}")
+    click.echo(f"command:  {one_line(listener.cmdline)}")
+    if found is None or spec is None:
+        return
+    loaded = found[0]
+    snap = (_live_snapshot(loaded) or {}).get(spec.name)
+    where = f"tier {spec.tier}, {path}"
+    if snap is None or snap.pid is None or listener.pid is None:
+        click.echo(f"service:  {spec.name} ({where}) declares this port")
+    elif portinfo.belongs_to(listener.pid, snap.pid):
+        click.echo(f"service:  {spec.name} (ours: {where}, pid {snap.pid})")
+    else:
+        click.echo(f"service:  {spec.name} ({where}) declares this port, but this process is not ours")
+
+
+def _port_choice(ctx: click.Context, param: click.Parameter, value: str | None) -> int | str | None:
+    """``--port``: a number in 1-65535 or "auto"."""
+    if value is None or value == "auto":
+        return value
+    try:
+        port = int(value)
+    except ValueError:
+        raise click.BadParameter(f'"{value}" is neither a port number nor "auto"') from None
+    if not 1 <= port <= 65535:
+        raise click.BadParameter(f"port {port} is outside 1-65535")
+    return port
+
+
+@main.command()
+@click.argument("name")
+@click.option("--tier", "-t", default=None, help="Tier of the service (required when the manifest has tiers).")
+@click.option("--command", "-c", "command", required=True, help="Command line (split like a shell, never run by one).")
+@click.option(
+    "--port",
+    "-p",
+    metavar="N|auto",
+    callback=_port_choice,
+    default=None,
+    help='A port, or "auto": the lowest free one of the tier.',
+)
+@click.option("--depends-on", "-d", "depends_on", multiple=True, help="A service it needs (repeatable).")
+@click.option("--description", default="", help="What it is, for the port guide.")
+@click.option("--url", default="", help="Where people reach it ({port} allowed).")
+@manifest_option
+def add(
+    name: str,
+    tier: str | None,
+    command: str,
+    port: int | str | None,
+    depends_on: tuple[str, ...],
+    description: str,
+    url: str,
+    manifest: Path | None,
+) -> None:
+    """Append service NAME to the manifest; its text stays as it is.
+
+    Refuses (exit 2, file untouched) anything that would not pass svc check:
+    a taken name or port, an unknown tier or dependency, a port in use.
+    """
+    from .editing import add_service
+    from .manifest import ManifestError
+
+    path = resolve_manifest_path(manifest)
+    try:
+        addition = add_service(
+            path, name, tier=tier, command=command, port=port,  # type: ignore[arg-type]
+            depends_on=depends_on, description=description, url=url,
+        )  # fmt: skip
+    except ManifestError as exc:
+        _echo_problems(exc.problems, err=True)
+        fail(f"nothing written to {path}", EXIT_USAGE)
+    port_text = f", port {addition.port}" if addition.port is not None else ""
+    click.echo(f"added service {name} to {path} (tier {addition.tier}{port_text})")

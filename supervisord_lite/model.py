@@ -128,6 +128,7 @@ class ServiceSpec:
     max_memory: int | None = None  # bytes
     watch: tuple[str, ...] = ()
     watch_ignore: tuple[str, ...] = ()
+    title: str = ""  # display name for people ("Client Portal"); `name` is what `svc` takes
 
     @property
     def is_active(self) -> bool:

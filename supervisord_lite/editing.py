@@ -1,0 +1,177 @@
+"""``svc add``: append one service table to a manifest, every existing byte kept.
+
+``plan_addition`` is pure: it takes the manifest text and the ports in use and
+returns the text to append, after validating the whole result like ``svc check``.
+``add_service`` is the I/O edge: it reads the file, asks the kernel which ports
+are taken, and writes the file atomically only when everything is valid.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+
+from .manifest import DEFAULT_TIER, ManifestError, Problem, one_line, parse_manifest, read_manifest_text
+from .model import Manifest
+
+PortChoice = int | Literal["auto"] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Addition:
+    name: str
+    tier: str
+    port: int | None
+    appended: str  # the exact text appended to the file
+    manifest: Manifest  # the manifest as it is with the addition
+
+
+def _refuse(path: Path, name: str | None, key: str | None, message: str) -> ManifestError:
+    return ManifestError([Problem("error", str(path), name, key, message)])
+
+
+def free_port_in_tier(m: Manifest, tier: str, busy: Collection[int]) -> int | None:
+    """The lowest port of the tier's ranges that no service reserves (deprecated ones
+    included) and nothing listens on; None when the ranges are full."""
+    reserved = {s.port for s in m.services.values() if s.port is not None}
+    for port_range in m.tiers[tier].ports:
+        for port in range(port_range.start, port_range.end + 1):
+            if port not in reserved and port not in busy:
+                return port
+    return None
+
+
+def service_table(
+    *,
+    tier: str | None,
+    command: str,
+    port: int | None,
+    depends_on: Sequence[str] = (),
+    description: str = "",
+    url: str = "",
+) -> dict[str, Any]:
+    """The new table, with only the keys given (the loader fills in the defaults)."""
+    table: dict[str, Any] = {}
+    if tier is not None:
+        table["tier"] = tier
+    if port is not None:
+        table["port"] = port
+    table["command"] = command
+    if description:
+        table["description"] = description
+    if url:
+        table["url"] = url
+    if depends_on:
+        table["depends_on"] = list(depends_on)
+    return table
+
+
+def _separator(text: str, newline: str) -> str:
+    if not text or text.endswith(newline * 2):
+        return ""
+    return newline if text.endswith(newline) else newline * 2
+
+
+def plan_addition(
+    text: str,
+    path: Path,
+    name: str,
+    *,
+    tier: str | None,
+    command: str,
+    port: PortChoice = None,
+    depends_on: Sequence[str] = (),
+    description: str = "",
+    url: str = "",
+    busy: Collection[int] = frozenset(),
+) -> Addition:
+    """Validate adding service ``name`` to the manifest ``text``; return what to append.
+
+    ``port="auto"`` picks ``free_port_in_tier``; ``busy`` are the ports something
+    listens on now.
+
+    :raises ManifestError: the manifest is invalid already, the name or port is taken,
+        no port is free, or the result would not pass validation.
+    """
+    current = parse_manifest(text, path)
+    if name in current.services:
+        raise _refuse(path, name, None, f'a service named "{name}" already exists')
+    chosen: int | None
+    if port == "auto":
+        tier_name = tier if tier is not None else DEFAULT_TIER
+        if tier_name not in current.tiers:
+            known = ", ".join(current.tiers)
+            raise _refuse(path, name, "tier", f'unknown tier "{tier_name}" (tiers: {known})')
+        if not current.tiers[tier_name].ports:
+            raise _refuse(path, name, "port", f'tier "{tier_name}" reserves no port range; give --port N')
+        chosen = free_port_in_tier(current, tier_name, busy)
+        if chosen is None:
+            ranges = ", ".join(str(r) for r in current.tiers[tier_name].ports)
+            raise _refuse(path, name, "port", f'no free port left in tier "{tier_name}" ({ranges})')
+    else:
+        chosen = port
+    newline = "\r\n" if "\r\n" in text else "\n"
+    table = service_table(
+        tier=tier, command=command, port=chosen, depends_on=depends_on, description=description, url=url
+    )
+    rendered = tomli_w.dumps({"services": {name: table}})
+    appended = _separator(text, newline) + rendered.replace("\n", newline)
+    result = parse_manifest(text + appended, path)
+    spec = result.services[name]
+    return Addition(name=name, tier=spec.tier, port=spec.port, appended=appended, manifest=result)
+
+
+def add_service(
+    path: Path,
+    name: str,
+    *,
+    tier: str | None,
+    command: str,
+    port: PortChoice = None,
+    depends_on: Sequence[str] = (),
+    description: str = "",
+    url: str = "",
+) -> Addition:
+    """Append the service to the manifest file, or raise ``ManifestError`` and touch nothing.
+
+    An explicit port that some process already listens on is refused too, naming it.
+    """
+    from . import portinfo
+
+    text = read_manifest_text(path)
+    busy = portinfo.listening_ports()
+    addition = plan_addition(
+        text, path, name, tier=tier, command=command, port=port,
+        depends_on=depends_on, description=description, url=url, busy=busy,
+    )  # fmt: skip
+    if isinstance(port, int) and port in busy:
+        listener = portinfo.listener_on(port)
+        holder = one_line(listener.describe()) if listener else "another process"
+        raise _refuse(path, name, "port", f"port {port} is in use by {holder}; stop it first or choose another port")
+    _append_atomically(path, text.encode("utf-8"), addition.appended.encode("utf-8"))
+    return addition
+
+
+def _append_atomically(path: Path, original: bytes, suffix: bytes) -> None:
+    """Write original + suffix through a temporary file and a rename, refusing when
+    the file changed since it was read (someone else is editing it)."""
+    target = path.resolve()
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(original + suffix)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, target.stat().st_mode & 0o7777)
+        if target.read_bytes() != original:
+            raise _refuse(path, None, None, "the file changed while the service was being added; try again")
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,201 @@
+"""``svc check|config|ports|who|add`` through the real ``svc`` entry point."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from supervisord_lite.manifest import load_manifest, parse_manifest
+from tests.conftest import PYTHON, ROOT, free_port
+
+SVC = Path(sys.executable).parent / "svc"
+BIZOSAAS = ROOT / "config" / "bizosaas.toml"
+
+
+def svc(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if k != "SVC_MANIFEST"} | (env or {})
+    return subprocess.run(
+        [str(SVC), *args], capture_output=True, text=True, cwd=cwd or ROOT, env=environment, timeout=30
+    )
+
+
+@pytest.fixture
+def listener() -> Iterator[tuple[int, subprocess.Popen[str]]]:
+    """A child process of ours listening on a free loopback port."""
+    port = free_port()
+    code = (
+        "import socket, sys, time\n"
+        f"s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen()\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    child = subprocess.Popen(
+        [PYTHON, "-c", code, "listener-for-test"], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        yield port, child
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait(timeout=10)
+        if child.stdout is not None:
+            child.stdout.close()
+
+
+def test_check_bizosaas_has_no_errors() -> None:
+    result = svc("check", "-f", "config/bizosaas.toml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1].startswith("config/bizosaas.toml: 16 services")
+    assert " error" not in result.stdout
+
+
+def test_check_reports_every_problem_and_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        '[services.api]\nport = 70000\ncommand = ""\nprot = 1\n\n[services.web]\ncommand = "x"\ndepends_on = ["apii"]\n'
+    )
+    result = svc("check", "-f", str(path))
+    assert result.returncode == 2
+    assert result.stdout.splitlines() == [
+        f"{path}:2:1: error: services.api.port: port 70000 is outside 1-65535",
+        f"{path}:3:1: error: services.api.command: the command is empty",
+        f'{path}:4:1: error: services.api.prot: unknown key "prot"; did you mean "port"?',
+        f'{path}:8:1: error: services.web.depends_on: depends on "apii", but no service has that name; '
+        'did you mean "api"?',
+        f"{path}: 4 errors",
+    ]
+
+
+def test_check_syntax_error_and_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text('[services.api]\ncommand = "x\n')
+    result = svc("check", "-f", str(path))
+    assert result.returncode == 2
+    assert result.stdout.startswith(f"{path}:2:13: error: invalid TOML: ")
+    missing = svc("check", "-f", str(tmp_path / "none.toml"))
+    assert missing.returncode == 2 and "no such manifest file" in missing.stdout
+
+
+def test_check_warns_about_a_port_held_by_another_process(
+    tmp_path: Path, listener: tuple[int, subprocess.Popen[str]]
+) -> None:
+    port, child = listener
+    path = tmp_path / "svc.toml"
+    path.write_text(f'[services.api]\nport = {port}\ncommand = "serve"\n')
+    result = svc("check", "-f", str(path))
+    assert result.returncode == 0
+    assert f"warning: services.api.port: port {port} is already in use by pid {child.pid}" in result.stdout
+    assert "listener-for-test" in result.stdout
+    assert result.stdout.splitlines()[-1] == f"{path}: 1 service, 1 warning"
+
+
+def test_manifest_lookup_order(tmp_path: Path) -> None:
+    (tmp_path / "svc.toml").write_text('[services.here]\ncommand = "x"\n')
+    other = tmp_path / "other.toml"
+    other.write_text('[services.one]\ncommand = "x"\n[services.two]\ncommand = "x"\n')
+    assert svc("check", cwd=tmp_path).stdout.strip() == "svc.toml: 1 service, no problems"
+    by_env = svc("check", cwd=tmp_path, env={"SVC_MANIFEST": str(other)})
+    assert by_env.stdout.strip() == f"{other}: 2 services, no problems"
+    group_flag = svc("-f", "svc.toml", "check", cwd=tmp_path, env={"SVC_MANIFEST": str(other)})
+    assert group_flag.stdout.strip() == "svc.toml: 1 service, no problems"
+
+
+def test_config_prints_the_resolved_manifest_that_loads_back() -> None:
+    result = svc("config", "-f", str(BIZOSAAS))
+    assert result.returncode == 0, result.stderr
+    data = tomllib.loads(result.stdout)
+    assert data["services"]["postgres"]["command"][:3] == ["postgres", "-D", "../data/postgres"]
+    assert data["services"]["admin"]["restart"] == "on-failure"  # a default, filled in
+    assert parse_manifest(result.stdout, BIZOSAAS) == load_manifest(BIZOSAAS)
+
+
+def test_config_of_an_invalid_manifest_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "svc.toml"
+    path.write_text("[services.api]\ncommand = []\n")
+    result = svc("config", "-f", str(path))
+    assert result.returncode == 2 and result.stdout == ""
+    assert "services.api.command: the command is empty" in result.stderr
+
+
+def test_ports_markdown_and_json() -> None:
+    markdown = svc("ports", "-f", "config/bizosaas.toml")
+    assert markdown.returncode == 0, markdown.stderr
+    assert "| 3009 | BizOSaaS SQLAlchemy Admin (`admin`) | http://localhost:3009/admin |" in markdown.stdout
+    assert "| 3011 | Super Admin Dashboard (`super-admin`) | ~~http://localhost:3011~~ |" in markdown.stdout
+    assert "from `config/bizosaas.toml`" in markdown.stdout
+    as_json = svc("ports", "--format", "json", "-f", "config/bizosaas.toml")
+    data = json.loads(as_json.stdout)
+    ports = sorted(row["port"] for tier in data["tiers"] for row in tier["services"])
+    assert ports == [3006, 3007, 3008, 3009, 3010, 3011, 3012, 5432, 5433, 6379, 6380, 8000, 8001, 8002, 8003]
+    assert svc("ports", "--format", "yaml", "-f", "config/bizosaas.toml").returncode == 2
+
+
+def test_who_names_the_listener_and_the_declaring_service(
+    tmp_path: Path, listener: tuple[int, subprocess.Popen[str]]
+) -> None:
+    port, child = listener
+    path = tmp_path / "svc.toml"
+    path.write_text(f'[services.api]\nport = {port}\ncommand = "serve"\n')
+    result = svc("who", str(port), "-f", str(path))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"port:     {port}")
+    assert lines[1] == f"pid:      {child.pid}"
+    assert lines[2].startswith("user:     ") and lines[2] != "user:     ?"
+    assert lines[3].startswith(f"command:  {PYTHON} -c import socket") and lines[3].endswith("\\n listener-for-test")
+    assert lines[4] == f"service:  api (tier default, {path}) declares this port"
+
+    elsewhere = tmp_path / "no-manifest-here"
+    elsewhere.mkdir()
+    without_manifest = svc("who", str(port), cwd=elsewhere)
+    assert without_manifest.returncode == 0 and "service:" not in without_manifest.stdout
+
+
+def test_who_on_a_free_port_exits_1(tmp_path: Path) -> None:
+    port = free_port()
+    result = svc("who", str(port), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"svc: nothing listens on port {port}"
+    assert svc("who", "0").returncode == 2
+
+
+def test_add_keeps_comments_and_refuses_conflicts(tmp_path: Path) -> None:
+    path = tmp_path / "svc.toml"
+    original = (
+        "# hand-written, keep me\n[tiers.web]\norder = 0\nports = ['4100-4199']  # ours\n\n"
+        "[services.site]\ntier = 'web'\nport = 4100\ncommand = 'serve {port}'\n"
+    )
+    path.write_text(original)
+    added = svc(
+        "add", "api", "--tier", "web", "--command", "uvicorn app:app --port {port}", "--port", "auto",
+        "--depends-on", "site", "--description", "The API", "-f", str(path),
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.strip() == f"added service api to {path} (tier web, port 4101)"
+    text = path.read_text()
+    assert text.startswith(original)
+    assert load_manifest(path).services["api"].command == ("uvicorn", "app:app", "--port", "4101")
+    assert svc("check", "-f", str(path)).returncode == 0
+
+    for args, message in [
+        (["api", "--tier", "web", "--command", "x"], 'a service named "api" already exists'),
+        (["other", "--tier", "web", "--command", "x", "--port", "4100"], "port 4100 is already taken by site"),
+        (["other", "--tier", "web", "--command", "x", "--port", "5000"], "outside the ranges of tier web"),
+        (["other", "--tier", "nope", "--command", "x"], 'unknown tier "nope"'),
+        (["other", "--tier", "web", "--command", "x", "--depends-on", "ghost"], 'depends on "ghost"'),
+    ]:
+        refused = svc("add", *args, "-f", str(path))
+        assert refused.returncode == 2, args
+        assert message in refused.stderr, refused.stderr
+        assert refused.stderr.strip().endswith(f"svc: nothing written to {path}")
+        assert path.read_text() == text
+    bad_port = svc("add", "x", "--command", "x", "--port", "lots", "-f", str(path))
+    assert bad_port.returncode == 2 and "neither a port number nor" in bad_port.stderr
