@@ -1,0 +1,379 @@
+"""Is the service up? TCP, HTTP and exec probes, and a cheap watcher for ports opening.
+
+Every probe returns a ``ProbeResult`` and never raises for a failing service: a
+refused connection, a 500 or a non-zero exit is a result, not an exception.
+
+``PortWatcher`` answers "tell me when port P starts (or stops) listening" for many
+ports at once with one look at the kernel's socket table per tick: a netlink
+sock_diag dump of listening TCP sockets (about 50 microseconds, filtered in the
+kernel), falling back to /proc/net/tcp{,6} when netlink is not available. It
+ticks every few milliseconds only while someone waits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import math
+import os
+import signal
+import socket
+import struct
+import subprocess
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import anyio.abc
+
+from .model import ProbeSpec
+from .portinfo import listening_ports
+
+__all__ = [
+    "ListeningPorts",
+    "PortWatcher",
+    "ProbeResult",
+    "exec_probe",
+    "http_probe",
+    "run_probe",
+    "tcp_probe",
+]
+
+_DETAIL_MAX = 300  # characters of an exec probe's output kept in the detail
+_HTTP_HEAD_MAX = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    ok: bool
+    latency: float  # seconds the check took
+    detail: str  # for people: "HTTP 200 OK", "connection refused", "exit 1: not ready"
+
+
+def _describe_oserror(exc: BaseException) -> str:
+    """Turn anyio's 'All connection attempts failed' into the cause a person wants."""
+    cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+    if isinstance(cause, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(cause, OSError) and cause.errno is not None:
+        return (os.strerror(cause.errno) or str(cause)).lower()
+    return str(cause) or type(cause).__name__
+
+
+async def tcp_probe(port: int, timeout: float = 1.0, host: str = "127.0.0.1") -> ProbeResult:
+    """Does ``host:port`` accept a TCP connection within ``timeout`` seconds?"""
+    start = anyio.current_time()
+    try:
+        with anyio.fail_after(timeout):
+            stream = await anyio.connect_tcp(host, port)
+        with anyio.CancelScope(shield=True):
+            await stream.aclose()
+    except TimeoutError:
+        return ProbeResult(False, anyio.current_time() - start, f"no answer from {host}:{port} within {timeout:g}s")
+    except OSError as exc:
+        return ProbeResult(False, anyio.current_time() - start, f"{host}:{port}: {_describe_oserror(exc)}")
+    return ProbeResult(True, anyio.current_time() - start, f"{host}:{port} accepts connections")
+
+
+async def http_probe(port: int, path: str, timeout: float = 2.0, host: str = "127.0.0.1") -> ProbeResult:
+    """GET ``http://host:port/path``; ok when the status is 2xx or 3xx (redirects are not followed)."""
+    if not path.startswith("/"):
+        path = "/" + path
+    url = f"http://{host}:{port}{path}"
+    start = anyio.current_time()
+    try:
+        with anyio.fail_after(timeout):
+            async with await anyio.connect_tcp(host, port) as stream:
+                request = (
+                    f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: svc-probe\r\n"
+                    "Accept: */*\r\nConnection: close\r\n\r\n"
+                )
+                await stream.send(request.encode("latin-1", errors="replace"))
+                head = b""
+                while b"\r\n" not in head and b"\n" not in head and len(head) < _HTTP_HEAD_MAX:
+                    try:
+                        head += await stream.receive(4096)
+                    except anyio.EndOfStream:
+                        break
+    except TimeoutError:
+        return ProbeResult(False, anyio.current_time() - start, f"GET {url}: no answer within {timeout:g}s")
+    except (OSError, anyio.BrokenResourceError) as exc:
+        return ProbeResult(False, anyio.current_time() - start, f"GET {url}: {_describe_oserror(exc)}")
+    latency = anyio.current_time() - start
+    status_line = head.split(b"\n", 1)[0].strip().decode("latin-1")
+    parts = status_line.split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        shown = status_line[:80] if status_line else "the connection closed without a response"
+        return ProbeResult(False, latency, f"GET {url}: not an HTTP response: {shown!r}")
+    status = int(parts[1])
+    reason = parts[2] if len(parts) > 2 else ""
+    detail = f"HTTP {status} {reason}".rstrip()
+    return ProbeResult(200 <= status < 400, latency, detail)
+
+
+async def exec_probe(
+    argv: Sequence[str],
+    timeout: float = 2.0,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> ProbeResult:
+    """Run ``argv``; ok on exit 0. On timeout its whole process group is killed.
+    Its output (stdout and stderr) ends up, truncated, in the detail."""
+    start = anyio.current_time()
+    if not argv:
+        return ProbeResult(False, 0.0, "the exec probe has an empty command")
+    try:
+        process = await anyio.open_process(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        return ProbeResult(False, anyio.current_time() - start, f"cannot run {argv[0]!r}: {exc.strerror or exc}")
+    output = bytearray()
+    eof = anyio.Event()
+    finished = False
+
+    async def read_output() -> None:
+        assert process.stdout is not None
+        try:
+            while True:
+                chunk = await process.stdout.receive(4096)
+                if len(output) < 4 * _DETAIL_MAX:
+                    output.extend(chunk)
+        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass
+        finally:
+            eof.set()
+
+    try:
+        with anyio.move_on_after(timeout):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(read_output)
+                await process.wait()
+                finished = True
+                with anyio.move_on_after(0.05):  # a background child may hold the pipe open
+                    await eof.wait()
+                tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(process.pid, signal.SIGKILL)  # still our unreaped child: the group is ours
+                await process.wait()
+            await process.aclose()  # closes the pipe even when a background child still holds it
+    latency = anyio.current_time() - start
+    text = bytes(output).decode("utf-8", errors="replace").strip()
+    if len(text) > _DETAIL_MAX:
+        text = text[: _DETAIL_MAX - 3] + "..."
+    if not finished:
+        return ProbeResult(False, latency, f"{argv[0]!r} timed out after {timeout:g}s" + (f": {text}" if text else ""))
+    rc = process.returncode
+    assert rc is not None
+    what = f"exit {rc}" if rc >= 0 else f"killed by {_signame(-rc)}"
+    return ProbeResult(rc == 0, latency, what + (f": {text}" if text else ""))
+
+
+def _signame(num: int) -> str:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return f"signal {num}"
+
+
+async def run_probe(
+    spec: ProbeSpec,
+    port: int | None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> ProbeResult:
+    """Check every condition of ``spec`` (tcp, http, exec), stopping at the first that fails.
+
+    With a ``port``, the port must accept connections even when only ``exec`` is given
+    (the spec: "when ready is given with a port, the port must accept too"); an http
+    check implies that. Pass ``port=None`` to skip the port. ``log`` and ``after`` are the
+    supervisor's business and ignored here. No condition at all is a success.
+    """
+    start = anyio.current_time()
+    checks: list[Callable[[], Awaitable[ProbeResult]]] = []
+    needs_port = spec.tcp or bool(spec.http)
+    if needs_port and port is None:
+        return ProbeResult(False, 0.0, "the probe checks a port but the service has none")
+    if port is not None and spec.http:
+        checks.append(lambda: http_probe(port, spec.http or "/", spec.timeout))
+    elif port is not None:
+        checks.append(lambda: tcp_probe(port, spec.timeout))
+    if spec.exec:
+        argv = spec.exec
+        checks.append(lambda: exec_probe(argv, spec.timeout, env, cwd))
+    details: list[str] = []
+    for check in checks:
+        result = await check()
+        details.append(result.detail)
+        if not result.ok:
+            return ProbeResult(False, anyio.current_time() - start, result.detail)
+    return ProbeResult(True, anyio.current_time() - start, "; ".join(details) or "nothing to check")
+
+
+# -- which ports are listening -------------------------------------------------
+
+_NETLINK_SOCK_DIAG = 4
+_SOCK_DIAG_BY_FAMILY = 20
+_NLM_F_REQUEST = 0x1
+_NLM_F_DUMP = 0x300
+_NLMSG_ERROR = 2
+_NLMSG_DONE = 3
+_TCP_LISTEN = 10
+_NLMSG_HDR = struct.Struct("=IHHII")
+_DIAG_REQ = struct.Struct("=BBBBI")  # family, protocol, ext, pad, states; then a 48-byte inet_diag_sockid
+
+
+class ListeningPorts:
+    """Reads the set of listening TCP ports (all addresses, IPv4 and IPv6).
+
+    Uses a netlink sock_diag dump (the kernel sends only listening sockets) and falls
+    back to ``portinfo.listening_ports()`` (/proc/net/tcp{,6}) for good when netlink fails.
+    """
+
+    def __init__(self) -> None:
+        self._sock: socket.socket | None = None
+        self._seq = 0
+        self.netlink = hasattr(socket, "AF_NETLINK")
+
+    def read(self) -> set[int]:
+        if self.netlink:
+            try:
+                return self._read_netlink()
+            except OSError:
+                self.close()
+                self.netlink = False
+        return listening_ports()
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _read_netlink(self) -> set[int]:
+        if self._sock is None:
+            self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG)
+        sock = self._sock
+        ports: set[int] = set()
+        for family in (socket.AF_INET, socket.AF_INET6):
+            self._seq += 1
+            body = _DIAG_REQ.pack(family, socket.IPPROTO_TCP, 0, 0, 1 << _TCP_LISTEN) + bytes(48)
+            sock.send(_NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST | _NLM_F_DUMP, self._seq, 0) + body)
+            done = False
+            while not done:
+                data = sock.recv(65536)
+                offset = 0
+                while offset + _NLMSG_HDR.size <= len(data):
+                    length, kind, _flags, seq, _pid = _NLMSG_HDR.unpack_from(data, offset)
+                    if length < _NLMSG_HDR.size:
+                        raise OSError(errno.EPROTO, "malformed netlink message")
+                    if seq == self._seq:
+                        if kind == _NLMSG_DONE:
+                            done = True
+                            break
+                        if kind == _NLMSG_ERROR:
+                            (code,) = struct.unpack_from("=i", data, offset + _NLMSG_HDR.size)
+                            raise OSError(-code, os.strerror(-code) if code else "netlink error")
+                        # inet_diag_msg: family, state, timer, retrans, then sockid.sport (big endian)
+                        (sport,) = struct.unpack_from("!H", data, offset + _NLMSG_HDR.size + 4)
+                        ports.add(sport)
+                    offset += (length + 3) & ~3
+                if not data:
+                    raise OSError(errno.EPROTO, "netlink closed")
+        return ports
+
+
+class PortWatcher:
+    """Wait, cheaply and with a lag of a few milliseconds, until ports open or close.
+
+    One read of the socket table per tick serves every waiting port. Two ways to run it:
+
+    - the daemon starts ``run()`` once in its task group: one wake-up per tick in total,
+      and nothing at all while nobody waits;
+    - without ``run()``, waiters drive the ticks themselves; reads are still shared
+      (at most one per ``interval``), but every waiter wakes up each tick.
+
+    Either way a port seen listening may belong to anyone: confirm with ``tcp_probe``.
+    """
+
+    def __init__(self, interval: float = 0.005, read_ports: Callable[[], set[int]] | None = None) -> None:
+        self.interval = interval
+        self._reader = ListeningPorts() if read_ports is None else None
+        self._read_ports = read_ports if read_ports is not None else self._reader.read  # type: ignore[union-attr]
+        self._waiters: dict[tuple[int, bool], list[anyio.Event]] = {}
+        self._wake = anyio.Event()
+        self._running = False
+        self._last_read = -math.inf
+        self.reads = 0  # how many times the table was read (for tests and metrics)
+
+    async def run(self) -> None:
+        """The background ticker; runs until cancelled."""
+        self._running = True
+        try:
+            while True:
+                if not self._waiters:
+                    self._wake = anyio.Event()
+                    await self._wake.wait()
+                self._tick()
+                await anyio.sleep(self.interval)
+        finally:
+            self._running = False
+            self.close()
+
+    async def wait_listening(self, port: int) -> None:
+        """Return once something listens on TCP ``port`` (any address). No deadline: wrap it."""
+        await self._wait(port, True)
+
+    async def wait_closed(self, port: int) -> None:
+        """Return once nothing listens on TCP ``port`` any more."""
+        await self._wait(port, False)
+
+    def _tick(self) -> None:
+        self._last_read = anyio.current_time()
+        self.reads += 1
+        try:
+            ports = self._read_ports()
+        except OSError:
+            return
+        for key in [k for k in self._waiters if (k[0] in ports) == k[1]]:
+            for event in self._waiters.pop(key):
+                event.set()
+
+    async def _wait(self, port: int, listening: bool) -> None:
+        key = (port, listening)
+        event = anyio.Event()
+        self._waiters.setdefault(key, []).append(event)
+        try:
+            if self._running:
+                self._wake.set()
+                await event.wait()
+                return
+            while not event.is_set():
+                if anyio.current_time() - self._last_read >= self.interval * 0.9:
+                    self._tick()
+                if event.is_set():
+                    break
+                with anyio.move_on_after(self.interval):
+                    await event.wait()
+        finally:
+            events = self._waiters.get(key)
+            if events is not None and event in events:
+                events.remove(event)
+                if not events:
+                    del self._waiters[key]
+            if not self._running and not self._waiters:
+                self.close()  # lazy mode: no socket kept open between waits
+
+    def close(self) -> None:
+        """Release the netlink socket (run() does this itself when cancelled)."""
+        if self._reader is not None:
+            self._reader.close()

@@ -1,0 +1,326 @@
+"""Probes against real listeners and real commands; the PortWatcher's readiness lag."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import anyio.abc
+import psutil
+import pytest
+
+from supervisord_lite.model import ProbeSpec
+from supervisord_lite.probes import ListeningPorts, PortWatcher, exec_probe, http_probe, run_probe, tcp_probe
+from tests.conftest import FAKES, PYTHON, free_port, free_ports
+
+pytestmark = pytest.mark.anyio
+
+
+@asynccontextmanager
+async def child(*argv: object, ready: str = "listening") -> AsyncIterator[tuple[anyio.abc.Process, str]]:
+    """Run a fake in its own session until it prints ``ready``; kill its group on the way out."""
+    process = await anyio.open_process(
+        [str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=None, start_new_session=True
+    )
+    try:
+        assert process.stdout is not None
+        first = b""
+        with anyio.fail_after(10):
+            while b"\n" not in first:
+                first += await process.stdout.receive()
+        line = first.decode().strip()
+        assert line.startswith(ready), line
+        yield process, line
+    finally:
+        with anyio.CancelScope(shield=True):
+            try:
+                os.killpg(process.pid, signal.SIGKILL)  # our own child, not yet reaped
+            except ProcessLookupError:
+                pass
+            await process.wait()
+            await process.aclose()
+
+
+@pytest.fixture
+def http_port() -> int:
+    return free_port()
+
+
+# -- tcp ----------------------------------------------------------------------------
+
+
+async def test_tcp_probe_ok_and_refused() -> None:
+    port = free_port()
+    result = await tcp_probe(port)
+    assert not result.ok
+    assert result.detail == f"127.0.0.1:{port}: connection refused"
+    async with child(PYTHON, FAKES / "listen_port.py", port):
+        result = await tcp_probe(port)
+        assert result.ok, result.detail
+        assert 0 <= result.latency < 1.0
+
+
+async def test_tcp_probe_times_out_on_a_full_backlog() -> None:
+    """A listener that never accepts, with its backlog full: the connect hangs, the probe does not."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        port = server.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(8):  # fill the accept queue (the kernel allows backlog + 1)
+                s = socket.socket()
+                s.setblocking(False)
+                try:
+                    s.connect(("127.0.0.1", port))
+                except BlockingIOError:
+                    pass
+                fillers.append(s)
+            result = await tcp_probe(port, timeout=0.3)
+            if result.ok:
+                pytest.skip("this kernel accepted beyond the backlog; no hanging connect to test")
+            assert result.detail == f"no answer from 127.0.0.1:{port} within 0.3s"
+            assert result.latency < 1.5
+        finally:
+            for s in fillers:
+                s.close()
+
+
+# -- http ----------------------------------------------------------------------------
+
+
+async def test_http_probe_statuses(http_port: int) -> None:
+    async with child(PYTHON, FAKES / "http_server.py", http_port):
+        ok = await http_probe(http_port, "/ok", timeout=2)
+        assert ok.ok and ok.detail == "HTTP 200 OK"
+        fail = await http_probe(http_port, "/fail", timeout=2)
+        assert not fail.ok and fail.detail == "HTTP 500 Internal Server Error"
+        redirect = await http_probe(http_port, "/redirect", timeout=2)
+        assert redirect.ok and redirect.detail == "HTTP 302 Found"
+        missing = await http_probe(http_port, "missing", timeout=2)
+        assert not missing.ok and missing.detail == "HTTP 404 Not Found"
+        slow = await http_probe(http_port, "/slow", timeout=0.3)
+        assert not slow.ok
+        assert slow.detail == f"GET http://127.0.0.1:{http_port}/slow: no answer within 0.3s"
+
+
+async def test_http_probe_closed_port_and_non_http_listener() -> None:
+    port = free_port()
+    closed = await http_probe(port, "/health", timeout=1)
+    assert not closed.ok and closed.detail == f"GET http://127.0.0.1:{port}/health: connection refused"
+    async with child(PYTHON, FAKES / "listen_port.py", port):  # accepts, then closes at once
+        result = await http_probe(port, "/health", timeout=2)
+        assert not result.ok
+        assert "not an HTTP response" in result.detail or "connection reset" in result.detail, result.detail
+
+
+# -- exec ------------------------------------------------------------------------------
+
+
+async def test_exec_probe_true_false_and_output() -> None:
+    assert (await exec_probe(["true"], timeout=5)).ok
+    result = await exec_probe(["false"], timeout=5)
+    assert not result.ok and result.detail == "exit 1"
+    result = await exec_probe(["sh", "-c", "echo not ready yet; echo to stderr >&2; exit 3"], timeout=5)
+    assert not result.ok
+    assert result.detail == "exit 3: not ready yet\nto stderr"
+
+
+async def test_exec_probe_output_is_truncated() -> None:
+    result = await exec_probe(["sh", "-c", "head -c 100000 /dev/zero | tr '\\0' y; exit 1"], timeout=5)
+    assert not result.ok
+    assert result.detail.startswith("exit 1: yyy") and result.detail.endswith("...")
+    assert len(result.detail) < 400
+
+
+async def test_exec_probe_env_and_cwd(tmp_path: Path) -> None:
+    env = {**os.environ, "PROBE_VALUE": "42"}
+    script = f'test "$PROBE_VALUE" = 42 && test "$(pwd)" = "{tmp_path}"'
+    assert (await exec_probe(["sh", "-c", script], timeout=5, env=env, cwd=tmp_path)).ok
+    assert not (await exec_probe(["sh", "-c", script], timeout=5, env=None, cwd=tmp_path)).ok
+
+
+async def test_exec_probe_missing_command() -> None:
+    result = await exec_probe(["pg_isready-not-installed"], timeout=5)
+    assert not result.ok
+    assert result.detail == "cannot run 'pg_isready-not-installed': No such file or directory"
+
+
+async def test_exec_probe_timeout_kills_its_process_group(tmp_path: Path) -> None:
+    pids_file = tmp_path / "pids"
+    script = f'sleep 30 & echo "$$ $!" > {pids_file}; wait'
+    start = time.monotonic()
+    result = await exec_probe(["sh", "-c", script], timeout=0.5)
+    assert not result.ok
+    assert result.detail.startswith("'sh' timed out after 0.5s")
+    assert time.monotonic() - start < 2.0
+    shell, sleeper = (int(p) for p in pids_file.read_text().split())
+    for pid in (shell, sleeper):  # both were in the probe's group, both are gone
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+@pytest.fixture
+def leftover_pids() -> Iterator[list[int]]:
+    """Pids of background processes a probe left behind on purpose; killed at teardown."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+async def test_exec_probe_returns_although_a_background_child_holds_the_pipe(leftover_pids: list[int]) -> None:
+    start = time.monotonic()
+    result = await exec_probe(["sh", "-c", "sleep 30 & echo $!"], timeout=5)
+    leftover_pids.append(int(result.detail.split(": ", 1)[1]))
+    assert result.ok
+    assert time.monotonic() - start < 1.0
+
+
+# -- run_probe --------------------------------------------------------------------------
+
+
+async def test_run_probe_combines_conditions(http_port: int) -> None:
+    assert (await run_probe(ProbeSpec(), None)).ok, "nothing to check is ready"
+    no_port = await run_probe(ProbeSpec(tcp=True), None)
+    assert not no_port.ok and "has none" in no_port.detail
+    closed = await run_probe(ProbeSpec(exec=("true",)), http_port)
+    assert not closed.ok and "connection refused" in closed.detail, "with a port, the port must accept too"
+    async with child(PYTHON, FAKES / "http_server.py", http_port):
+        assert (await run_probe(ProbeSpec(tcp=True), http_port)).ok
+        assert (await run_probe(ProbeSpec(exec=("true",)), http_port)).ok
+        both = await run_probe(ProbeSpec(http="/ok", exec=("true",)), http_port)
+        assert both.ok and both.detail == "HTTP 200 OK; exit 0"
+        bad_exec = await run_probe(ProbeSpec(http="/ok", exec=("false",)), http_port)
+        assert not bad_exec.ok and bad_exec.detail == "exit 1"
+        bad_http = await run_probe(ProbeSpec(http="/fail", exec=("true",)), http_port)
+        assert not bad_http.ok and bad_http.detail == "HTTP 500 Internal Server Error"
+        # log/after belong to the supervisor: ignored here
+        assert (await run_probe(ProbeSpec(tcp=True, log="ready", after=5.0), http_port)).ok
+
+
+# -- the port watcher ---------------------------------------------------------------------
+
+
+def test_listening_ports_sees_a_listener_on_v4_and_v6() -> None:
+    reader = ListeningPorts()
+    try:
+        with socket.socket() as s4:
+            s4.bind(("127.0.0.1", 0))
+            s4.listen()
+            port4 = s4.getsockname()[1]
+            assert port4 in reader.read()
+            try:
+                s6 = socket.socket(socket.AF_INET6)
+                s6.bind(("::1", 0))
+            except OSError:
+                pytest.skip("no IPv6 loopback here")
+            with s6:
+                s6.listen()
+                port6 = s6.getsockname()[1]
+                assert port6 in reader.read()
+        assert port4 not in reader.read()
+    finally:
+        reader.close()
+
+
+async def measure_lag(watcher: PortWatcher, rounds: int) -> list[float]:
+    """Port opened (the child's own timestamp) -> wait_listening returned, in seconds."""
+    lags = []
+    for _ in range(rounds):
+        port = free_port()
+        returned: list[float] = []
+
+        async def waiter(port: int = port, returned: list[float] = returned) -> None:
+            await watcher.wait_listening(port)
+            returned.append(time.time())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            async with child(PYTHON, FAKES / "listen_port.py", port) as (_, line):
+                opened = float(line.split()[2])
+                with anyio.fail_after(5):
+                    while not returned:
+                        await anyio.sleep(0.001)
+        lags.append(returned[0] - opened)
+    return lags
+
+
+async def test_port_watcher_lag_with_the_background_ticker() -> None:
+    watcher = PortWatcher()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watcher.run)
+        lags = await measure_lag(watcher, rounds=12)
+        tg.cancel_scope.cancel()
+    median = statistics.median(lags)
+    print(f"\nPortWatcher lag with run(): median {median * 1000:.1f} ms, max {max(lags) * 1000:.1f} ms")
+    assert median < 0.1, lags
+    assert max(lags) < 0.5, lags
+
+
+async def test_port_watcher_lag_without_the_ticker() -> None:
+    lags = await measure_lag(PortWatcher(), rounds=5)
+    assert statistics.median(lags) < 0.1, lags
+
+
+async def test_port_watcher_shares_reads_and_idles() -> None:
+    watcher = PortWatcher()
+    ports = free_ports(30)
+    socks = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watcher.run)
+        done: list[int] = []
+
+        async def wait(port: int) -> None:
+            await watcher.wait_listening(port)
+            done.append(port)
+
+        for port in ports:
+            tg.start_soon(wait, port)
+        try:
+            for port in ports:
+                s = socket.socket()
+                s.bind(("127.0.0.1", port))
+                s.listen()
+                socks.append(s)
+            with anyio.fail_after(5):
+                while len(done) < len(ports):
+                    await anyio.sleep(0.005)
+            assert watcher.reads <= 5, "30 waiters were served by a handful of table reads"
+            reads = watcher.reads
+            await anyio.sleep(0.1)
+            assert watcher.reads == reads, "nobody waits: no reads"
+
+            async def wait_closed(port: int) -> None:
+                await watcher.wait_closed(port)
+                done.remove(port)
+
+            for port in ports[:3]:
+                tg.start_soon(wait_closed, port)
+            for s in socks[:3]:
+                s.close()
+            with anyio.fail_after(5):
+                while len(done) > len(ports) - 3:
+                    await anyio.sleep(0.005)
+        finally:
+            for s in socks:
+                s.close()
+            tg.cancel_scope.cancel()
+
+
+async def test_port_watcher_waiter_cancelled_cleanly() -> None:
+    watcher = PortWatcher()
+    port = free_port()
+    with anyio.move_on_after(0.05):
+        await watcher.wait_listening(port)
+    assert watcher._waiters == {}
