@@ -1,0 +1,344 @@
+"""The daemon's HTTP endpoint at ``supervisor.metrics``: /metrics, /healthz, and
+whatever else the daemon routes there (the status page and /api/status, issue 9).
+
+A stdlib ``ThreadingHTTPServer`` in a daemon thread is enough: every handler reads
+one immutable snapshot, so there is nothing to lock, and a slow client only holds
+its own thread. Routes are a table of ``path -> handler(Request) -> Response``;
+a response body may be an iterable of chunks, written as they come (server-sent
+events), until the client leaves or the server stops.
+
+Bound to loopback (the default) it answers only requests whose Host is a loopback
+name or address, so a web page cannot read it through DNS rebinding.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import json
+import socket
+import socketserver
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
+from urllib.parse import parse_qs, urlsplit
+
+import structlog
+
+from .metrics import Metrics, SnapshotSource
+from .portinfo import listener_on
+
+log = structlog.get_logger(__name__)
+
+KEY = "supervisor.metrics"
+
+
+class MetricsAddressError(Exception):
+    """The metrics address is malformed, taken or not ours to bind; the message says which."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str  # GET or HEAD
+    path: str
+    query: Mapping[str, list[str]]
+    headers: Mapping[str, str]
+    stopping: threading.Event  # set when the server stops: streaming bodies end then
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int = 200
+    body: bytes | Iterable[bytes] = b""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def text(cls, text: str, status: int = 200) -> Response:
+        return cls(status=status, body=text.encode())
+
+    @classmethod
+    def json(cls, data: Any, status: int = 200) -> Response:
+        return cls(status=status, body=json.dumps(data, indent=2).encode() + b"\n", content_type="application/json")
+
+
+Handler = Callable[[Request], Response]
+#: Returns None when the daemon is healthy, else what is wrong (for /healthz).
+HealthCheck = Callable[[], str | None]
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_address(text: str, *, key: str = KEY) -> tuple[str, int]:
+    """``"127.0.0.1:9108"``, ``"[::1]:9108"``, ``":9108"`` (loopback) -> (host, port)."""
+    host, sep, port_text = text.strip().rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise MetricsAddressError(f'{key}: "{text}" is not HOST:PORT (for example "127.0.0.1:9108"; "" turns it off)')
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise MetricsAddressError(f'{key}: port {port} in "{text}" is outside 0-65535')
+    return host.strip("[]") or "127.0.0.1", port
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_of(header: str) -> str:
+    """The host part of a Host header: ``[::1]:80`` -> ``::1``, ``a:80`` -> ``a``."""
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    app: MetricsServer
+
+    def __init__(self, address: tuple[str, int], family: socket.AddressFamily, app: MetricsServer) -> None:
+        self.address_family = family
+        self.app = app
+        super().__init__(address, _RequestHandler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind calls getfqdn(), a reverse DNS lookup that can hang.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # Called inside socketserver's except block: a client that hung up, mostly.
+        log.debug("metrics.client_error", client=str(client_address), exc_info=True)  # noqa: LOG014
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    server: _Server
+    timeout = 30  # a client that sends nothing does not hold a thread for ever
+    server_version = "supervisord-lite"
+    sys_version = ""
+
+    def do_GET(self) -> None:
+        self._serve(head_only=False)
+
+    def do_HEAD(self) -> None:
+        self._serve(head_only=True)
+
+    def _refuse_method(self) -> None:
+        self._write(Response(405, b"only GET and HEAD\n", headers={"Allow": "GET, HEAD"}), head_only=False)
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = _refuse_method
+
+    def _serve(self, head_only: bool) -> None:
+        app = self.server.app
+        url = urlsplit(self.path)
+        request = Request(
+            method=self.command,
+            path=url.path,
+            query=parse_qs(url.query),
+            headers=dict(self.headers.items()),
+            stopping=app.stopping,
+        )
+        self._write(app.dispatch(request), head_only)
+
+    def _write(self, response: Response, head_only: bool) -> None:
+        body = response.body
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("X-Content-Type-Options", "nosniff")
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        if isinstance(body, bytes):
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if not head_only:
+                self.wfile.write(body)
+            return
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        stopping = self.server.app.stopping
+        try:
+            for chunk in () if head_only else body:
+                self.wfile.write(chunk)
+                self.wfile.flush()
+                if stopping.is_set():
+                    break
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client left
+        finally:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("metrics.request", client=self.client_address[0], line=format % args)
+
+
+class MetricsServer:
+    """Serves /metrics and /healthz (plus ``extra_routes``) at ``address``.
+
+    ``start()`` binds and returns once the server accepts connections; it raises
+    ``MetricsAddressError`` naming ``supervisor.metrics`` when the address is
+    taken or cannot be bound. ``port`` is the bound port (pass port 0 in tests).
+    The supervisor feeds probe latencies through ``metrics.observe_probe``.
+    """
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        get_snapshot: SnapshotSource,
+        *,
+        metrics: Metrics | None = None,
+        extra_routes: Mapping[str, Handler] | None = None,
+        health: HealthCheck | None = None,
+        manifest: str = "",
+    ) -> None:
+        self.address = address
+        self.get_snapshot = get_snapshot
+        self.metrics = metrics if metrics is not None else Metrics(get_snapshot)
+        self.health = health
+        self.manifest = manifest  # named in error messages
+        self.stopping = threading.Event()
+        self.routes: dict[str, Handler] = {
+            "/": self._index,
+            "/metrics": self._metrics,
+            "/healthz": self._healthz,
+        }
+        self.routes.update(extra_routes or {})
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        if self._server is not None:
+            raise RuntimeError("MetricsServer already started")
+        host, port = self.address
+        self._server = self._bind(host, port)
+        self.stopping.clear()
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="svc-metrics", daemon=True
+        )
+        self._thread.start()
+        log.info("metrics.listening", url=self.url)
+
+    def stop(self) -> None:
+        """Stop serving and free the port; open streams end. Safe to call twice."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self.stopping.set()
+        server.shutdown()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("MetricsServer is not started")
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        host = self.address[0]
+        shown = "127.0.0.1" if host in ("", "0.0.0.0") else "::1" if host == "::" else host
+        return f"http://{format_address(shown, self.port)}"
+
+    def _fail(self, what: str) -> MetricsAddressError:
+        where = f"{self.manifest}: " if self.manifest else ""
+        return MetricsAddressError(f"{where}{KEY}: {what}")
+
+    def _bind(self, host: str, port: int) -> _Server:
+        shown = format_address(host, port)
+        if not 0 <= port <= 65535:
+            raise self._fail(f"port {port} in {shown} is outside 0-65535")
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except socket.gaierror as exc:
+            raise self._fail(f"cannot resolve the host of {shown}: {exc.strerror}") from None
+        family, _, _, _, sockaddr = infos[0]
+        try:
+            return _Server((str(sockaddr[0]), port), family, self)
+        except OSError as exc:
+            raise self._fail(self._why(exc, host, port, shown)) from None
+
+    @staticmethod
+    def _why(exc: OSError, host: str, port: int, shown: str) -> str:
+        if exc.errno == errno.EADDRINUSE:
+            holder = listener_on(port)
+            if holder is None:
+                who = "another socket"
+            elif holder.pid is None:
+                who = "a process of another user (run as root to see which)"
+            else:
+                who = f"pid {holder.pid} ({holder.cmdline})"
+            return f'{shown} is already in use by {who}; choose another address, or "" to turn metrics off'
+        if exc.errno == errno.EADDRNOTAVAIL:
+            return f"{host} is not an address of this machine ({shown})"
+        if exc.errno == errno.EACCES:
+            return f"permission denied to listen on {shown} (ports below 1024 need root)"
+        return f"cannot listen on {shown}: {exc.strerror or exc}"
+
+    # -- requests ----------------------------------------------------------
+
+    def dispatch(self, request: Request) -> Response:
+        """The response to ``request``: route lookup, loopback Host check, errors as 500."""
+        if _is_loopback(self.address[0]) and not _is_loopback(_host_of(request.headers.get("Host", "localhost"))):
+            return Response.text("this endpoint answers only to localhost\n", 403)
+        handler = self.routes.get(request.path)
+        if handler is None:
+            return Response.text(f"no page {request.path}; try {', '.join(sorted(self.routes))}\n", 404)
+        try:
+            return handler(request)
+        except Exception as exc:  # one broken route must not kill the server thread
+            log.exception("metrics.route_failed", path=request.path)
+            return Response.text(f"internal error in {request.path}: {exc}\n", 500)
+
+    def _index(self, request: Request) -> Response:
+        links = "".join(f'<li><a href="{path}">{path}</a></li>' for path in sorted(self.routes) if path != "/")
+        page = f"<!doctype html><title>supervisord-lite</title><h1>supervisord-lite</h1><ul>{links}</ul>\n"
+        return Response(body=page.encode(), content_type="text/html; charset=utf-8")
+
+    def _metrics(self, request: Request) -> Response:
+        body, content_type = self.metrics.render()
+        return Response(body=body, content_type=content_type)
+
+    def _healthz(self, request: Request) -> Response:
+        """200 while the daemon works: its snapshot is readable and ``health`` has no complaint."""
+        try:
+            snap = self.get_snapshot()
+            problem = self.health() if self.health is not None else None
+        except Exception as exc:
+            return Response.json({"status": "error", "problem": f"cannot read the supervisor's state: {exc}"}, 503)
+        states = Counter(s.state.value for s in snap.services)
+        data = {
+            "status": "ok" if problem is None else "unhealthy",
+            "name": snap.name,
+            "manifest": snap.manifest,
+            "pid": snap.pid,
+            "uptime_seconds": round(max(time.time() - snap.started_at, 0.0), 3),
+            "services": len(snap.services),
+            "states": dict(sorted(states.items())),
+        }
+        if problem is not None:
+            data["problem"] = problem
+        return Response.json(data, 200 if problem is None else 503)

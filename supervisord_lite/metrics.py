@@ -1,0 +1,252 @@
+"""Prometheus metrics of the supervisor (spec section 6).
+
+Everything about services is read at scrape time from ONE immutable
+``SupervisorSnapshot`` (``SupervisorCollector``), so a scrape never sees a
+half-updated service and there is no second copy of the bookkeeping. The only
+state kept here is the probe latency histogram (``ProbeStats``): a histogram needs
+every observation, not just the last latency, so the supervisor feeds it with
+``observe_probe`` after each probe.
+
+Every metric lives on the registry of a ``Metrics`` object, never on
+prometheus_client's global registry, so several daemons (or tests) can live in one
+process. The daemon's own process metrics (``process_*``, ``python_*``) are
+registered on the same registry.
+
+Speed: 500 services make ~18,000 samples (12 state series and 16 histogram
+samples per service). Through prometheus_client objects (``Histogram``,
+``*MetricFamily``, ``generate_latest``) one scrape took ~120 ms. So the two big
+collectors write the text format directly (~9 ms for 500 services), and their
+``collect()`` (for anyone using the registry the usual way) parses that same text
+back with prometheus_client's parser: one implementation, two interfaces.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import threading
+from collections.abc import Callable, Iterable, Sequence
+
+from prometheus_client import GCCollector, PlatformCollector, ProcessCollector, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
+
+from . import __version__
+from .snapshot import SupervisorSnapshot
+from .states import ServiceState
+
+SnapshotSource = Callable[[], SupervisorSnapshot]
+
+#: The Prometheus text exposition format served at /metrics.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: Buckets for probes over loopback: a TCP connect takes ~0.1 ms, an HTTP
+#: health endpoint a few ms, a slow ``exec`` probe up to its timeout.
+PROBE_BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+#: Every ``svc_*`` family of the snapshot, in exposition order: (name, type, help).
+#: Names are part of the contract (spec section 6): dashboards and alerts use them.
+FAMILIES: tuple[tuple[str, str, str], ...] = (
+    ("svc_info", "gauge", "The supervisor: its name, manifest and version."),
+    ("svc_port_up", "gauge", "1 when the last probe of the service's port succeeded."),
+    ("svc_port_conflict", "gauge", "1 when a process that is not ours holds the service's port."),
+    ("svc_service_state", "gauge", "1 for the service's current state, 0 for the others."),
+    ("svc_service_restarts_total", "counter", "Restarts of the service by the supervisor."),
+    ("svc_memory_restarts_total", "counter", "Restarts because the process tree stayed above max_memory."),
+    ("svc_service_start_time_seconds", "gauge", "Unix time of the service's last start."),
+    ("svc_service_ready_duration_seconds", "gauge", "Spawn-to-ready time of the service's last start."),
+    ("svc_process_resident_memory_bytes", "gauge", "Resident memory of the service's whole process tree."),
+    ("svc_process_cpu_seconds_total", "counter", "CPU time of the service's whole process tree."),
+    ("svc_manifest_reloads_total", "counter", "Manifest reloads by result."),
+)
+PROBE_FAMILY = ("svc_port_probe_duration_seconds", "histogram", "Latency of the probes of a service's port.")
+
+#: States in which nothing of ours should listen on the port: no svc_port_up series.
+_NO_PORT_UP_STATES = frozenset({ServiceState.DISABLED, ServiceState.DEPRECATED})
+_STATES = tuple(ServiceState)
+
+
+def _header(name: str, kind: str, doc: str) -> str:
+    return f"# HELP {name} {doc}\n# TYPE {name} {kind}\n"
+
+
+def _label(value: str) -> str:
+    """A label value escaped for the text format."""
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    return value
+
+
+def _num(value: float) -> str:
+    """A sample value as Prometheus writes it: +Inf, -Inf, NaN, integers without '.0'."""
+    if type(value) is int:
+        return str(value)
+    value = float(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
+class _TextCollector(Collector):
+    """A collector whose one implementation is ``render_text``."""
+
+    def render_text(self) -> str:
+        raise NotImplementedError
+
+    def _headers(self) -> str:
+        raise NotImplementedError
+
+    def describe(self) -> Iterable[Metric]:
+        """Names only, so the registry can refuse duplicates without a snapshot."""
+        return text_string_to_metric_families(self._headers())
+
+    def collect(self) -> Iterable[Metric]:
+        return text_string_to_metric_families(self.render_text())
+
+
+class ProbeStats(_TextCollector):
+    """The ``svc_port_probe_duration_seconds`` histogram, fed by the supervisor.
+
+    One lock guards all series: the supervisor observes from its event loop while
+    the HTTP server's threads scrape, and a scrape copies the counts under it.
+    """
+
+    def __init__(self, buckets: Sequence[float] = PROBE_BUCKETS) -> None:
+        bounds = sorted(float(b) for b in buckets if not math.isinf(b))
+        if not bounds:
+            raise ValueError("ProbeStats needs at least one finite bucket")
+        self._bounds = tuple(bounds)
+        # `le` written as prometheus_client writes it ("1.0", "0.005")
+        self._le = tuple(str(floatToGoString(b)) for b in bounds) + ("+Inf",)  # type: ignore[no-untyped-call]
+        self._lock = threading.Lock()
+        # (service, port label) -> ([count per bucket, not cumulative, +Inf last], [sum])
+        self._series: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
+
+    def observe_probe(self, service: str, port: int, seconds: float) -> None:
+        """Record one probe of ``service`` on ``port`` that took ``seconds``."""
+        seconds = max(float(seconds), 0.0)
+        index = bisect.bisect_left(self._bounds, seconds)  # `le` is inclusive
+        key = (service, str(port))
+        with self._lock:
+            series = self._series.get(key)
+            if series is None:
+                series = self._series[key] = ([0] * (len(self._bounds) + 1), [0.0])
+            series[0][index] += 1
+            series[1][0] += seconds
+
+    def forget(self, service: str) -> None:
+        """Drop every series of ``service`` (removed by a reload, or its port changed)."""
+        with self._lock:
+            for key in [k for k in self._series if k[0] == service]:
+                del self._series[key]
+
+    def _headers(self) -> str:
+        return _header(*PROBE_FAMILY)
+
+    def render_text(self) -> str:
+        with self._lock:
+            copied = [(key, list(counts), total[0]) for key, (counts, total) in self._series.items()]
+        name = PROBE_FAMILY[0]
+        out = [self._headers()]
+        add = out.append
+        for (service, port), counts, total in copied:
+            labels = f'service="{_label(service)}",port="{_label(port)}"'
+            cumulative = 0
+            for le, n in zip(self._le, counts):
+                cumulative += n
+                add(f'{name}_bucket{{{labels},le="{le}"}} {cumulative}\n')
+            add(f"{name}_count{{{labels}}} {cumulative}\n{name}_sum{{{labels}}} {_num(total)}\n")
+        return "".join(out)
+
+
+class SupervisorCollector(_TextCollector):
+    """Every ``svc_*`` family but the histogram, from one snapshot per scrape."""
+
+    def __init__(self, get_snapshot: SnapshotSource, version: str = __version__) -> None:
+        self._get_snapshot = get_snapshot
+        self._version = version
+
+    def _headers(self) -> str:
+        return "".join(_header(*family) for family in FAMILIES)
+
+    def render_text(self) -> str:
+        snap = self._get_snapshot()  # the one read of this scrape
+        lines: dict[str, list[str]] = {name: [] for name, _, _ in FAMILIES}
+        info = f'name="{_label(snap.name)}",manifest="{_label(snap.manifest)}",version="{_label(self._version)}"'
+        lines["svc_info"].append(f"svc_info{{{info}}} 1\n")
+        reloads = lines["svc_manifest_reloads_total"]
+        reloads.append(f'svc_manifest_reloads_total{{result="ok"}} {_num(snap.reloads_ok)}\n')
+        reloads.append(f'svc_manifest_reloads_total{{result="error"}} {_num(snap.reloads_error)}\n')
+        port_up, conflict, state = lines["svc_port_up"], lines["svc_port_conflict"], lines["svc_service_state"]
+        restarts, memory_restarts = lines["svc_service_restarts_total"], lines["svc_memory_restarts_total"]
+        start_time, ready = lines["svc_service_start_time_seconds"], lines["svc_service_ready_duration_seconds"]
+        rss, cpu = lines["svc_process_resident_memory_bytes"], lines["svc_process_cpu_seconds_total"]
+        for svc in snap.services:
+            name, tier, current = _label(svc.name), _label(svc.tier), svc.state
+            if svc.port is not None:
+                if current not in _NO_PORT_UP_STATES:  # never probed counts as down
+                    up = 1 if svc.port_up else 0
+                    port_up.append(f'svc_port_up{{service="{name}",tier="{tier}",port="{svc.port}"}} {up}\n')
+                held = 1 if current is ServiceState.CONFLICT or svc.conflict_pid is not None else 0
+                conflict.append(f'svc_port_conflict{{service="{name}",port="{svc.port}"}} {held}\n')
+            prefix = f'svc_service_state{{service="{name}",tier="{tier}",state="'
+            state.extend([f'{prefix}{s.value}"}} {1 if s is current else 0}\n' for s in _STATES])
+            only = f'{{service="{name}"}}'
+            restarts.append(f"svc_service_restarts_total{only} {_num(svc.restarts)}\n")
+            memory_restarts.append(f"svc_memory_restarts_total{only} {_num(svc.memory_restarts)}\n")
+            # Facts that do not exist yet (never started, not running) have no series.
+            if svc.started_at is not None:
+                start_time.append(f"svc_service_start_time_seconds{only} {_num(svc.started_at)}\n")
+            if svc.ready_duration is not None:
+                ready.append(f"svc_service_ready_duration_seconds{only} {_num(svc.ready_duration)}\n")
+            if svc.rss_bytes is not None:
+                rss.append(f"svc_process_resident_memory_bytes{only} {_num(svc.rss_bytes)}\n")
+            if svc.cpu_seconds is not None:
+                cpu.append(f"svc_process_cpu_seconds_total{only} {_num(svc.cpu_seconds)}\n")
+        out: list[str] = []
+        for family in FAMILIES:
+            out.append(_header(*family))
+            out.extend(lines[family[0]])
+        return "".join(out)
+
+
+class Metrics:
+    """The daemon's metrics: the snapshot collector, the probe histogram and the
+    daemon's own process metrics, on one registry of their own.
+
+    The supervisor calls ``observe_probe`` / ``forget``; the HTTP server calls
+    ``render``. ``get_snapshot`` is called from the server's threads: it must
+    return an immutable snapshot (returning the latest published object is fine).
+    """
+
+    def __init__(self, get_snapshot: SnapshotSource, *, process_metrics: bool = True) -> None:
+        self.registry = CollectorRegistry()
+        self.services = SupervisorCollector(get_snapshot)
+        self.probes = ProbeStats()
+        self.registry.register(self.services)
+        self.registry.register(self.probes)
+        self._own = CollectorRegistry()  # small: rendered by prometheus_client itself
+        if process_metrics:
+            for collector in (ProcessCollector(registry=None), PlatformCollector(registry=None)):
+                self._own.register(collector)
+                self.registry.register(collector)
+            self.registry.register(GCCollector(registry=self._own))
+
+    def observe_probe(self, service: str, port: int, seconds: float) -> None:
+        """Record one probe (the supervisor calls this after every probe of a port)."""
+        self.probes.observe_probe(service, port, seconds)
+
+    def forget(self, service: str) -> None:
+        """Drop the probe series of a service removed by a reload."""
+        self.probes.forget(service)
+
+    def render(self) -> tuple[bytes, str]:
+        """One scrape: (body, content type). The same samples as ``generate_latest(self.registry)``."""
+        text = self.services.render_text() + self.probes.render_text()
+        return text.encode() + generate_latest(self._own), CONTENT_TYPE
