@@ -85,7 +85,7 @@ def main(ctx: click.Context, manifest: Path | None) -> None:
 
 
 def _register() -> None:
-    from . import cli_daemon, cli_manifest  # noqa: F401  (they add commands to `main`)
+    from . import cli_daemon, cli_export, cli_manifest  # noqa: F401  (they add commands to `main`)
 
 
 _register()

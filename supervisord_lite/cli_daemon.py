@@ -1,0 +1,374 @@
+"""`svc up|down|restart|status|logs|reload|daemon|shutdown`: thin clients of the daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .cli import (
+    EXIT_FAILED,
+    EXIT_NO_DAEMON,
+    EXIT_OK,
+    EXIT_USAGE,
+    fail,
+    long_manifest_option,
+    main,
+    manifest_option,
+    resolve_manifest_path,
+)
+from .model import Manifest
+
+
+def _load(manifest_path: Path | None) -> Manifest:
+    from .manifest import ManifestError, load_manifest
+
+    path = resolve_manifest_path(manifest_path)
+    try:
+        return load_manifest(path)
+    except ManifestError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_USAGE)
+
+
+def _check_names(manifest: Manifest, names: tuple[str, ...]) -> None:
+    unknown = [n for n in names if n not in manifest.services]
+    if unknown:
+        import difflib
+
+        hints = []
+        for n in unknown:
+            close = difflib.get_close_matches(n, list(manifest.services), n=1)
+            hints.append(f"{n!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        fail(f"{manifest.path}: no service named {', '.join(hints)}", EXIT_USAGE)
+
+
+def _no_daemon(manifest: Manifest) -> None:
+    fail(f"no daemon is running for {manifest.path} (start one with `svc up -f {manifest.path}`)", EXIT_NO_DAEMON)
+
+
+def _ensure_daemon(manifest: Manifest) -> None:
+    from .client import DaemonStartError, ensure_daemon
+
+    try:
+        if ensure_daemon(manifest):
+            click.echo(f"started the daemon for {manifest.path} (log: {manifest.supervisor.state_dir / 'daemon.log'})", err=True)
+    except DaemonStartError as exc:
+        fail(str(exc), exc.code)
+
+
+def _stream(manifest: Manifest, op: str, args: dict[str, Any], timeout: float | None = None) -> Any:
+    """Run a progress-reporting request; render progress; return the final result."""
+    from . import control
+    from .client import socket_of
+    from .snapshot import ServiceSnapshot
+
+    live = _Progress(sys.stdout.isatty())
+    try:
+        for message in control.request(socket_of(manifest), op, args, timeout=timeout):
+            if "progress" in message:
+                live.update([ServiceSnapshot.from_dict(d) for d in message["progress"]])
+            elif message.get("done"):
+                live.close()
+                if not message.get("ok"):
+                    fail(message.get("error", "failed"), int(message.get("code", EXIT_FAILED)))
+                return message.get("result")
+    except control.DaemonUnreachable:
+        live.close()
+        _no_daemon(manifest)
+    except control.ControlError as exc:
+        live.close()
+        fail(str(exc), exc.code)
+    finally:
+        live.close()
+    fail(f"no answer to {op}")
+
+
+class _Progress:
+    """Live progress: a redrawn table on a terminal, one line per change otherwise."""
+
+    def __init__(self, tty: bool) -> None:
+        self.tty = tty
+        self.seen: dict[str, str] = {}
+        self.started = time.monotonic()
+        self._live: Any = None
+        self._closed = False
+
+    def update(self, services: list[Any]) -> None:
+        from .render import progress_line
+
+        if self.tty:
+            self._draw(services)
+            return
+        for s in services:
+            key = f"{s.state.value}|{s.reason}"
+            if self.seen.get(s.name) != key:
+                self.seen[s.name] = key
+                click.echo(progress_line(s))
+
+    def _draw(self, services: list[Any]) -> None:
+        from rich.live import Live
+        from rich.table import Table
+
+        from .render import STATE_STYLE, state_text
+
+        table = Table(box=None, pad_edge=False)
+        for col in ("SERVICE", "TIER", "PORT", "STATE", "TIME"):
+            table.add_column(col)
+        now = time.time()
+        elapsed = time.monotonic() - self.started
+        for s in services:
+            took = f"{s.ready_duration:.2f}s" if s.ready_duration is not None and s.state.value == "ready" else f"{elapsed:.1f}s"
+            table.add_row(s.name, s.tier, str(s.port or "-"), f"[{STATE_STYLE.get(s.state, '')}]{state_text(s, now)}[/]", took)
+        if self._live is None:
+            self._live = Live(table, refresh_per_second=10, transient=False)
+            self._live.start()
+        else:
+            self._live.update(table)
+
+    def close(self) -> None:
+        if self._live is not None and not self._closed:
+            self._live.stop()
+            self._closed = True
+
+
+def _finish(result: dict[str, Any], verb: str) -> None:
+    from .render import failure_report, summary_line
+    from .snapshot import ServiceSnapshot
+
+    services = [ServiceSnapshot.from_dict(d) for d in result["services"]]
+    if result.get("all_ready"):
+        click.echo(summary_line(services))
+        sys.exit(EXIT_OK)
+    click.echo(summary_line(services), err=True)
+    click.echo(failure_report(services, result.get("tails", {})), err=True)
+    sys.exit(EXIT_FAILED)
+
+
+@main.command()
+@manifest_option
+@click.argument("names", nargs=-1)
+@click.option("--no-wait", is_flag=True, help="Return once the start is requested.")
+@click.option("--timeout", type=float, default=None, help="Give up waiting after this many seconds.")
+def up(manifest: Path | None, names: tuple[str, ...], no_wait: bool, timeout: float | None) -> None:
+    """Start services (all active ones by default) in order and wait until ready."""
+    m = _load(manifest)
+    _check_names(m, names)
+    _ensure_daemon(m)
+    result = _stream(m, "up", {"names": list(names), "wait": not no_wait}, timeout=timeout)
+    if no_wait:
+        click.echo(f"starting {len(result['services'])} services")
+        return
+    _finish(result, "up")
+
+
+@main.command()
+@manifest_option
+@click.argument("names", nargs=-1)
+def down(manifest: Path | None, names: tuple[str, ...]) -> None:
+    """Stop services (all by default) and what depends on them, in reverse order."""
+    from . import control
+    from .client import call
+
+    m = _load(manifest)
+    _check_names(m, names)
+    try:
+        result = call(m, "down", {"names": list(names)}, timeout=None)
+    except control.DaemonUnreachable:
+        click.echo(f"no daemon is running for {m.path}: nothing to stop")
+        return
+    except control.ControlError as exc:
+        fail(str(exc), exc.code)
+    stopped = result["stopped"]
+    click.echo(f"stopped {len(stopped)} services" + (f": {', '.join(stopped)}" if stopped and names else ""))
+
+
+@main.command()
+@manifest_option
+@click.argument("names", nargs=-1, required=True)
+@click.option("--with-dependents", is_flag=True, help="Also restart what depends on them.")
+def restart(manifest: Path | None, names: tuple[str, ...], with_dependents: bool) -> None:
+    """Stop then start services (dependents untouched unless asked)."""
+    m = _load(manifest)
+    _check_names(m, names)
+    _ensure_daemon(m)
+    result = _stream(m, "restart", {"names": list(names), "dependents": with_dependents})
+    _finish(result, "restart")
+
+
+@main.command()
+@manifest_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(manifest: Path | None, as_json: bool) -> None:
+    """Every service: tier, port, state, pid, uptime, restarts, health, URL."""
+    from . import control
+    from .client import socket_of
+    from .render import STATUS_COLUMNS, plain_table, status_rows
+    from .snapshot import SupervisorSnapshot
+
+    from .client import socket_for_path
+    from .manifest import ManifestError, load_manifest
+
+    path = resolve_manifest_path(manifest)
+    try:
+        sock = socket_of(load_manifest(path))
+    except ManifestError as exc:
+        if not path.exists():
+            fail(str(exc), EXIT_USAGE)
+        # the running daemon still has the last good manifest: show it, and say why
+        click.echo(f"warning: {path} does not validate (the daemon keeps running the last good one):\n{exc}", err=True)
+        sock = socket_for_path(path)
+    try:
+        data = control.call(sock, "status", {}, timeout=10)
+    except control.DaemonUnreachable:
+        fail(f"no daemon is running for {path} (start one with `svc up -f {path}`)", EXIT_NO_DAEMON)
+    except control.ControlError as exc:
+        fail(str(exc), exc.code)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    snap = SupervisorSnapshot.from_dict(data)
+    rows = status_rows(snap, time.time())
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        from .render import STATE_STYLE
+
+        table = Table(title=f"{snap.name} ({snap.manifest})", box=None)
+        for col in STATUS_COLUMNS:
+            table.add_column(col)
+        for s, row in zip(snap.services, rows):
+            style = STATE_STYLE.get(s.state, "")
+            table.add_row(*row[:3], f"[{style}]{row[3]}[/]", *row[4:])
+        Console().print(table)
+    else:
+        click.echo(plain_table(STATUS_COLUMNS, rows))
+
+
+@main.command()
+@long_manifest_option
+@click.argument("name")
+@click.option("-n", "lines", type=int, default=50, show_default=True, help="How many lines.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+def logs(manifest: Path | None, name: str, lines: int, follow: bool) -> None:
+    """A service's output, with timestamps (from state_dir/logs/NAME.log)."""
+    from .client import tail_file
+
+    m = _load(manifest)
+    _check_names(m, (name,))
+    path = m.supervisor.logs_dir / f"{name}.log"
+    for line in tail_file(path, lines):
+        click.echo(line)
+    if not path.exists() and not follow:
+        click.echo(f"(no output yet: {path} does not exist)", err=True)
+        return
+    if follow:
+        _follow(path)
+
+
+def _follow(path: Path) -> None:
+    """tail -F: keep reading, reopen after rotation; ends with Ctrl-C."""
+    handle = None
+    inode = None
+    try:
+        while True:
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                st = None
+            if st is not None and (handle is None or st.st_ino != inode):
+                if handle is not None:
+                    handle.close()
+                handle = open(path, "rb")
+                if inode is None:
+                    handle.seek(0, os.SEEK_END)
+                inode = st.st_ino
+            if handle is not None:
+                chunk = handle.read()
+                if chunk:
+                    sys.stdout.write(chunk.decode(errors="replace"))
+                    sys.stdout.flush()
+                    continue
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if handle is not None:
+            handle.close()
+
+
+@main.command()
+@manifest_option
+def reload(manifest: Path | None) -> None:
+    """Re-read the manifest and apply the difference."""
+    from . import control
+    from .client import socket_for_path
+
+    path = resolve_manifest_path(manifest)
+    if not path.exists():
+        fail(f"{path}: no such manifest file", EXIT_USAGE)
+    try:
+        result = control.call(socket_for_path(path), "reload", {}, timeout=None)
+    except control.DaemonUnreachable:
+        fail(f"no daemon is running for {path} (start one with `svc up -f {path}`)", EXIT_NO_DAEMON)
+    except control.ControlError as exc:
+        fail(str(exc), exc.code)
+    parts = [f"{k}: {', '.join(v)}" for k, v in result.items() if v]
+    click.echo("reloaded" + (f" ({'; '.join(parts)})" if parts else ": no changes"))
+
+
+@main.command()
+@manifest_option
+@click.option("--json-logs/--console-logs", "json_logs", default=None, help="Log format (default: JSON unless on a terminal).")
+def daemon(manifest: Path | None, json_logs: bool | None) -> None:
+    """Run the daemon in the foreground (what the systemd unit runs)."""
+    from . import daemon as daemon_mod
+
+    path = resolve_manifest_path(manifest).resolve()
+    sys.exit(daemon_mod.main(path, json_logs))
+
+
+@main.command()
+@manifest_option
+@click.option("--timeout", type=float, default=120.0, show_default=True)
+def shutdown(manifest: Path | None, timeout: float) -> None:
+    """Stop every service and end the daemon."""
+    from . import control
+    from .client import call, socket_of
+
+    m = _load(manifest)
+    try:
+        result = call(m, "shutdown", {})
+    except control.DaemonUnreachable:
+        click.echo(f"no daemon is running for {m.path}")
+        return
+    except control.ControlError as exc:
+        fail(str(exc), exc.code)
+    pid = int(result["pid"])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid) and not control.ping(socket_of(m), timeout=0.2):
+            click.echo(f"daemon {pid} stopped")
+            return
+        time.sleep(0.05)
+    fail(f"daemon {pid} did not stop within {timeout:g}s")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (our child in tests) counts as gone
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False

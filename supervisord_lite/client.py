@@ -1,0 +1,120 @@
+"""Finding, starting and asking the daemon of a manifest (the CLI side)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import control
+from .model import Manifest
+from .snapshot import SupervisorSnapshot
+
+
+class DaemonStartError(Exception):
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def socket_of(manifest: Manifest) -> Path:
+    return control.socket_path_for(manifest.supervisor.state_dir)
+
+
+def socket_for_path(manifest_path: Path) -> Path:
+    """The daemon socket of a manifest file, even when the file no longer validates.
+
+    `svc reload` must reach the running daemon so it can refuse a broken manifest
+    itself (and count the refusal); only ``[supervisor] state_dir`` is read here.
+    """
+    import tomllib
+
+    state_dir = ".svc"
+    try:
+        data = tomllib.loads(manifest_path.read_text())
+        value = data.get("supervisor", {}).get("state_dir", state_dir)
+        if isinstance(value, str) and value:
+            state_dir = value
+    except (OSError, ValueError, AttributeError):
+        pass
+    return control.socket_path_for(manifest_path.resolve().parent / state_dir)
+
+
+def fetch_snapshot(manifest: Manifest, timeout: float = 5.0) -> SupervisorSnapshot | None:
+    """The daemon's live state, or None when no daemon runs for this manifest."""
+    try:
+        result = control.call(socket_of(manifest), "status", {}, timeout=timeout)
+    except (control.DaemonUnreachable, control.ControlError):
+        return None
+    return SupervisorSnapshot.from_dict(result)
+
+
+def daemon_log_path(manifest: Manifest) -> Path:
+    return manifest.supervisor.state_dir / "daemon.log"
+
+
+def ensure_daemon(manifest: Manifest, timeout: float = 20.0) -> bool:
+    """Make sure a daemon serves this manifest; start one in the background if not.
+
+    Returns True when this call started it. Two callers racing is fine: the daemon
+    takes an exclusive lock, the loser exits, and both callers end up talking to the
+    winner.
+    """
+    sock = socket_of(manifest)
+    if control.ping(sock):
+        return False
+    state_dir = manifest.supervisor.state_dir
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        log_file = open(daemon_log_path(manifest), "ab")
+    except OSError as exc:
+        raise DaemonStartError(f"{manifest.path}: supervisor.state_dir: cannot write to {state_dir}: {exc.strerror or exc}", 2) from None
+    with log_file:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "supervisord_lite", "daemon", "-f", str(manifest.path.resolve()), "--json-logs"],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+            cwd=str(manifest.path.resolve().parent),
+            start_new_session=True,
+            close_fds=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    deadline = time.monotonic() + timeout
+    child_gone_at: float | None = None
+    while time.monotonic() < deadline:
+        if control.ping(sock, timeout=0.5):
+            return child.poll() is None
+        code = child.poll()
+        if code is not None:
+            # it may have lost the race to another daemon that is starting: give that one a moment
+            child_gone_at = child_gone_at or time.monotonic()
+            if time.monotonic() - child_gone_at > 5.0 or code not in (0, 1):
+                raise DaemonStartError(_startup_failure(manifest, code), 2 if code == 2 else 1)
+        time.sleep(0.02)
+    raise DaemonStartError(f"the daemon did not answer within {timeout:g}s; see {daemon_log_path(manifest)}")
+
+
+def _startup_failure(manifest: Manifest, code: int) -> str:
+    lines = tail_file(daemon_log_path(manifest), 10)
+    details = "\n".join(f"  {line}" for line in lines)
+    return f"the daemon could not start (exit {code}); last lines of {daemon_log_path(manifest)}:\n{details}"
+
+
+def tail_file(path: Path, n: int) -> list[str]:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 64 * 1024))
+            data = f.read()
+    except OSError:
+        return []
+    return data.decode(errors="replace").splitlines()[-n:]
+
+
+def call(manifest: Manifest, op: str, args: dict[str, Any] | None = None, timeout: float | None = 30.0) -> Any:
+    return control.call(socket_of(manifest), op, args or {}, timeout=timeout)

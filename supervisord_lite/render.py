@@ -1,0 +1,125 @@
+"""Pure formatters for what the CLI prints: snapshots in, text out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from .snapshot import ServiceSnapshot, SupervisorSnapshot
+from .states import GOOD_STATES, ServiceState
+
+STATUS_COLUMNS = ("SERVICE", "TIER", "PORT", "STATE", "PID", "UPTIME", "RESTARTS", "HEALTH", "URL")
+
+STATE_STYLE = {
+    ServiceState.READY: "green",
+    ServiceState.EXITED: "green",
+    ServiceState.STARTING: "yellow",
+    ServiceState.WAITING: "yellow",
+    ServiceState.BACKOFF: "yellow",
+    ServiceState.UNHEALTHY: "red",
+    ServiceState.FAILED: "bold red",
+    ServiceState.CONFLICT: "bold red",
+    ServiceState.STOPPING: "yellow",
+    ServiceState.STOPPED: "dim",
+    ServiceState.DISABLED: "dim",
+    ServiceState.DEPRECATED: "dim strike",
+}
+
+
+def human_duration(seconds: float | None) -> str:
+    if seconds is None or seconds < 0:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def health(s: ServiceSnapshot) -> str:
+    if s.port is None:
+        return "-"
+    if s.port_up is None:
+        return "-"
+    if s.port_up:
+        latency = f" {s.probe_latency * 1000:.1f}ms" if s.probe_latency is not None else ""
+        return f"up{latency}"
+    return "down"
+
+
+def state_text(s: ServiceSnapshot, now: float) -> str:
+    text = s.state.value
+    if s.state is ServiceState.WAITING and s.blocked_by:
+        text += f" ({', '.join(s.blocked_by)})"
+    elif s.state in (ServiceState.BACKOFF, ServiceState.FAILED) and s.next_retry_at:
+        text += f" (retry in {human_duration(max(0.0, s.next_retry_at - now))})"
+    elif s.state is ServiceState.CONFLICT and s.conflict_pid:
+        text += f" (pid {s.conflict_pid})"
+    elif s.state is ServiceState.DEPRECATED and s.replaced_by:
+        text += f" (→ {s.replaced_by})"
+    return text
+
+
+def status_rows(snapshot: SupervisorSnapshot, now: float) -> list[tuple[str, ...]]:
+    rows = []
+    for s in snapshot.services:
+        uptime = now - s.started_at if s.pid and s.started_at else None
+        rows.append(
+            (
+                s.name,
+                s.tier,
+                str(s.port) if s.port else "-",
+                state_text(s, now),
+                str(s.pid) if s.pid else "-",
+                human_duration(uptime),
+                str(s.restarts),
+                health(s),
+                s.url or "-",
+            )
+        )
+    return rows
+
+
+def plain_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    rows = [tuple(header), *map(tuple, rows)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def progress_line(s: ServiceSnapshot) -> str:
+    """One line per state change for `svc up` on a non-terminal."""
+    line = f"{s.name}: {s.state.value}"
+    if s.state is ServiceState.READY and s.ready_duration is not None:
+        line += f" in {s.ready_duration:.2f}s"
+        if s.port:
+            line += f" (port {s.port})"
+    elif s.reason:
+        line += f" ({s.reason})"
+    return line
+
+
+def failure_report(services: Sequence[ServiceSnapshot], tails: dict[str, list[str]]) -> str:
+    """What failed and why, with each failed service's last log lines."""
+    bad = [s for s in services if s.state not in GOOD_STATES]
+    out = []
+    for s in bad:
+        out.append(f"✗ {s.name}: {s.state.value}" + (f": {s.reason}" if s.reason else ""))
+        if s.state is ServiceState.CONFLICT and s.conflict_pid:
+            out.append(f"  port {s.port} is held by pid {s.conflict_pid}: {s.conflict_cmdline}")
+            out.append(f"  (not ours, so not touched; stop it, or change {s.name}'s port, then `svc up {s.name}`)")
+        lines = tails.get(s.name) or []
+        if lines:
+            out.append(f"  last {len(lines)} log lines:")
+            out.extend(f"    {line}" for line in lines)
+    return "\n".join(out)
+
+
+def summary_line(services: Sequence[ServiceSnapshot]) -> str:
+    good = sum(1 for s in services if s.state in GOOD_STATES)
+    return f"{good}/{len(services)} services ready" if services else "nothing to start"
