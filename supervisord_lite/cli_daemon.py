@@ -204,7 +204,8 @@ def restart(manifest: Path | None, names: tuple[str, ...], with_dependents: bool
 @main.command()
 @manifest_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(manifest: Path | None, as_json: bool) -> None:
+@click.option("--watch", "-w", is_flag=True, help="Keep showing the live state (Ctrl-C ends it).")
+def status(manifest: Path | None, as_json: bool, watch: bool) -> None:
     """Every service: tier, port, state, pid, uptime, restarts, health, URL."""
     from . import control
     from .client import socket_of
@@ -223,6 +224,10 @@ def status(manifest: Path | None, as_json: bool) -> None:
         # the running daemon still has the last good manifest: show it, and say why
         click.echo(f"warning: {path} does not validate (the daemon keeps running the last good one):\n{exc}", err=True)
         sock = socket_for_path(path)
+    if watch:
+        from .watch import run_watch
+
+        sys.exit(run_watch(sock, str(path)))
     try:
         data = control.call(sock, "status", {}, timeout=10)
     except control.DaemonUnreachable:

@@ -13,7 +13,6 @@ import fcntl
 import os
 import signal
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import structlog
 from . import control, graph, sdnotify
 from .manifest import ManifestError, load_manifest
 from .model import Manifest
-from .states import GOOD_STATES, ServiceState
+from .states import GOOD_STATES
 from .supervisor import Supervisor, read_state
 
 log = structlog.get_logger("daemon")
@@ -286,7 +285,13 @@ async def _run_locked(manifest_path: Path, manifest: Manifest) -> int:
     server = None
     address = manifest.supervisor.metrics_address
     if address is not None:
-        server = MetricsServer(address, snapshot, metrics=metrics)
+        server = MetricsServer(
+            address,
+            snapshot,
+            metrics=metrics,
+            manifest=str(manifest.path),
+            extra_routes=_status_page_routes(supervisor, snapshot),
+        )
         try:
             server.start()
         except MetricsAddressError as exc:
@@ -321,6 +326,23 @@ async def _run_locked(manifest_path: Path, manifest: Manifest) -> int:
             pass
     log.info("daemon stopped")
     return EXIT_OK
+
+
+def _status_page_routes(supervisor: Supervisor, snapshot: Any) -> dict[str, Any]:
+    """The read-only status page beside /metrics (issue 9), when it is built."""
+    try:
+        from .statuspage import routes
+    except ImportError:
+        return {}
+    from .client import tail_file
+
+    def tail(name: str, n: int) -> list[str]:
+        manifest = supervisor.manifest
+        if name not in manifest.services:  # never a path from the request
+            return []
+        return tail_file(manifest.supervisor.logs_dir / f"{name}.log", n)
+
+    return routes(get_snapshot=snapshot, get_manifest=lambda: supervisor.manifest, tail=tail)
 
 
 async def _signals(daemon: Daemon) -> None:
@@ -381,5 +403,3 @@ def main(manifest_path: Path, json_logs: bool | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_OK
 
-
-_ = (time, ServiceState)
