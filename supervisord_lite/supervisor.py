@@ -30,7 +30,7 @@ import structlog
 
 from . import graph, portinfo, probes
 from .logs import ServiceLog
-from .model import Kind, Manifest, ServiceSpec, Status
+from .model import DependencyRestart, Kind, Manifest, ServiceSpec, Status
 from .policy import AfterExit, BackoffState, StartLimiter, after_exit, describe_exit
 from .process import ServiceProcess, SpawnError, spawn
 from .snapshot import ServiceSnapshot, SupervisorSnapshot
@@ -90,6 +90,8 @@ class Runner:
         self._restart_requested = False
         self._removed = False
         self.pending = False  # a start was asked for and the runner has not begun it yet
+        self.ready_generation = 0  # how many times it became ready (for on_dependency_restart)
+        self._seen_generations: dict[str, int] = {}  # of its dependencies, when it became ready
         self._log_ready = anyio.Event()
         self._log_regex = re.compile(spec.ready.log) if spec.ready.log else None
         self.snap = self._build_snapshot()
@@ -138,6 +140,8 @@ class Runner:
     async def run(self) -> None:
         async with anyio.create_task_group() as tg:
             self._tg = tg
+            if self.spec.watch:
+                tg.start_soon(self._watch_files)
             while True:
                 await self._kick.wait()
                 self._kick = anyio.Event()
@@ -158,6 +162,32 @@ class Runner:
                     scope = anyio.CancelScope()
                     self._scope, self._scope_done = scope, anyio.Event()
                     tg.start_soon(self._supervise_in, scope, self._scope_done)
+
+    async def _watch_files(self) -> None:
+        """Restart on changes to the watched files, while the service runs (debounced)."""
+        from .watching import changes
+
+        base = self.sup.manifest.path.parent
+        async for paths in changes(base, self.spec.watch, self.spec.watch_ignore):
+            if self.wanted and self.state in (S.READY, S.STARTING, S.UNHEALTHY, S.BACKOFF, S.FAILED):
+                log.info("watched files changed: restarting", service=self.spec.name, files=paths[:5])
+                self.log.mark(f"restart: {len(paths)} watched file(s) changed: {', '.join(paths[:3])}")
+                self.restarts += 1
+                self.request_restart(self.prereqs)
+
+    def dependency_ready(self, dependency: str, generation: int) -> None:
+        """A dependency became ready again: restart once, if the manifest asks for it."""
+        if self.spec.on_dependency_restart is not DependencyRestart.RESTART:
+            return
+        if self.state is not S.READY or not self.wanted:
+            return
+        if generation <= self._seen_generations.get(dependency, generation):
+            return
+        self._seen_generations[dependency] = generation
+        log.info("dependency restarted: restarting", service=self.spec.name, dependency=dependency)
+        self.log.mark(f"restart: dependency {dependency} restarted")
+        self.restarts += 1
+        self.request_restart(self.prereqs)
 
     async def _supervise_in(self, scope: anyio.CancelScope, done: anyio.Event) -> None:
         try:
@@ -341,7 +371,10 @@ class Runner:
             self.ready_at = time.time()
             self.ready_duration = self.ready_at - (self.started_at or self.ready_at)
             self.conflict = None
+            self.ready_generation += 1
+            self._seen_generations = {d: self.sup.runners[d].ready_generation for d in self.spec.depends_on if d in self.sup.runners}
             self._fire(Event.READY, "")
+            self.sup.became_ready(self.spec.name)
             log.info("service ready", service=self.spec.name, pid=proc.pid, seconds=round(self.ready_duration, 3))
             outcome = await self._liveness(proc)
             tg.cancel_scope.cancel()
@@ -600,6 +633,12 @@ class Supervisor:
             return f"{name} ({runner.state.value}: {runner.reason})" if runner.reason else f"{name} ({runner.state.value})"
         return f"{name} ({runner.state.value})"
 
+    def became_ready(self, name: str) -> None:
+        generation = self.runners[name].ready_generation
+        for runner in self._runner_list:
+            if name in runner.spec.depends_on:
+                runner.dependency_ready(name, generation)
+
     def owns_pid(self, pid: int) -> bool:
         for runner in self._runner_list:
             proc = runner.proc
@@ -618,12 +657,22 @@ class Supervisor:
         return report
 
     def tree_usage(self, runner: Runner) -> Any:
+        """RSS and CPU of the runner's process tree (from a shared sample, at most 1 s old)."""
+        if runner.proc is None:
+            return None
+        return self._usage().get(runner.spec.name)
+
+    def _usage(self) -> dict[str, Any]:
+        """One pass over the process table for every service, cached for a second."""
         from .resources import sample_trees
 
-        proc = runner.proc
-        if proc is None:
-            return None
-        return sample_trees({runner.spec.name: proc.pid}).get(runner.spec.name)
+        stamp, usage = self._usage_cache
+        now = time.monotonic()
+        if now - stamp > 1.0:
+            roots = {r.spec.name: r.proc.pid for r in self._runner_list if r.proc is not None and r.proc.returncode is None}
+            usage = sample_trees(roots) if roots else {}
+            self._usage_cache = (now, usage)
+        return usage
 
     def snapshot(self, *, with_usage: bool = False) -> SupervisorSnapshot:
         """An immutable view; safe to call from another thread (the metrics server)."""
@@ -641,14 +690,7 @@ class Supervisor:
         )
 
     def _with_usage(self, services: tuple[ServiceSnapshot, ...]) -> tuple[ServiceSnapshot, ...]:
-        from .resources import sample_trees
-
-        stamp, usage = self._usage_cache
-        now = time.monotonic()
-        if now - stamp > 1.0:
-            roots = {s.name: s.pid for s in services if s.pid}
-            usage = sample_trees(roots) if roots else {}
-            self._usage_cache = (now, usage)
+        usage = self._usage()
         out = []
         for s in services:
             u = usage.get(s.name) if s.pid else None
