@@ -41,6 +41,7 @@ from .model import ServiceSpec
 __all__ = [
     "ADOPTED_EXIT_UNKNOWN",
     "ProcEntry",
+    "ProcTable",
     "ServiceProcess",
     "SpawnError",
     "adopt",
@@ -159,6 +160,9 @@ def load_env_file(path: Path, service: str) -> dict[str, str]:
         raise SpawnError(f"{service}: {exc}") from None
 
 
+_SYSTEMD_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
+
+
 def service_environment(
     spec: ServiceSpec,
     *,
@@ -173,6 +177,8 @@ def service_environment(
     SVC_SERVICE and SVC_INSTANCE (when ``instance_id`` is given), which nothing overrides.
     """
     env = dict(os.environ if base is None else base)
+    for name in _SYSTEMD_VARIABLES:  # the daemon's unit's, not the service's to use
+        env.pop(name, None)
     if spec.user:
         pw = _lookup_user(spec)
         env.update(HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name)

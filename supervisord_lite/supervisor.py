@@ -303,7 +303,7 @@ class Runner:
     async def _port_is_ours_to_take(self) -> bool:
         """Check the port before spawning; stay in `conflict` while a foreign process holds it."""
         port = self.spec.port
-        if port is None or port not in portinfo.listening_ports():
+        if port is None or port not in self.sup.listening_ports():
             return True
         listener = await anyio.to_thread.run_sync(portinfo.listener_on, port)
         if listener is None:
@@ -313,7 +313,7 @@ class Runner:
         self.conflict = listener
         self._fire(Event.PORT_TAKEN, f"port {port} is held by {listener.describe()}")
         log.error("port conflict", service=self.spec.name, port=port, pid=listener.pid, cmdline=listener.cmdline)
-        while port in portinfo.listening_ports():
+        while port in self.sup.listening_ports():
             await anyio.sleep(self.spec.probe_interval)
         self.conflict = None
         self._fire(Event.PORT_FREE, "")
@@ -479,15 +479,12 @@ class Runner:
             self.sup.save_state()
 
     async def _wait_port_free(self) -> None:
+        """After a stop: return once nothing listens on our port (bounded)."""
         port = self.spec.port
         if port is None:
             return
         with anyio.move_on_after(max(1.0, self.spec.stop_timeout)):
-            while port in portinfo.listening_ports():
-                listener = portinfo.listener_on(port)
-                if listener is not None and listener.pid is not None and not self.sup.owns_pid(listener.pid):
-                    return  # someone else's now; not ours to wait for
-                await anyio.sleep(0.01)
+            await self.sup.port_watcher.wait_closed(port)
         self.port_up = False
 
     async def _stop_everything(self) -> None:
@@ -585,6 +582,7 @@ class Supervisor:
     ) -> None:
         self.manifest = manifest
         self.port_watcher = port_watcher or probes.PortWatcher()
+        self._listening = probes.ListeningPorts()
         self._observe_probe = observe_probe
         self._forget_service = forget_service
         self.runners: dict[str, Runner] = {}
@@ -632,6 +630,10 @@ class Supervisor:
         if runner.state in (S.FAILED, S.CONFLICT):
             return f"{name} ({runner.state.value}: {runner.reason})" if runner.reason else f"{name} ({runner.state.value})"
         return f"{name} ({runner.state.value})"
+
+    def listening_ports(self) -> set[int]:
+        """Every listening TCP port, in one cheap read (netlink sock_diag)."""
+        return self._listening.read()
 
     def became_ready(self, name: str) -> None:
         generation = self.runners[name].ready_generation
