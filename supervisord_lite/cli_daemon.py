@@ -95,6 +95,7 @@ class _Progress:
     def __init__(self, tty: bool) -> None:
         self.tty = tty
         self.seen: dict[str, str] = {}
+        self.current: dict[str, Any] = {}
         self.started = time.monotonic()
         self._live: Any = None
         self._closed = False
@@ -103,7 +104,9 @@ class _Progress:
         from .render import progress_line
 
         if self.tty:
-            self._draw(services)
+            for s in services:  # the daemon sends only what changed; keep the whole table
+                self.current[s.name] = s
+            self._draw(list(self.current.values()))
             return
         for s in services:
             key = f"{s.state.value}|{s.reason}"

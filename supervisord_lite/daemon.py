@@ -104,6 +104,15 @@ async def reap_predecessor(manifest: Manifest) -> list[str]:
         )
         if stopped:
             log.warning("stopped processes left by a previous daemon", service=name, pids=stopped)
+    # and any process of ours the file does not name (the daemon died between two writes)
+    from .process import scan_instances
+    from .supervisor import instance_prefix
+
+    leftovers = await anyio.to_thread.run_sync(scan_instances, instance_prefix(manifest.supervisor.state_dir))
+    for instance_id in leftovers:
+        stopped = await stop_orphans(instance_id=instance_id, sig=signal.SIGTERM, timeout=10.0)
+        if stopped:
+            log.warning("stopped processes left by a previous daemon", instance=instance_id, pids=stopped)
     wanted = state.get("wanted") or []
     return [n for n in wanted if isinstance(n, str) and n in manifest.services and manifest.services[n].is_active]
 
@@ -174,26 +183,27 @@ class Daemon:
         yield _done(await self.reload())
 
     async def op_shutdown(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        self.shutdown_requested.set()
         yield _done({"pid": os.getpid()})
+        self.shutdown_requested.set()  # after the answer is sent: the server goes down with us
 
     async def op_tail(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         name = str(args.get("name", ""))
         runner = self.sup.runners.get(name)
         if runner is None:
             raise control.ControlError(f"no service named {name!r} in {self.sup.manifest.path}", 2)
-        yield _done({"lines": runner.log.tail(int(args.get("n", 20)))})
+        yield _done({"lines": runner.log.tail(_int_arg(args, "n", 20))})
 
     async def op_watch(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Stream a snapshot at every state change (for `svc status --watch`)."""
         last: Any = None
+        heartbeat = _float_arg(args, "heartbeat", 2.0)
         while True:
             changed = self.sup._changed
             snap = self.sup.snapshot(with_usage=bool(args.get("usage", False))).to_dict()
             if snap != last:
                 yield {"progress": snap}
                 last = snap
-            with anyio.move_on_after(float(args.get("heartbeat", 2.0))):
+            with anyio.move_on_after(heartbeat):
                 await changed.wait()
 
     # -------------------------------------------------------------- helpers
@@ -201,9 +211,13 @@ class Daemon:
     async def _progress(self, names: list[str]) -> AsyncIterator[dict[str, Any]]:
         wanted = set(names)
         final = None
+        sent: dict[str, Any] = {}
         async for snap in self.sup.wait_settled(names):
             final = snap
-            yield {"progress": [s.to_dict() for s in snap.services if s.name in wanted]}
+            # only what changed since the last update (snapshots are replaced, never mutated)
+            changed = [s for s in snap.services if s.name in wanted and sent.get(s.name) is not s]
+            sent.update((s.name, s) for s in changed)
+            yield {"progress": [s.to_dict() for s in changed]}
         assert final is not None
         services = [s for s in final.services if s.name in wanted]
         failed = [s for s in services if s.state not in GOOD_STATES]
@@ -243,6 +257,20 @@ def _names(args: dict[str, Any]) -> list[str] | None:
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise control.ControlError("'names' must be a list of service names", 2)
     return names
+
+
+def _int_arg(args: dict[str, Any], key: str, default: int) -> int:
+    value = args.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise control.ControlError(f"{key!r} must be a whole number, got {value!r}", 2)
+    return value
+
+
+def _float_arg(args: dict[str, Any], key: str, default: float) -> float:
+    value = args.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e6:
+        raise control.ControlError(f"{key!r} must be a number of seconds above 0, got {value!r}", 2)
+    return float(value)
 
 
 def _check_known(manifest: Manifest, names: list[str]) -> None:

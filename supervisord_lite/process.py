@@ -21,14 +21,17 @@ from __future__ import annotations
 import codecs
 import contextlib
 import errno
+import functools
 import math
 import os
 import pwd
 import signal
 import subprocess
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import anyio
@@ -800,16 +803,7 @@ async def spawn(
     env = service_environment(spec, instance_id=instance_id, extra_env=extra_env)
     user_kwargs = _user_kwargs(spec)
     try:
-        process = await anyio.open_process(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            cwd=cwd,
-            env=env,
-            start_new_session=True,
-            **user_kwargs,  # type: ignore[arg-type]
-        )
+        process = await _open_process(argv, cwd=cwd, env=env, user_kwargs=user_kwargs)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         if exc.filename is not None and os.fspath(exc.filename) == os.fspath(cwd):
@@ -845,8 +839,117 @@ async def spawn(
     return svc
 
 
+class _PipeReader:
+    """The read end of a child's output pipe, read without blocking the event loop."""
+
+    def __init__(self, fd: int) -> None:
+        os.set_blocking(fd, False)
+        self.fd = fd
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        while True:
+            if self.fd < 0:
+                raise anyio.ClosedResourceError
+            try:
+                data = os.read(self.fd, max_bytes)
+            except BlockingIOError:
+                await anyio.wait_readable(self.fd)
+                continue
+            if not data:
+                raise anyio.EndOfStream
+            return data
+
+    async def aclose(self) -> None:
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            anyio.notify_closing(fd)
+            os.close(fd)
+
+
+class _SpawnedProcess:
+    """A child started by ``subprocess.Popen`` in a worker thread, awaited through a pidfd.
+
+    Why not ``anyio.open_process``: starting a program blocks the caller until the
+    child has exec'd, a few milliseconds per Python service under load, and doing
+    that on the event loop for 200 services at once stalls every probe and every
+    readiness check behind it. ``fork_exec`` releases the GIL, so from a thread the
+    loop keeps running; and a pidfd (Linux 5.3+) makes the exit an ordinary readable
+    file descriptor, with no watcher thread per child.
+    """
+
+    def __init__(self, popen: subprocess.Popen[bytes], stdout_fd: int) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+        self.stdout = _PipeReader(stdout_fd)
+        self._transport = None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.returncode
+
+    async def wait(self) -> int:
+        while self._popen.returncode is None:
+            try:
+                pidfd = os.pidfd_open(self.pid)
+            except (AttributeError, OSError):  # no pidfd: poll
+                if self._popen.poll() is None:
+                    await anyio.sleep(0.05)
+                continue
+            try:
+                await anyio.wait_readable(pidfd)
+            finally:
+                anyio.notify_closing(pidfd)
+                os.close(pidfd)
+            self._popen.poll()
+        return self._popen.returncode
+
+    def send_signal(self, sig: int) -> None:
+        self._popen.send_signal(sig)
+
+
+_SPAWN_LIMITERS: weakref.WeakKeyDictionary[Any, anyio.CapacityLimiter] = weakref.WeakKeyDictionary()
+
+
+def _spawn_limiter() -> anyio.CapacityLimiter:
+    """Two spawning threads at most (per event loop): more only fight the loop for the GIL."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    limiter = _SPAWN_LIMITERS.get(loop)
+    if limiter is None:
+        limiter = _SPAWN_LIMITERS[loop] = anyio.CapacityLimiter(2)
+    return limiter
+
+
+async def _open_process(argv: list[str], *, cwd: Path, env: dict[str, str], user_kwargs: dict[str, object]) -> _SpawnedProcess:
+    """Start ``argv`` in its own session, stdout and stderr into one pipe."""
+    read_fd, write_fd = os.pipe()
+    try:
+        popen = await anyio.to_thread.run_sync(
+            functools.partial(
+                subprocess.Popen,
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=write_fd,
+                stderr=write_fd,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+                **user_kwargs,  # type: ignore[arg-type]
+            ),
+            limiter=_spawn_limiter(),
+        )
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+    return _SpawnedProcess(popen, read_fd)
+
+
 async def _pump(
-    process: anyio.abc.Process,
+    process: Any,
     log: ServiceLog,
     on_line: Callable[[str], None] | None,
     closed: anyio.Event,

@@ -90,6 +90,7 @@ class Runner:
         self._restart_requested = False
         self._removed = False
         self.pending = False  # a start was asked for and the runner has not begun it yet
+        self.listeners: set[anyio.Event] = set()  # set at this runner's next state change
         self.ready_generation = 0  # how many times it became ready (for on_dependency_restart)
         self._seen_generations: dict[str, int] = {}  # of its dependencies, when it became ready
         self._log_ready = anyio.Event()
@@ -127,6 +128,9 @@ class Runner:
         self._kick.set()
 
     def request_removal(self) -> None:
+        for event in self.listeners:  # whoever waits on us must look again
+            event.set()
+        self.listeners.clear()
         self._removed = True
         self.wanted = False
         self._kick.set()
@@ -298,7 +302,7 @@ class Runner:
                 self.blocked_by = blocked
                 self.reason = reason
                 self._publish(notify=True)
-            await self.sup.wait_changed()
+            await self.sup.wait_any_change(blocked)
 
     async def _port_is_ours_to_take(self) -> bool:
         """Check the port before spawning; stay in `conflict` while a foreign process holds it."""
@@ -320,7 +324,7 @@ class Runner:
         return False
 
     async def _spawn(self) -> None:
-        self.instance_id = uuid.uuid4().hex[:16]
+        self.instance_id = self.sup.instance_prefix + uuid.uuid4().hex[:16]
         self._log_ready = anyio.Event()
         self.ready_at = None
         self.port_up = False if self.spec.port else None
@@ -423,6 +427,8 @@ class Runner:
         failures = 0
         over_memory = 0
         interval = max(0.05, spec.probe_interval)
+        if _port_only(check) and spec.port is not None and not spec.max_memory:
+            return await self._port_liveness()
         await anyio.sleep(self.rng.uniform(0, interval))  # spread probes over the interval
         while True:
             if not check.is_empty:
@@ -453,6 +459,33 @@ class Runner:
             if self.ready_at is not None:
                 self.backoff.stayed_ready(time.time() - self.ready_at)
             await anyio.sleep(interval)
+
+    async def _port_liveness(self) -> _Outcome:
+        """Liveness for a plain port check: the supervisor's shared port sweep does the
+        probing (one read of the kernel's listening sockets for every such service), and
+        this waits until it finds the port gone ``unhealthy_threshold`` times in a row."""
+        self._port_failures = 0
+        self._unhealthy = anyio.Event()
+        self.sup.port_sweep.add(self)
+        try:
+            await self._unhealthy.wait()
+        finally:
+            self.sup.port_sweep.discard(self)
+        return _Outcome(_Outcome.UNHEALTHY, detail=f"unhealthy: port {self.spec.port} is not listening")
+
+    def port_swept(self, listening: bool, latency: float) -> None:
+        """One result of the shared port sweep (see ``PortSweep``)."""
+        self._record_probe(probes.ProbeResult(listening, latency, "" if listening else "not listening"))
+        if listening:
+            self._port_failures = 0
+            if self.ready_at is not None:
+                self.backoff.stayed_ready(time.time() - self.ready_at)
+            return
+        self._port_failures += 1
+        log.warning("liveness probe failed", service=self.spec.name, failures=self._port_failures, detail="port not listening")
+        if self._port_failures >= self.spec.unhealthy_threshold and not self._unhealthy.is_set():
+            self._fire(Event.PROBE_FAILED, f"{self._port_failures} liveness probes failed: port {self.spec.port} is not listening")
+            self._unhealthy.set()
 
     def _record_probe(self, result: probes.ProbeResult) -> None:
         if self.spec.port is None:
@@ -530,6 +563,9 @@ class Runner:
     def _publish(self, notify: bool = False) -> None:
         self.snap = self._build_snapshot()
         if notify:
+            for event in self.listeners:
+                event.set()
+            self.listeners.clear()
             self.sup.notify()
 
     def _build_snapshot(self) -> ServiceSnapshot:
@@ -569,6 +605,53 @@ class Runner:
         )
 
 
+def _port_only(check: Any) -> bool:
+    return bool(check.tcp) and not (check.http or check.exec)
+
+
+class PortSweep:
+    """Liveness of every plain-port service from one read of the listening sockets.
+
+    A TCP connect to a listening port is completed by the kernel whether or not the
+    program calls accept(), so "the port is in the kernel's listening table" answers
+    the same question as a connect probe, for all services at once and without a
+    connection per service. Services are swept together on one beat (the shortest
+    probe_interval among them), so idle cost is one wake-up and one read per beat,
+    however many services there are.
+    """
+
+    def __init__(self, read: Callable[[], set[int]]) -> None:
+        self._read = read
+        self._members: dict[Runner, float] = {}  # runner -> next due time
+        self._wake = anyio.Event()
+
+    def add(self, runner: Runner) -> None:
+        self._members[runner] = anyio.current_time() + max(0.05, runner.spec.probe_interval)
+        self._wake.set()
+
+    def discard(self, runner: Runner) -> None:
+        self._members.pop(runner, None)
+
+    async def run(self) -> None:
+        while True:
+            if not self._members:
+                self._wake = anyio.Event()
+                await self._wake.wait()
+            beat = min(max(0.05, r.spec.probe_interval) for r in self._members)
+            await anyio.sleep(beat)
+            now = anyio.current_time()
+            due = [r for r, t in self._members.items() if t <= now + beat / 2]
+            if not due:
+                continue
+            started = time.perf_counter()
+            listening = self._read()
+            latency = time.perf_counter() - started
+            for runner in due:
+                if runner in self._members:
+                    self._members[runner] = now + max(0.05, runner.spec.probe_interval)
+                    runner.port_swept(runner.spec.port in listening, latency)
+
+
 class Supervisor:
     """All runners of one manifest, and the requests that drive them."""
 
@@ -583,6 +666,9 @@ class Supervisor:
         self.manifest = manifest
         self.port_watcher = port_watcher or probes.PortWatcher()
         self._listening = probes.ListeningPorts()
+        self._state_dirty = anyio.Event()
+        self.instance_prefix = instance_prefix(manifest.supervisor.state_dir)
+        self.port_sweep = PortSweep(self.listening_ports)
         self._observe_probe = observe_probe
         self._forget_service = forget_service
         self.runners: dict[str, Runner] = {}
@@ -606,6 +692,8 @@ class Supervisor:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             tg.start_soon(self.port_watcher.run)
+            tg.start_soon(self.port_sweep.run)
+            tg.start_soon(self._write_state_forever)
             for runner in self._runner_list:
                 tg.start_soon(runner.run)
             task_status.started()
@@ -619,6 +707,21 @@ class Supervisor:
 
     async def wait_changed(self) -> None:
         await self._changed.wait()
+
+    async def wait_any_change(self, names: Iterable[str]) -> None:
+        """Until one of these services changes state (not at every change anywhere:
+        with hundreds of services waiting, that would be quadratic)."""
+        event = anyio.Event()
+        watched = [self.runners[n] for n in names if n in self.runners]
+        if not watched:
+            return
+        for runner in watched:
+            runner.listeners.add(event)
+        try:
+            await event.wait()
+        finally:
+            for runner in watched:
+                runner.listeners.discard(event)
 
     # ------------------------------------------------------------------ queries
 
@@ -748,6 +851,7 @@ class Supervisor:
                 return
             with anyio.move_on_after(1.0):  # also a heartbeat for elapsed times
                 await changed.wait()
+                await anyio.sleep(0.05)  # let a burst of changes arrive as one update
 
     def _settled(self, runner: Runner) -> bool:
         """An outcome for `svc up`: not transient, or waiting on something that is stuck."""
@@ -820,7 +924,21 @@ class Supervisor:
     # ------------------------------------------------------------------ crash safety
 
     def save_state(self) -> None:
-        """Record what runs and what is wanted, so a successor can clean up after us."""
+        """Ask for the state file to be written (coalesced: at most every 0.2 s).
+
+        The file is the successor's guide, not its only one: every child carries
+        SVC_INSTANCE with this manifest's prefix, so a daemon that dies between two
+        writes still leaves nothing a successor cannot find."""
+        self._state_dirty.set()
+
+    async def _write_state_forever(self) -> None:
+        while True:
+            await self._state_dirty.wait()
+            self._state_dirty = anyio.Event()
+            self.write_state_now()
+            await anyio.sleep(0.2)
+
+    def write_state_now(self) -> None:
         data = {
             "daemon_pid": os.getpid(),
             "manifest": str(self.manifest.path),
@@ -843,6 +961,13 @@ class Supervisor:
             os.replace(tmp, path)
         except OSError as exc:
             log.error("cannot write state file", path=str(path), error=str(exc))
+
+
+def instance_prefix(state_dir: Path) -> str:
+    """The start of every SVC_INSTANCE marker of this manifest's services."""
+    import hashlib
+
+    return "svc" + hashlib.sha1(os.fsencode(state_dir.resolve())).hexdigest()[:8] + "-"
 
 
 def read_state(path: Path) -> dict[str, Any]:
