@@ -20,7 +20,7 @@ import shlex
 import signal
 import tomllib
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar
@@ -30,6 +30,7 @@ from .durations import format_duration, parse_duration, parse_size
 from .model import (
     Backoff,
     DependencyRestart,
+    ExportSpec,
     Kind,
     Manifest,
     PortRange,
@@ -50,12 +51,19 @@ SUPERVISOR_KEYS = ("name", "state_dir", "metrics", "probe_interval", "log_max_by
 TIER_KEYS = ("order", "ports", "description")
 PROBE_KEYS = ("tcp", "http", "exec", "log", "after", "timeout")
 BACKOFF_KEYS = ("first", "max", "reset_after")
+EXPORT_KEYS = ("image", "build", "command", "env")
+EXPORT_DEFAULT_KEYS = ("image", "build", "env")
+# An image reference as Docker reads it: [registry[:port]/]path[:tag][@digest], path lowercase.
+_IMAGE_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_REFERENCE = re.compile(
+    rf"(?:[A-Za-z0-9.-]+(?::\d+)?/)?{_IMAGE_PATH}(?:/{_IMAGE_PATH})*(?::\w[\w.-]{{0,127}})?(?:@sha256:[0-9a-f]{{64}})?"
+)
 SERVICE_KEYS = (
     "tier", "port", "command", "title", "description", "url", "status", "replaced_by", "kind",
     "ready", "ready_timeout", "health", "probe_interval", "unhealthy_threshold", "depends_on",
     "restart", "start_limit", "start_limit_window", "backoff", "failed_retry", "env", "env_file",
     "cwd", "stop_signal", "stop_timeout", "user", "on_dependency_restart", "max_memory", "watch",
-    "watch_ignore",
+    "watch_ignore", "export",
 )  # fmt: skip
 
 Path_ = tuple[str, ...]  # a key's path from the document root, e.g. ("services", "api", "port")
@@ -537,6 +545,7 @@ def _service(
     tiers: dict[str, Tier] | None,
     sup: SupervisorSpec,
     base: Path,
+    export_defaults: _ExportDefaults | None = None,
 ) -> ServiceSpec | None:
     path = ("services", name)
     if not SERVICE_NAME.fullmatch(name):
@@ -599,6 +608,7 @@ def _service(
         problems.warning(t.at("replaced_by"), 'replaced_by has no effect unless status = "deprecated"')
 
     env_file = t.optional_string("env_file")
+    export = _export(problems, t, export_defaults or _ExportDefaults(), subst, base)
     watch = _watch_patterns(problems, t, "watch", base)
     watch_ignore = _watch_patterns(problems, t, "watch_ignore", base)
 
@@ -634,7 +644,118 @@ def _service(
         max_memory=t.size("max_memory"),
         watch=watch,
         watch_ignore=watch_ignore,
+        export=export,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _ExportDefaults:
+    """The top-level ``[export]`` table, placeholders not yet expanded."""
+
+    image: str | None = None
+    build: str | None = None
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+def _env_table(problems: _Problems, path: Path_, value: Any) -> dict[str, str]:
+    """NAME = string, number or boolean (as the service's env); anything else is reported."""
+    if not isinstance(value, dict):
+        problems.error(path, f"expected a table of NAME = value, got {_describe(value)}")
+        return {}
+    env = {}
+    for key, item in value.items():
+        if isinstance(item, (str, int, float)):
+            env[key] = str(item).lower() if isinstance(item, bool) else str(item)
+        else:
+            problems.error((*path, key), f"expected a string or a number, got {_describe(item)}")
+    return env
+
+
+def _export_defaults(problems: _Problems, data: Any) -> _ExportDefaults:
+    """The top-level ``[export]``: image, build and env every service starts from.
+
+    It serves every service, so only ``{name}`` and ``{state_dir}`` may appear in it.
+    """
+    if data is None:
+        return _ExportDefaults()
+    if not isinstance(data, dict):
+        example = '{ image = "team/{name}:latest" }'
+        problems.error(("export",), f"expected a table such as {example}, got {_describe(data)}")
+        return _ExportDefaults()
+    t = _Table(problems, ("export",), data, EXPORT_DEFAULT_KEYS)
+    defaults = _ExportDefaults(
+        image=t.optional_string("image"),
+        build=t.optional_string("build"),
+        env=MappingProxyType(_env_table(problems, t.at("env"), data["env"]) if "env" in data else {}),
+    )
+    values = [(t.at(key), text) for key in ("image", "build") if (text := getattr(defaults, key))]
+    values += [((*t.at("env"), key), text) for key, text in defaults.env.items()]
+    for path, text in values:
+        if re.search(r"(?<!\{)\{port\}", text):
+            problems.error(
+                path,
+                f'"{{port}}" in "{text}" differs per service and some have none; '
+                "use {name}, or set it in [services.NAME.export]",
+            )
+        else:
+            _Placeholders(problems, {"name": "name", "state_dir": "state_dir"}).expand(path, text)
+    return defaults
+
+
+def _export(
+    problems: _Problems, t: _Table, defaults: _ExportDefaults, subst: _Placeholders, base: Path
+) -> ExportSpec:
+    """``[services.NAME.export]`` over the top-level ``[export]``.
+
+    A service that sets image or build takes neither from the top level: mixing one
+    service's image with everyone's build context would build the wrong thing. Its
+    env goes over the top-level env.
+    """
+    raw = t.table("export")
+    path = t.at("export")
+    e = _Table(problems, path, raw, EXPORT_KEYS) if raw is not None else None
+    own = {key: value for key in ("image", "build") if e and (value := e.optional_string(key)) is not None}
+    inherited = not own
+    origin = " (from the top-level [export])" if inherited else ""
+
+    def quietly(text: str) -> str:
+        """A top-level value for this service; its problems were reported at the top level."""
+        return _Placeholders(_Problems(problems.file, problems.locator), subst.values).expand((), text)
+
+    def value(key: str) -> str | None:
+        if not inherited:
+            text = own.get(key)
+            return None if text is None else subst.expand((*path, key), text)
+        text = getattr(defaults, key)
+        return None if text is None else quietly(text)
+
+    image = value("image")
+    if image is not None and not IMAGE_REFERENCE.fullmatch(image):
+        problems.error(
+            (*path, "image"),
+            f'"{image}"{origin} is not an image reference such as "postgres:16" or '
+            '"registry.example.com/team/app:1.2" (lowercase, no spaces)',
+        )
+    build = None
+    if (context := value("build")) is not None:
+        if context.strip():
+            build = _resolve(base, context)
+        else:
+            problems.error((*path, "build"), f"the build context{origin} is empty")
+
+    command: tuple[str, ...] | None = None
+    env = {key: quietly(text) for key, text in defaults.env.items()}
+    if raw is not None:
+        if "command" in raw:
+            if raw["command"] in ("", []):
+                command = ()  # the image's own command
+            else:
+                argv = _split_command(problems, (*path, "command"), raw["command"])
+                command = tuple(subst.expand((*path, "command"), arg) for arg in argv or ())
+        if "env" in raw:
+            own_env = _env_table(problems, (*path, "env"), raw["env"])
+            env |= {key: subst.expand((*path, "env", key), text) for key, text in own_env.items()}
+    return ExportSpec(image=image, build=build, command=command, env=MappingProxyType(env))
 
 
 def _watch_patterns(problems: _Problems, t: _Table, key: str, base: Path) -> tuple[str, ...]:
@@ -771,10 +892,11 @@ def analyse(text: str, path: Path) -> tuple[Manifest | None, list[Problem]]:
         return None, [_syntax_problem(file, text, exc)]
     problems = _Problems(file, _Locator(text))
     base = Path(os.path.normpath(path.absolute().parent))
-    _Table(problems, (), data, ("supervisor", "tiers", "services"))
+    _Table(problems, (), data, ("supervisor", "tiers", "services", "export"))
     sup = _supervisor(problems, data.get("supervisor"), base / path.name)
     declared = _tiers(problems, data.get("tiers"))
     tiers = declared if declared is not None else {DEFAULT_TIER: Tier(DEFAULT_TIER, 0)}
+    export_defaults = _export_defaults(problems, data.get("export"))
 
     raw_services = data.get("services", {})
     services: dict[str, ServiceSpec] = {}
@@ -782,7 +904,7 @@ def analyse(text: str, path: Path) -> tuple[Manifest | None, list[Problem]]:
         problems.error(("services",), f"expected a table of [services.NAME] tables, got {_describe(raw_services)}")
     else:
         for name, body in raw_services.items():
-            if (spec := _service(problems, name, body, declared, sup, base)) is not None:
+            if (spec := _service(problems, name, body, declared, sup, base, export_defaults)) is not None:
                 services[name] = spec
         if not raw_services:
             problems.warning(("services",), "no services: add [services.NAME] tables (or use svc add)")
@@ -962,6 +1084,21 @@ def service_to_dict(spec: ServiceSpec) -> dict[str, Any]:
     if spec.max_memory is not None:
         out["max_memory"] = spec.max_memory
     out |= {"watch": list(spec.watch), "watch_ignore": list(spec.watch_ignore)}
+    if not spec.export.is_empty:
+        out["export"] = _export_to_dict(spec.export)
+    return out
+
+
+def _export_to_dict(export: ExportSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if export.image is not None:
+        out["image"] = _escape_braces(export.image)
+    if export.build is not None:
+        out["build"] = _escape_braces(str(export.build))
+    if export.command is not None:
+        out["command"] = [_escape_braces(arg) for arg in export.command]
+    if export.env:
+        out["env"] = {key: _escape_braces(value) for key, value in export.env.items()}
     return out
 
 

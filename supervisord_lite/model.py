@@ -97,6 +97,24 @@ class Backoff:
 
 
 @dataclass(frozen=True, slots=True)
+class ExportSpec:
+    """How ``svc export`` runs a service in a container (Compose, Kubernetes).
+
+    From ``[services.NAME.export]`` merged over the manifest's top-level
+    ``[export]``. systemd units ignore it: they run the service's own command.
+    """
+
+    image: str | None = None
+    build: Path | None = None  # a build context (absolute); Compose only
+    command: tuple[str, ...] | None = None  # None: the service's command; (): the image's own
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # over the service's env
+
+    @property
+    def is_empty(self) -> bool:
+        return self.image is None and self.build is None and self.command is None and not self.env
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceSpec:
     name: str
     tier: str
@@ -129,6 +147,7 @@ class ServiceSpec:
     watch: tuple[str, ...] = ()
     watch_ignore: tuple[str, ...] = ()
     title: str = ""  # display name for people ("Client Portal"); `name` is what `svc` takes
+    export: ExportSpec = field(default_factory=ExportSpec)
 
     @property
     def is_active(self) -> bool:
