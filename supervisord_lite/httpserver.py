@@ -1,5 +1,6 @@
 """The daemon's HTTP endpoint at ``supervisor.metrics``: /metrics, /healthz, and
 whatever else the daemon routes there (the status page and /api/status, issue 9).
+A route ending in "/" also serves the paths below it (``/api/logs/NAME``).
 
 A stdlib ``ThreadingHTTPServer`` in a daemon thread is enough: every handler reads
 one immutable snapshot, so there is nothing to lock, and a slow client only holds
@@ -304,7 +305,7 @@ class MetricsServer:
         """The response to ``request``: route lookup, loopback Host check, errors as 500."""
         if _is_loopback(self.address[0]) and not _is_loopback(_host_of(request.headers.get("Host", "localhost"))):
             return Response.text("this endpoint answers only to localhost\n", 403)
-        handler = self.routes.get(request.path)
+        handler = self.route_for(request.path)
         if handler is None:
             return Response.text(f"no page {request.path}; try {', '.join(sorted(self.routes))}\n", 404)
         try:
@@ -312,6 +313,15 @@ class MetricsServer:
         except Exception as exc:  # one broken route must not kill the server thread
             log.exception("metrics.route_failed", path=request.path)
             return Response.text(f"internal error in {request.path}: {exc}\n", 500)
+
+    def route_for(self, path: str) -> Handler | None:
+        """The handler of ``path``: an exact route, else the longest route ending in
+        "/" that ``path`` extends (``/api/logs/`` serves ``/api/logs/NAME``)."""
+        handler = self.routes.get(path)
+        if handler is not None:
+            return handler
+        prefixes = [p for p in self.routes if len(p) > 1 and p.endswith("/") and path.startswith(p) and len(path) > len(p)]
+        return self.routes[max(prefixes, key=len)] if prefixes else None
 
     def _index(self, request: Request) -> Response:
         links = "".join(f'<li><a href="{path}">{path}</a></li>' for path in sorted(self.routes) if path != "/")

@@ -1,0 +1,342 @@
+"""``svc status --watch``: the daemon's live state, as it changes.
+
+On a terminal: a full-screen rich table (service, tier, port, state in its colour,
+uptime, restarts, probe latency, CPU, memory, URL), failing services first, and a
+footer with the count of services per state. It is redrawn when the daemon says a
+state changed (the control socket's ``watch`` stream), and every second for the
+uptimes. Ctrl-C ends it and gives the terminal back as it was.
+
+Elsewhere (a pipe, a file): one line per state change, like ``tail -f``, each
+with a timestamp, starting with one line per service for the current state.
+
+If the daemon goes away mid-watch (``svc shutdown`` then ``svc up``), the watch
+says so and reconnects once it is back; only a daemon absent at the start is an
+error (exit 3, as ``svc status``).
+
+The pure parts (``order_services``, ``status_table``, ``footer``, ``change_lines``,
+``CpuTracker``) take snapshots and return renderables or text; ``run_watch`` does
+the I/O.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from . import control
+from .render import STATE_STYLE, human_duration, state_text
+from .snapshot import ServiceSnapshot, SupervisorSnapshot
+from .states import ServiceState
+
+EXIT_OK, EXIT_NO_DAEMON = 0, 3
+RECONNECT_SECONDS = 1.0
+
+S = ServiceState
+#: Sort rank: what needs a look first, what is fine next, what is off last.
+SEVERITY: dict[ServiceState, int] = {
+    S.FAILED: 0,
+    S.CONFLICT: 0,
+    S.UNHEALTHY: 1,
+    S.BACKOFF: 1,
+    S.WAITING: 2,
+    S.STARTING: 2,
+    S.STOPPING: 2,
+    S.READY: 3,
+    S.EXITED: 3,
+    S.STOPPED: 4,
+    S.DISABLED: 5,
+    S.DEPRECATED: 5,
+}
+#: The order of the footer's counts.
+STATE_ORDER = sorted(ServiceState, key=lambda s: (SEVERITY[s], list(ServiceState).index(s)))
+COLUMNS = ("SERVICE", "TIER", "PORT", "STATE", "UPTIME", "RESTARTS", "PROBE", "CPU", "MEM", "URL")
+
+
+# ----------------------------------------------------------------------------- pure
+
+
+def order_services(services: Sequence[ServiceSnapshot]) -> list[ServiceSnapshot]:
+    """Failing ones first, then starting, then fine, then off; the daemon's order within."""
+    return sorted(services, key=lambda s: SEVERITY.get(s.state, 2))
+
+
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+class CpuTracker:
+    """CPU use in percent of one core, from the cumulative CPU seconds of two samples.
+
+    The daemon samples a process tree at most once a second, so two samples closer
+    than ``min_gap`` say nothing new; a new pid (a restart) starts over.
+    """
+
+    def __init__(self, min_gap: float = 1.0) -> None:
+        self.min_gap = min_gap
+        self._last: dict[str, tuple[int, float, float]] = {}  # name -> (pid, cpu seconds, at)
+        self.percent: dict[str, float] = {}
+
+    def update(self, snap: SupervisorSnapshot, now: float) -> dict[str, float]:
+        seen = set()
+        for s in snap.services:
+            if s.pid is None or s.cpu_seconds is None:
+                continue
+            seen.add(s.name)
+            last = self._last.get(s.name)
+            if last is not None and last[0] == s.pid:
+                if now - last[2] < self.min_gap:
+                    continue
+                self.percent[s.name] = max(0.0, (s.cpu_seconds - last[1]) / (now - last[2]) * 100)
+            else:
+                self.percent.pop(s.name, None)
+            self._last[s.name] = (s.pid, s.cpu_seconds, now)
+        for name in set(self._last) - seen:
+            del self._last[name]
+            self.percent.pop(name, None)
+        return self.percent
+
+
+def _cells(s: ServiceSnapshot, now: float, cpu: Mapping[str, float]) -> tuple[str, ...]:
+    running = s.pid is not None and s.started_at is not None
+    probe = "-"
+    if s.port is not None and s.port_up is not None:
+        probe = "down" if not s.port_up else f"{s.probe_latency * 1000:.1f}ms" if s.probe_latency is not None else "up"
+    percent = cpu.get(s.name)
+    return (
+        s.name,
+        s.tier,
+        str(s.port) if s.port is not None else "-",
+        state_text(s, now),
+        human_duration(now - s.started_at) if running and s.started_at is not None else "-",
+        str(s.restarts),
+        probe,
+        f"{percent:.1f}%" if running and percent is not None else "-",
+        human_bytes(s.rss_bytes) if running else "-",
+        s.url or "-",
+    )
+
+
+def footer(snap: SupervisorSnapshot, *, note: str = "") -> Any:
+    """``3 ready · 1 backoff · 1 failed`` in the states' colours, plus a note."""
+    from rich.text import Text
+
+    counts: dict[ServiceState, int] = {}
+    for s in snap.services:
+        counts[s.state] = counts.get(s.state, 0) + 1
+    text = Text()
+    for state in STATE_ORDER:
+        if counts.get(state):
+            if text:
+                text.append(" · ", style="dim")
+            text.append(f"{counts[state]} {state.value}", style=STATE_STYLE.get(state, ""))
+    if not snap.services:
+        text.append("no services", style="dim")
+    if note:
+        text.append(f"   {note}", style="dim")
+    return text
+
+
+def status_table(
+    snap: SupervisorSnapshot,
+    now: float,
+    cpu: Mapping[str, float],
+    *,
+    title: str = "",
+    max_rows: int | None = None,
+    note: str = "",
+) -> Any:
+    """The watch screen: the table (failing first, at most ``max_rows`` rows) and the footer."""
+    from rich.console import Group
+    from rich.table import Table
+
+    table = Table(title=title or None, title_justify="left", box=None, pad_edge=False, expand=False)
+    for col in COLUMNS:
+        numeric = col in ("PORT", "UPTIME", "RESTARTS", "PROBE", "CPU", "MEM")
+        table.add_column(col, no_wrap=True, overflow="ellipsis", justify="right" if numeric else "left",
+                         max_width=None if col in ("STATE", "URL", "SERVICE") else 12)
+    services = order_services(snap.services)
+    hidden: list[ServiceSnapshot] = []
+    if max_rows is not None and len(services) > max_rows:
+        keep = max(max_rows - 1, 0)
+        services, hidden = services[:keep], services[keep:]
+    for s in services:
+        cells = _cells(s, now, cpu)
+        style = STATE_STYLE.get(s.state, "")
+        table.add_row(*cells[:3], f"[{style}]{_escape(cells[3])}[/]" if style else _escape(cells[3]), *cells[4:])
+    if hidden:
+        states = sorted({s.state.value for s in hidden})
+        table.add_row(f"… {len(hidden)} more", "", "", ", ".join(states), style="dim")
+    return Group(table, "", footer(snap, note=note))
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _change_key(s: ServiceSnapshot) -> tuple[Any, ...]:
+    return (s.state, s.reason, s.blocked_by, s.conflict_pid)
+
+
+def change_line(s: ServiceSnapshot, now: float) -> str:
+    """``api: ready in 0.31s (port 8000)``, ``api: backoff (retry in 2s): exited with code -9``."""
+    line = f"{s.name}: {state_text(s, now)}"
+    if s.state is ServiceState.READY:
+        if s.ready_duration is not None:
+            line += f" in {s.ready_duration:.2f}s"
+        details = [f"port {s.port}"] if s.port else []
+        if s.pid:
+            details.append(f"pid {s.pid}")
+        if s.restarts:
+            details.append(f"{s.restarts} restart{'s' if s.restarts != 1 else ''}")
+        if details:
+            line += f" ({', '.join(details)})"
+    elif s.state is ServiceState.CONFLICT and s.conflict_cmdline:
+        line += f": port {s.port} held by {s.conflict_cmdline}"
+    elif s.reason:
+        line += f": {s.reason}"
+    return line
+
+
+def change_lines(
+    previous: Mapping[str, tuple[Any, ...]], snap: SupervisorSnapshot, now: float
+) -> tuple[list[str], dict[str, tuple[Any, ...]]]:
+    """The lines for what changed since ``previous`` (per-service keys), and the new keys."""
+    stamp = datetime.fromtimestamp(now).isoformat(timespec="seconds")
+    lines = []
+    current: dict[str, tuple[Any, ...]] = {}
+    for s in snap.services:
+        key = _change_key(s)
+        current[s.name] = key
+        if previous.get(s.name) != key:
+            lines.append(f"{stamp} {change_line(s, now)}")
+    for name in previous:
+        if name not in current:
+            lines.append(f"{stamp} {name}: removed from the manifest")
+    return lines, current
+
+
+# ----------------------------------------------------------------------------- I/O
+
+
+def _snapshots(sock: Path, usage: bool) -> Iterator[SupervisorSnapshot]:
+    """The daemon's snapshot at every change; DaemonUnreachable / ControlError as control raises."""
+    for message in control.request(sock, "watch", {"usage": usage}, timeout=None):
+        if message.get("done"):
+            if not message.get("ok"):
+                raise control.ControlError(message.get("error", "the daemon refused to watch"), int(message.get("code", 1)))
+            return
+        progress = message.get("progress")
+        if isinstance(progress, dict):
+            yield SupervisorSnapshot.from_dict(progress)
+
+
+class _Lost(Exception):
+    """The daemon went away during the watch."""
+
+
+def _follow(sock: Path, usage: bool) -> Iterator[SupervisorSnapshot | None]:
+    """Snapshots for ever; ``None`` once each time the daemon is lost (then it reconnects).
+
+    Raises DaemonUnreachable only when no daemon answers at the very start.
+    """
+    first = True
+    while True:
+        try:
+            for snap in _snapshots(sock, usage):
+                first = False
+                yield snap
+            raise _Lost()
+        except (control.DaemonUnreachable, _Lost, control.ControlError) as exc:
+            if first and isinstance(exc, control.DaemonUnreachable):
+                raise
+            if isinstance(exc, control.ControlError) and first:
+                raise
+            first = False
+        yield None
+        while not control.ping(sock, timeout=1.0):
+            time.sleep(RECONNECT_SECONDS)
+
+
+def run_watch(sock: Path, manifest_label: str) -> int:
+    """Watch the daemon on ``sock`` until Ctrl-C; the exit code."""
+    try:
+        if sys.stdout.isatty():
+            return _watch_terminal(sock, manifest_label)
+        return _watch_lines(sock)
+    except control.DaemonUnreachable:
+        print(f"svc: no daemon is running for {manifest_label} (start one with `svc up -f {manifest_label}`)", file=sys.stderr)
+        return EXIT_NO_DAEMON
+    except control.ControlError as exc:
+        print(f"svc: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def _watch_lines(sock: Path) -> int:
+    keys: dict[str, tuple[Any, ...]] = {}
+    try:
+        for snap in _follow(sock, usage=False):
+            now = time.time()
+            if snap is None:
+                stamp = datetime.fromtimestamp(now).isoformat(timespec="seconds")
+                print(f"{stamp} daemon: connection lost; waiting for it to come back", flush=True)
+                keys = {}
+                continue
+            lines, keys = change_lines(keys, snap, now)
+            if lines:
+                print("\n".join(lines), flush=True)
+    except BrokenPipeError:  # `svc status --watch | head`: the reader is done
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit does not complain again
+    return EXIT_OK
+
+
+def _watch_terminal(sock: Path, manifest_label: str) -> int:
+    from rich.console import Console
+    from rich.live import Live
+    from rich.text import Text
+
+    console = Console()
+    cpu = CpuTracker()
+    latest: list[Any] = [None, ""]  # snapshot, note; replaced whole, read by the refresh thread
+
+    def screen() -> Any:
+        snap, note = latest
+        if snap is None:
+            return Text(f"connecting to the daemon of {manifest_label}…", style="dim")
+        height = console.size.height
+        note = note or f"updated {datetime.now().strftime('%H:%M:%S')} · Ctrl-C to quit"
+        return status_table(snap, time.time(), cpu.percent, title=f"{snap.name} · {manifest_label}",
+                            max_rows=max(height - 5, 1), note=note)
+
+    stream = _follow(sock, usage=True)
+    first = next(stream)  # DaemonUnreachable here, before the screen changes
+    latest[:] = [first, ""]
+    if first is not None:
+        cpu.update(first, time.time())
+    with Live(console=console, screen=True, auto_refresh=True, refresh_per_second=2, get_renderable=screen,
+              redirect_stdout=False, redirect_stderr=False) as live:
+        live.refresh()
+        for snap in stream:
+            if snap is None:
+                latest[1] = "daemon gone: waiting for it to come back · Ctrl-C to quit"
+            else:
+                cpu.update(snap, time.time())
+                latest[:] = [snap, ""]
+            live.refresh()
+    return EXIT_OK
