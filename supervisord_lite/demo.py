@@ -44,6 +44,14 @@ def log(message: str) -> None:
             pass
 
 
+def log_unlocked(message: str) -> None:
+    """For signal handlers: straight to fd 1, no lock, no buffer."""
+    try:
+        os.write(1, (message + "\n").encode())
+    except OSError:
+        pass
+
+
 class Recorder:
     """Appends lifecycle events to ``--record FILE``: one short O_APPEND write each,
     so lines from many services sharing one file never interleave."""
@@ -297,12 +305,14 @@ def main(argv: list[str] | None = None) -> NoReturn:
     record = Recorder(args.record, name)
 
     def on_sigterm(signum: int, _frame: object) -> None:
+        # Runs in the main thread, maybe while it (or the flood thread) holds the
+        # output lock: write around it, or a stop could deadlock.
         if args.ignore_sigterm and signum == signal.SIGTERM:
             record("sigterm_ignored")
-            log(f"{name}: got SIGTERM, ignoring it")
+            log_unlocked(f"{name}: got SIGTERM, ignoring it")
             return
         record("stopping", signal=signal.Signals(signum).name)
-        log(f"{name}: got {signal.Signals(signum).name}, stopping")
+        log_unlocked(f"{name}: got {signal.Signals(signum).name}, stopping")
         os._exit(0)
 
     signal.signal(signal.SIGTERM, on_sigterm)

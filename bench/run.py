@@ -1,0 +1,371 @@
+"""Side-by-side benchmark: supervisord-lite vs supervisord, PM2, circus and a bare loop.
+
+    python bench/run.py [--n 10,50,200] [--runs 3] [--only bare,svc,...] [--out bench/results.md]
+    python bench/run.py --smoke          # N=5, one run, 2 s idle window, CI's check that it works
+
+Every figure is the median over --runs (with min and max) and its ratio to the bare
+loop measured in the same run; runners take turns in a rotating order. See
+bench/README.md for what each figure means and how it is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import signal
+import statistics
+import sys
+import time
+import traceback
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+try:
+    import psutil
+except ImportError:  # pragma: no cover (a friendly message, not a traceback)
+    sys.exit("bench/run.py needs the project's venv: .venv/bin/python bench/run.py (psutil, tomli-w, svc)")
+
+import workloads
+from observe import BenchTimeout, Procs, all_gone, all_listening, cpu_seconds, none_listening, poll, rss_bytes, \
+    socket_inodes, timed
+from runners import RUNNERS, Runner, RunnerError, scrape, tail
+
+from supervisord_lite.demo import read_records
+from supervisord_lite.portinfo import listening_sockets
+
+# figure key -> (label, unit). Units: "s" seconds, "ms" (stored in seconds), "MB" (stored in bytes), "cpu" seconds.
+FIGURES: dict[str, tuple[str, str]] = {
+    "cold_up": ("cold up (command -> every port accepts)", "s"),
+    "lag": ("readiness lag (port open -> reported ready), median over services", "ms"),
+    "restart": ("restart after SIGKILL of one service (-> port accepts again)", "ms"),
+    "down": ("down (command -> every port closed, every process gone)", "s"),
+    "idle_cpu": ("supervisor CPU over the idle window", "cpu"),
+    "rss": ("supervisor RSS", "MB"),
+    "status": ("status command wall time", "ms"),
+    "metrics": ("one metrics scrape (GET /metrics)", "ms"),
+}
+
+
+@dataclass
+class Results:
+    # workload key -> runner key -> figure -> per-run values (None when not measured in that run)
+    values: dict[str, dict[str, dict[str, list[float]]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
+    # workload key -> runner key -> figure -> per-run ratio to bare in the same run
+    ratios: dict[str, dict[str, dict[str, list[float]]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
+    errors: list[str] = field(default_factory=list)
+    failed: set[tuple[str, str]] = field(default_factory=set)  # (workload, runner) that failed a run
+    titles: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)  # figure notes ("status command" per runner)
+
+
+@dataclass
+class Options:
+    idle: float
+    timeout: float
+    metrics_repeat: int = 5
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def listening_times(wl: workloads.Workload) -> dict[str, list[tuple[float, int]]]:
+    """name -> [(time, pid)] of every "listening" the services recorded, in order."""
+    out: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    for e in read_records(wl.record):
+        if e.get("event") == "listening":
+            out[str(e["name"])].append((float(str(e["time"])), int(str(e["pid"]))))
+    return out
+
+
+def service_pids(wl: workloads.Workload) -> list[int]:
+    return [pid for entries in listening_times(wl).values() for _t, pid in entries]
+
+
+def measure(runner: Runner, wl: workloads.Workload, opts: Options, got: dict[str, float]) -> None:
+    """One runner, one workload, one run: every figure it supports, into ``got``
+    as each is taken (what was measured before an error still counts)."""
+    wl.record.unlink(missing_ok=True)
+    runner.prepare(wl)
+    timeout = opts.timeout + 0.2 * len(wl.services)
+
+    t0 = time.perf_counter()
+    runner.up()
+    listening = all_listening(wl.ports)
+
+    def up_done() -> bool:
+        runner.check_up()
+        return listening()
+
+    try:
+        poll(up_done, timeout, f"{runner.name}: every port of {wl.key} to accept")
+    except BenchTimeout as e:
+        open_now = listening_sockets().keys()
+        closed = [f"{s.name} ({s.port})" for s in wl.services if s.port not in open_now]
+        raise RunnerError(f"{e}; still closed: {', '.join(closed[:10])}{' ...' if len(closed) > 10 else ''}; "
+                          f"start command output:\n{tail(runner.dir / 'up.log')}") from None
+    got["cold_up"] = time.perf_counter() - t0
+    runner.finish_up(timeout)
+
+    ready = runner.ready_times()
+    if ready is not None:
+        opened = listening_times(wl)
+        lags = []
+        for s in wl.services:
+            if s.name not in ready or not opened.get(s.name):
+                raise RunnerError(f"{runner.name} reports no ready time for {s.name}")
+            before = [t for t, _pid in opened[s.name] if t <= ready[s.name] + 0.001]
+            lags.append(ready[s.name] - (before[-1] if before else opened[s.name][0][0]))
+        got["lag"] = statistics.median(lags)
+
+    if "idle_cpu" in wl.figures:
+        pids = runner.supervisor_pids()
+        cpu0 = cpu_seconds(pids)
+        time.sleep(opts.idle)  # the measurement window itself, not a wait for something
+        got["idle_cpu"] = cpu_seconds(pids) - cpu0
+        got["rss"] = float(rss_bytes(pids))
+    if "status" in wl.figures:
+        try:
+            got["status"] = timed(runner.status, 5)
+        except NotImplementedError:
+            pass
+    url = runner.metrics_url()
+    if url and "metrics" in wl.figures:
+        scrape(url)  # warm
+        got["metrics"] = timed(lambda: scrape(url), opts.metrics_repeat)
+
+    if "restart" in wl.figures:
+        victim = wl.services[len(wl.services) // 2]
+        pid = listening_times(wl)[victim.name][-1][1]
+        inodes = socket_inodes(victim.port)
+        if not inodes:
+            raise RunnerError(f"{victim.name} is not listening on {victim.port} before the kill")
+        t0 = time.perf_counter()
+        os.kill(pid, signal.SIGKILL)
+        poll(lambda: (now := socket_inodes(victim.port)) and not (now & inodes), timeout,
+             f"{runner.name}: {victim.name} to listen again after SIGKILL", interval=0.001)
+        got["restart"] = time.perf_counter() - t0
+
+    procs = service_pids(wl)
+    t0 = time.perf_counter()
+    runner.down()
+    poll(lambda: none_listening(wl.ports)() and all_gone(procs)(), timeout,
+         f"{runner.name}: every port of {wl.key} closed and every process gone")
+    got["down"] = time.perf_counter() - t0
+    runner.finish_down(timeout)
+    runner.shutdown()
+
+
+def machine() -> list[str]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return [
+        f"- Machine: {os.cpu_count()} CPUs ({model or platform.processor() or '?'}), "
+        f"{psutil.virtual_memory().total / 2**30:.1f} GiB RAM, {platform.system()} {platform.release()}",
+        f"- Python {platform.python_version()} ({sys.executable})",
+    ]
+
+
+def fmt(value: float, unit: str) -> str:
+    if unit == "s":
+        return f"{value:.2f} s"
+    if unit == "ms":
+        return f"{value * 1000:.0f} ms" if value >= 0.0095 else f"{value * 1000:.1f} ms"
+    if unit == "MB":
+        return f"{value / 2**20:.0f} MB"
+    if unit == "cpu":
+        return f"{value:.3f} s"
+    return f"{value:g}"
+
+
+def cell(values: list[float], ratios: list[float], unit: str, is_bare: bool) -> str:
+    if not values:
+        return "n/a"
+    med = statistics.median(values)
+    text = fmt(med, unit)
+    if len(values) > 1:
+        text += f" ({fmt(min(values), unit).split()[0]}–{fmt(max(values), unit)})"
+    if ratios and not is_bare:
+        text += f" ×{statistics.median(ratios):.2f}"
+    return text
+
+
+def render(res: Results, runners: list[Runner], skipped: dict[str, str], args: argparse.Namespace,
+           elapsed: float) -> str:
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    out = [
+        "# Benchmark: supervisord-lite vs supervisord, PM2, circus and a bare loop",
+        "",
+        f"- Date: {now}; command: `python bench/run.py {' '.join(sys.argv[1:])}`".rstrip(),
+        *machine(),
+        "- Versions: " + ", ".join(r.label for r in runners),
+        f"- {args.runs} run(s) per figure: median (min–max) ×ratio to the bare loop of the same run; "
+        f"idle window {args.idle:g} s; runners alternated; {elapsed:.0f} s in all",
+    ]
+    for key, why in skipped.items():
+        out.append(f"- Skipped {key}: {why}")
+    out.append("")
+    for wl_key, by_runner in res.values.items():
+        out += [f"## {res.titles[wl_key]}", ""]
+        cols = [r for r in runners if r.key in by_runner]
+        out.append("| figure | " + " | ".join(r.label for r in cols) + " |")
+        out.append("| --- |" + " --- |" * len(cols))
+        for fig, (label, unit) in FIGURES.items():
+            if not any(by_runner[r.key].get(fig) for r in cols):
+                continue
+            row = [cell(by_runner[r.key].get(fig, []), res.ratios[wl_key][r.key].get(fig, []), unit, r.key == "bare")
+                   for r in cols]
+            row = [("error" if c == "n/a" and (wl_key, r.key) in res.failed else c) for c, r in zip(row, cols)]
+            out.append(f"| {label} | " + " | ".join(row) + " |")
+        out.append("")
+    status_cmds = [f"{r.label}: `{r.status_command}`" for r in runners if r.status_command]
+    if status_cmds:
+        out += ["Status commands: " + "; ".join(status_cmds) + ".", ""]
+    out += ["Readiness lag is n/a for supervisord, PM2 and circus: they do not report readiness by port. "
+            "For the bare loop it is its own connect poll noticing the port.", ""]
+    if res.errors:
+        out += ["## Errors", ""] + [f"- {e}" for e in res.errors] + [""]
+    return "\n".join(out)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python bench/run.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", default="10,50,200", help="sizes of the tiny-services workload (default 10,50,200)")
+    p.add_argument("--runs", type=int, default=3, help="runs per figure (default 3)")
+    p.add_argument("--only", default="", help=f"comma list of runners: {','.join(RUNNERS)} (default all)")
+    p.add_argument("--out", type=Path, default=None, help="markdown output (default bench/results.md; "
+                   "smoke: bench/.work/results-smoke.md)")
+    p.add_argument("--idle", type=float, default=None, help="idle window in seconds (default 20; smoke 2)")
+    p.add_argument("--chain", type=int, default=10, help="depth of the dependency chain (0: skip)")
+    p.add_argument("--no-demo", action="store_true", help="skip the demo platform workload")
+    p.add_argument("--metrics-n", type=int, default=None,
+                   help="services in the metrics-scrape workload, ours only (default 500; smoke 0 = skip)")
+    p.add_argument("--timeout", type=float, default=60.0, help="base timeout of each wait (+0.2 s per service)")
+    p.add_argument("--smoke", action="store_true", help="N=5, one run, 2 s idle, skip peers not installed")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.n, args.runs = "5", 1
+        args.idle = 2.0 if args.idle is None else args.idle
+        args.metrics_n = 0 if args.metrics_n is None else args.metrics_n
+        args.out = args.out or workloads.BENCH / ".work" / "results-smoke.md"
+    args.idle = 20.0 if args.idle is None else args.idle
+    args.metrics_n = 500 if args.metrics_n is None else args.metrics_n
+    args.out = args.out or workloads.BENCH / "results.md"
+    try:
+        args.sizes = [int(x) for x in args.n.split(",") if x.strip()]
+    except ValueError:
+        p.error(f"--n wants numbers separated by commas, got {args.n!r}")
+    args.keys = [k.strip() for k in args.only.split(",") if k.strip()] or list(RUNNERS)
+    unknown = [k for k in args.keys if k not in RUNNERS]
+    if unknown:
+        p.error(f"--only: unknown runner {', '.join(unknown)} (choose from {', '.join(RUNNERS)})")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    run_id = uuid.uuid4().hex[:8]
+    work = workloads.BENCH / ".work" / run_id
+    work.mkdir(parents=True, exist_ok=True)
+    procs = Procs(run_id)
+    opts = Options(idle=args.idle, timeout=args.timeout)
+    res = Results()
+    started = time.monotonic()
+
+    def on_term(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)  # also when started with SIGINT ignored (a background job)
+    runners: list[Runner] = []
+    skipped: dict[str, str] = {}
+    for key in args.keys:
+        r = RUNNERS[key](procs, work)
+        why = r.missing()
+        if why:
+            skipped[r.name] = why
+            log(f"skipping {r.name}: {why}")
+        else:
+            runners.append(r)
+    if "bare" not in [r.key for r in runners]:
+        log("note: without the bare loop there are no ratios")
+
+    interrupted = False
+    try:
+        for run in range(args.runs):
+            for make in workload_makers(args, work):
+                wl = make()
+                res.titles[wl.key] = wl.title
+                order = runners[run % len(runners):] + runners[: run % len(runners)] if runners else []
+                base: dict[str, float] = {}
+                measured: dict[str, dict[str, float]] = {}
+                for r in order:
+                    if (wl.ordered and not r.ordered) or (wl.key.startswith("metrics") and r.key != "svc"):
+                        continue
+                    log(f"run {run + 1}/{args.runs} · {wl.key} · {r.label}")
+                    measured[r.key] = {}
+                    try:
+                        measure(r, wl, opts, measured[r.key])
+                    except (RunnerError, BenchTimeout, OSError) as e:
+                        res.errors.append(f"run {run + 1}, {wl.key}, {r.label}: {e}")
+                        log(f"  error: {e}")
+                        res.values[wl.key][r.key]  # noqa: B018 (make the column appear)
+                        res.failed.add((wl.key, r.key))
+                    finally:
+                        procs.cleanup()
+                    if r.key == "bare" and r.key in measured:
+                        base = measured[r.key]
+                for key, got in measured.items():
+                    for fig, value in got.items():
+                        res.values[wl.key][key][fig].append(value)
+                        if base.get(fig):
+                            res.ratios[wl.key][key][fig].append(value / base[fig])
+    except KeyboardInterrupt:
+        interrupted = True
+        log("interrupted: cleaning up")
+    except Exception:  # noqa: BLE001 (report, clean up, still write what we have)
+        res.errors.append("bench crashed:\n```\n" + traceback.format_exc() + "```")
+        log(traceback.format_exc())
+    finally:
+        left = procs.cleanup()
+        if left:
+            log(f"cleanup: killed {left} leftover process(es)")
+
+    text = render(res, runners, skipped, args, time.monotonic() - started)
+    if interrupted:
+        text += "\n(interrupted: partial results)\n"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(text)
+    log(f"written to {args.out}")
+    return 130 if interrupted else (1 if res.errors else 0)
+
+
+def workload_makers(args: argparse.Namespace, work: Path) -> list:
+    """Fresh workloads (fresh free ports) for each run."""
+    makers = [lambda n=n: workloads.tiny(n, work) for n in args.sizes]
+    if args.chain:
+        makers.append(lambda: workloads.chain(args.chain, work))
+    if not args.no_demo:
+        makers.append(lambda: workloads.demo(work))
+    if args.metrics_n:
+        makers.append(lambda: workloads.metrics(args.metrics_n, work))
+    return makers
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""The bench's workloads: what every runner is asked to run.
+
+A workload is plain data: services with a port, an argv, dependencies and a wave
+(the bare loop's stand-in for start order: everything of one wave is spawned
+together once the previous wave accepts). Ports always come from the OS.
+"""
+
+from __future__ import annotations
+
+import shlex
+import socket
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+STUB = BENCH / "stub.py"
+DEMO_MANIFEST = ROOT / "config" / "demo.toml"
+ALL_FIGURES = frozenset({"cold_up", "lag", "idle_cpu", "rss", "status", "metrics", "restart", "down"})
+START_STOP = frozenset({"cold_up", "lag", "down"})
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    port: int
+    argv: tuple[str, ...]
+    depends_on: tuple[str, ...] = ()
+    wave: int = 0
+    tier: str = "bench"
+
+
+@dataclass(frozen=True)
+class Workload:
+    key: str  # "tiny-50", "chain-10", "demo"
+    title: str
+    services: tuple[Service, ...]
+    record: Path  # where the services append their "listening" lines
+    #: Which figures this workload measures.
+    figures: frozenset[str] = ALL_FIGURES
+    #: Only runners that can express the dependencies (bare waves and ours).
+    ordered: bool = False
+    #: For ours: the manifest's tiers (name -> order); one "bench" tier by default.
+    tiers: dict[str, int] = field(default_factory=lambda: {"bench": 0})
+    #: For ours: extra per-service manifest keys (ready probes of the demo platform).
+    extra: dict[str, dict[str, object]] = field(default_factory=dict)
+    #: For ours: deprecated/disabled entries, kept so their ports stay reserved: (name, tier, port, replaced_by).
+    reserved: tuple[tuple[str, str, int, str], ...] = ()
+
+    @property
+    def ports(self) -> list[int]:
+        return [s.port for s in self.services]
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct ports on 127.0.0.1 that the OS says are free (held together while chosen)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def stub_argv(port: int, name: str, record: Path, delay: float = 0.0) -> tuple[str, ...]:
+    argv = [sys.executable, "-S", str(STUB), str(port), name, str(record)]
+    if delay:
+        argv.append(f"{delay:g}")
+    return tuple(argv)
+
+
+def tiny(n: int, work: Path) -> Workload:
+    """N independent stubs in one tier."""
+    record = work / f"tiny-{n}.records.jsonl"
+    ports = free_ports(n)
+    services = tuple(Service(f"s{i:03d}", p, stub_argv(p, f"s{i:03d}", record)) for i, p in enumerate(ports))
+    return Workload(f"tiny-{n}", f"N = {n} tiny services (one tier, no dependencies)", services, record)
+
+
+def chain(depth: int, work: Path) -> Workload:
+    """c00 <- c01 <- ... : each depends on the one before."""
+    record = work / f"chain-{depth}.records.jsonl"
+    ports = free_ports(depth)
+    services = tuple(
+        Service(f"c{i:02d}", p, stub_argv(p, f"c{i:02d}", record), depends_on=(f"c{i - 1:02d}",) if i else (), wave=i)
+        for i, p in enumerate(ports)
+    )
+    return Workload(f"chain-{depth}", f"Dependency chain of depth {depth}", services, record,
+                    figures=START_STOP, ordered=True)
+
+
+def demo(work: Path, manifest: Path = DEMO_MANIFEST) -> Workload:
+    """config/demo.toml with its ports moved to free ones (its own high ports may be
+    taken on this machine), absolute `python`, and --record on every command."""
+    with manifest.open("rb") as f:
+        data = tomllib.load(f)
+    record = work / "demo.records.jsonl"
+    tiers = {name: int(t.get("order", 0)) for name, t in data.get("tiers", {}).items()}
+    svcs = data["services"]
+    ports = dict(zip(svcs, free_ports(len(svcs)), strict=True))
+    services, extra, reserved = [], {}, []
+    for name, s in svcs.items():
+        port = ports[name]
+        if s.get("status", "active") != "active":
+            reserved.append((name, s["tier"], port, s.get("replaced_by", "")))
+            continue
+        cmd = shlex.split(s["command"]) if isinstance(s["command"], str) else list(s["command"])
+        if cmd[0] in ("python", "python3"):
+            cmd[0] = sys.executable
+        cmd = [c.replace("{port}", str(port)).replace("{name}", name) for c in cmd]
+        cmd += ["--record", str(record)]
+        services.append(Service(name, port, tuple(cmd), tuple(s.get("depends_on", ())),
+                                wave=tiers.get(s["tier"], 0), tier=s["tier"]))
+        extra[name] = {k: s[k] for k in ("ready", "description", "url") if k in s}
+    return Workload("demo", f"Demo platform ({manifest.relative_to(ROOT) if manifest.is_relative_to(ROOT) else manifest}, "
+                    f"{len(services)} active services in {len({s.tier for s in services})} tiers)", tuple(services), record,
+                    figures=START_STOP, ordered=True, tiers=tiers, extra=extra, reserved=tuple(reserved))
+
+
+def metrics(n: int, work: Path) -> Workload:
+    """N tiny services for one figure: the time of a metrics scrape (ours only)."""
+    wl = tiny(n, work)
+    return Workload(f"metrics-{n}", f"Metrics scrape with {n} services (ours only)", wl.services, wl.record,
+                    figures=START_STOP | {"metrics"})
