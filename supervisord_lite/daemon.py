@@ -232,6 +232,13 @@ class Daemon:
                 self.sup.reloads_error += 1
                 log.error("reload refused: invalid manifest; the running one stays", errors=str(exc))
                 raise control.ControlError(f"reload refused, the running manifest stays:\n{exc}", 2) from None
+            if not new.services and self.sup.manifest.services:
+                self.sup.reloads_error += 1
+                raise control.ControlError(
+                    f"reload refused, the running manifest stays: {self.manifest_path} now lists no services "
+                    "(a file caught half-written?); to stop everything, use `svc down`",
+                    2,
+                )
             if new.supervisor != self.sup.manifest.supervisor:
                 log.warning("[supervisor] changes take effect at the next daemon start")
                 new = _keep_supervisor(new, self.sup.manifest)

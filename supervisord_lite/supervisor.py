@@ -90,6 +90,8 @@ class Runner:
         self._restart_requested = False
         self._removed = False
         self.pending = False  # a start was asked for and the runner has not begun it yet
+        self._last_exit = ""  # why the last instance ended, shown while the next one starts
+        self.asked_by = 0  # the sequence number of the last command that named it (the last word wins)
         self.listeners: set[anyio.Event] = set()  # set at this runner's next state change
         self.ready_generation = 0  # how many times it became ready (for on_dependency_restart)
         self._seen_generations: dict[str, int] = {}  # of its dependencies, when it became ready
@@ -209,13 +211,14 @@ class Runner:
 
     async def _supervise(self) -> None:
         self.exit_code = None
+        self._last_exit = ""
         self._fire(Event.START, "")
         self.pending = False
         while True:
             await self._wait_prerequisites()
             if not await self._port_is_ours_to_take():
                 continue  # back to checking prerequisites once the port was freed
-            self._fire(Event.DEPS_READY, "")
+            self._fire(Event.DEPS_READY, f"restarting after: {self._last_exit}" if self._last_exit else "")
             try:
                 await self._spawn()
             except SpawnError as exc:
@@ -264,6 +267,7 @@ class Runner:
         was_ready = self.ready_at is not None and self.state in (S.READY, S.UNHEALTHY)
         delay = self.backoff.next_delay(was_ready=was_ready, rng=self.rng)
         self.next_retry_at = time.time() + delay
+        self._last_exit = why
         self._fire(Event.CRASHED, f"{why}; restarting in {delay:.2f}s" if delay else f"{why}; restarting")
         log.warning("service crashed", service=name, reason=why, delay=round(delay, 3))
         if delay:
@@ -340,7 +344,7 @@ class Runner:
         self.started_at = self.proc.started_at
         self.exit_code = None
         self.log.mark(f"started pid {self.proc.pid}: {' '.join(self.spec.command)}")
-        self._fire(Event.SPAWNED, "")
+        self._fire(Event.SPAWNED, self.reason)
         self.sup.save_state()
 
     def _on_line(self, line: str) -> None:
@@ -376,6 +380,7 @@ class Runner:
             self.ready_duration = self.ready_at - (self.started_at or self.ready_at)
             self.conflict = None
             self.ready_generation += 1
+            self._last_exit = ""
             self._seen_generations = {d: self.sup.runners[d].ready_generation for d in self.spec.depends_on if d in self.sup.runners}
             self._fire(Event.READY, "")
             self.sup.became_ready(self.spec.name)
@@ -679,6 +684,7 @@ class Supervisor:
         self.reloads_ok = 0
         self.reloads_error = 0
         self._log_errors_reported: set[str] = set()
+        self._commands = 0  # numbers up/restart/down requests in arrival order
         self._usage_cache: tuple[float, dict[str, Any]] = (0.0, {})
         bin_dir = os.path.dirname(os.path.abspath(sys.executable))
         path = os.environ.get("PATH", "")
@@ -807,14 +813,23 @@ class Supervisor:
     def up(self, names: Iterable[str] | None) -> list[str]:
         """Start ``names`` (all active services when None) and what they need."""
         start_set = graph.start_set(self.manifest, names)
+        command = self._next_command()
         for name in start_set:
+            self.runners[name].asked_by = command
             self.runners[name].request_start(graph.prerequisites(self.manifest, name, start_set))
         self.save_state()
         return list(start_set)
 
+    def _next_command(self) -> int:
+        self._commands += 1
+        return self._commands
+
     def restart(self, names: Iterable[str]) -> list[str]:
         names = list(names)
         closure = graph.start_set(self.manifest, names)
+        command = self._next_command()
+        for name in closure:
+            self.runners[name].asked_by = command
         for name in closure:  # make sure what they need runs too
             if name not in names:
                 self.runners[name].request_start(graph.prerequisites(self.manifest, name, closure))
@@ -826,13 +841,16 @@ class Supervisor:
     async def down(self, names: Iterable[str] | None) -> list[str]:
         """Stop ``names`` and their dependents (all when None), dependents first."""
         plan = graph.stop_plan(self.manifest, names)
+        command = self._next_command()
         stopped: list[str] = []
         for step in plan:
-            runners = [self.runners[n] for n in step if n in self.runners]
+            # a service a later up/restart asked for is theirs now: the last command wins
+            runners = [self.runners[n] for n in step if n in self.runners and self.runners[n].asked_by < command]
             for runner in runners:
+                runner.asked_by = command
                 runner.request_stop()
-            await self._wait_until(lambda rs=runners: all(r.settled_stopped for r in rs))
-            stopped.extend(r.spec.name for r in runners)
+            await self._wait_until(lambda rs=runners: all(r.settled_stopped or r.asked_by > command for r in rs))
+            stopped.extend(r.spec.name for r in runners if r.asked_by == command)
         self.save_state()
         return stopped
 
@@ -878,7 +896,12 @@ class Supervisor:
         platform_up = any(r.wanted for r in self._runner_list)
         added = [n for n in new.services if n not in old.services]
         removed = [n for n in old.services if n not in new.services]
-        changed = [n for n in new.services if n in old.services and new.services[n] != old.services[n]]
+        differ = [n for n in new.services if n in old.services and new.services[n] != old.services[n]]
+        changed = [n for n in differ if _runtime_view(new.services[n]) != _runtime_view(old.services[n])]
+        for name in differ:
+            if name not in changed:  # only what people read changed (description, url, ...): no restart
+                self.runners[name].spec = new.services[name]
+                self.runners[name]._publish(notify=True)
         # stop removed ones (and changed ones) while the old graph still describes them
         if removed:
             await self.down([n for n in removed if old.services[n].is_active] or [])
@@ -917,9 +940,11 @@ class Supervisor:
     async def down_only(self, names: Collection[str]) -> None:
         """Stop exactly these services (no dependents)."""
         runners = [self.runners[n] for n in names]
+        command = self._next_command()
         for r in runners:
+            r.asked_by = command
             r.request_stop()
-        await self._wait_until(lambda: all(r.settled_stopped for r in runners))
+        await self._wait_until(lambda: all(r.settled_stopped or r.asked_by > command for r in runners))
 
     # ------------------------------------------------------------------ crash safety
 
@@ -961,6 +986,11 @@ class Supervisor:
             os.replace(tmp, path)
         except OSError as exc:
             log.error("cannot write state file", path=str(path), error=str(exc))
+
+
+def _runtime_view(spec: ServiceSpec) -> ServiceSpec:
+    """The spec without what only people read: changing those never restarts a service."""
+    return replace(spec, description="", url="", title="", export=type(spec.export)())
 
 
 def instance_prefix(state_dir: Path) -> str:

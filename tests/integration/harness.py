@@ -64,7 +64,9 @@ class Platform:
             "tiers": self.tiers,
             "services": self.services,
         }
-        self.manifest.write_text(tomli_w.dumps(doc))
+        tmp = self.manifest.with_suffix(".tmp")  # atomically, as a careful editor does: a
+        tmp.write_text(tomli_w.dumps(doc))  # reload must never see half a file
+        os.replace(tmp, self.manifest)
         return self.manifest
 
     def svc(self, *args: str, timeout: float = 60, check: bool = False) -> subprocess.CompletedProcess[str]:

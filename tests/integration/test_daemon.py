@@ -7,6 +7,7 @@ own timestamps), on the daemon's JSON status, and on the process table.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -267,9 +268,15 @@ def test_invalid_reload_keeps_the_running_manifest(platform: Platform) -> None:
     status = platform.status()
     assert status["api"]["pid"] == pid and status["api"]["state"] == "ready" and "broken" not in status
 
-    # SIGHUP reloads too, and equally refuses
+    # SIGHUP reloads too, and equally refuses (counted, so we can wait for it)
+    errors_before = json.loads(platform.svc("status", "--json", check=True).stdout)["reloads_error"]
     os.kill(platform.daemon_pid() or 0, signal.SIGHUP)
-    platform.manifest.write_text(text)
+    wait_until(
+        lambda: json.loads(platform.svc("status", "--json", check=True).stdout)["reloads_error"] > errors_before,
+        what="the SIGHUP reload to be refused",
+    )
+    assert platform.status()["api"]["pid"] == pid
+    platform.write()  # the valid manifest again
     assert platform.svc("reload").returncode == 0
     assert platform.status()["api"]["pid"] == pid
 
@@ -346,3 +353,26 @@ def test_up_with_an_unknown_name_is_a_usage_error(platform: Platform) -> None:
 
 
 
+
+
+def test_reload_of_a_description_only_change_does_not_restart(platform: Platform) -> None:
+    platform.add("api", description="old words")
+    platform.write()
+    platform.svc("up", check=True)
+    before = platform.status()["api"]
+    platform.services["api"]["description"] = "new words"
+    platform.write()
+    result = platform.svc("reload")
+    assert result.returncode == 0, result.stderr
+    after = platform.status()["api"]
+    assert after["pid"] == before["pid"] and after["description"] == "new words"
+
+
+def test_a_restarting_service_says_why(platform: Platform) -> None:
+    platform.add("api", args="--delay 0.5")
+    platform.write()
+    platform.svc("up", check=True)
+    os.kill(platform.status()["api"]["pid"], signal.SIGKILL)
+    starting = platform.wait_state("api", "starting")
+    assert starting["reason"] == "restarting after: killed by SIGKILL"
+    assert platform.wait_state("api", "ready")["reason"] == ""
