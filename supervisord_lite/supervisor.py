@@ -12,6 +12,7 @@ snapshots that the control server, the metrics and the CLI read.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -247,7 +248,7 @@ class Runner:
             self.port_up = False if self.spec.port else None
             decision = after_exit(self.spec.restart, self.spec.kind, rc)
             why = describe_exit(rc)
-            await self._stop_process()  # stragglers of its group
+            await self._clear_after_exit(rc)  # stragglers of its group
         if decision is AfterExit.DONE:
             self._fire(Event.DONE, why)
             log.info("service exited", service=name, reason=why)
@@ -502,6 +503,33 @@ class Runner:
         self._publish(notify=changed)
 
     # ------------------------------------------------------------------ stopping
+
+    async def _clear_after_exit(self, rc: int) -> None:
+        """The main process has exited: deal with what it left before the next start.
+
+        Fast path: signal its group and, when its port is already free, start again
+        at once while the thorough sweep (process-table reads that find escaped
+        descendants, SIGKILL after stop_timeout) finishes in the background. When
+        something still holds the port, wait for the sweep: a restart must not race
+        its own predecessor for the port.
+        """
+        proc = self.proc
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pgid, self.spec.stop_signal)
+        port = self.spec.port
+        if port is not None and port in self.sup.listening_ports():
+            await self._stop_process()
+            return
+        self.log.mark(f"pid {proc.pid} {describe_exit(rc)}")
+        self.proc = None
+        self.sup.save_state()
+        self._tg.start_soon(self._sweep_in_background, proc)
+
+    async def _sweep_in_background(self, proc: ServiceProcess) -> None:
+        with anyio.CancelScope(shield=True):
+            await proc.stop(self.spec.stop_signal, self.spec.stop_timeout)
 
     async def _stop_process(self) -> None:
         proc = self.proc
