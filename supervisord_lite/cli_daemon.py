@@ -336,6 +336,10 @@ def reload(manifest: Path | None) -> None:
 @click.option("--json-logs/--console-logs", "json_logs", default=None, help="Log format (default: JSON unless on a terminal).")
 def daemon(manifest: Path | None, json_logs: bool | None) -> None:
     """Run the daemon in the foreground (what the systemd unit runs)."""
+    if "rich" not in sys.modules:
+        # structlog pulls in rich (~4 MB) only for prettier tracebacks; a daemon that
+        # supervises hundreds of services is better off small
+        sys.modules["rich"] = None  # type: ignore[assignment]
     from . import daemon as daemon_mod
 
     path = resolve_manifest_path(manifest).resolve()

@@ -634,6 +634,7 @@ class Runner:
             sup.logs_dir / f"{self.spec.name}.log",
             max_bytes=sup.log_max_bytes,
             backups=sup.log_backups,
+            tail_lines=50,  # failure reports show 20; the page reads the file
             on_error=self.sup.log_write_error(self.spec.name),
         )
 
