@@ -24,27 +24,24 @@ EXIT_NO_DAEMON = 3
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def manifest_option(func: F) -> F:
-    """Add ``-f/--manifest`` to a subcommand (it may also be given before it)."""
+def _manifest_flag(*names: str) -> Callable[[F], F]:
     return click.option(
-        "-f",
-        "--manifest",
+        *names,
         "manifest",
         type=click.Path(dir_okay=False, path_type=Path),
         default=None,
         help="Manifest file (default: $SVC_MANIFEST, else ./svc.toml).",
-    )(func)
+    )
+
+
+def manifest_option(func: F) -> F:
+    """Add ``-f/--manifest`` to a subcommand (it may also be given before it)."""
+    return _manifest_flag("-f", "--manifest")(func)
 
 
 def long_manifest_option(func: F) -> F:
     """``--manifest`` only, for commands whose ``-f`` means something else (logs -f)."""
-    return click.option(
-        "--manifest",
-        "manifest",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=None,
-        help="Manifest file (default: $SVC_MANIFEST, else ./svc.toml).",
-    )(func)
+    return _manifest_flag("--manifest")(func)
 
 
 def resolve_manifest_path(explicit: Path | None) -> Path:
@@ -68,14 +65,7 @@ def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "-f",
-    "--manifest",
-    "manifest",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Manifest file (default: $SVC_MANIFEST, else ./svc.toml).",
-)
+@_manifest_flag("-f", "--manifest")
 @click.version_option(package_name="supervisord-lite")
 @click.pass_context
 def main(ctx: click.Context, manifest: Path | None) -> None:

@@ -4,14 +4,32 @@ from __future__ import annotations
 
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKES = ROOT / "tests" / "fakes"
 PYTHON = sys.executable
+
+
+if TYPE_CHECKING:
+    from tests.integration.harness import Platform
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Iterator[Platform]:
+    """A manifest of demo services in tmp_path, driven by the real `svc` CLI; every
+    process it started is gone after the test (see tests/integration/harness.py)."""
+    from tests.integration.harness import Platform
+
+    p = Platform(tmp_path)
+    try:
+        yield p
+    finally:
+        p.cleanup()
 
 
 @pytest.fixture

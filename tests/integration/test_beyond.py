@@ -8,22 +8,10 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 
 from tests.conftest import FAKES, free_ports, wait_until
 from tests.integration.harness import DEMO, Platform
-
-
-@pytest.fixture
-def platform(tmp_path: Path) -> Iterator[Platform]:
-    p = Platform(tmp_path)
-    try:
-        yield p
-    finally:
-        p.cleanup()
 
 
 def test_oneshot_migration_finishes_before_its_dependent_spawns(platform: Platform) -> None:

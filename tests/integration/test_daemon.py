@@ -14,23 +14,11 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import psutil
-import pytest
 
 from tests.conftest import free_ports, wait_until
 from tests.integration.harness import Platform, port_accepts, wait_gone
-
-
-@pytest.fixture
-def platform(tmp_path: Path) -> Iterator[Platform]:
-    p = Platform(tmp_path)
-    try:
-        yield p
-    finally:
-        p.cleanup()
 
 
 def test_up_starts_in_dependency_and_tier_order_and_down_leaves_nothing(platform: Platform) -> None:

@@ -252,15 +252,6 @@ def test_the_page_is_read_only(site: Site) -> None:
 # -- a real daemon: the page, svc status, svc ports and /metrics agree --------------
 
 
-@pytest.fixture
-def platform(tmp_path: Path) -> Iterator[Platform]:
-    p = Platform(tmp_path)
-    try:
-        yield p
-    finally:
-        p.cleanup()
-
-
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
         text = resp.read().decode()

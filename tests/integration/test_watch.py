@@ -16,7 +16,6 @@ import subprocess
 import termios
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -110,15 +109,6 @@ def test_cpu_percent_comes_from_two_samples_of_the_same_process() -> None:
 # -- the real command ----------------------------------------------------------------
 
 
-@pytest.fixture
-def platform(tmp_path: Path) -> Iterator[Platform]:
-    p = Platform(tmp_path)
-    try:
-        yield p
-    finally:
-        p.cleanup()
-
-
 def started_platform(platform: Platform) -> None:
     platform.add("db", tier="infra")
     # a slow start, so the restart after a crash is on screen for a while
@@ -168,7 +158,7 @@ def test_watch_on_a_pipe_prints_one_line_per_state_change(platform: Platform) ->
         out.wait_for(r" db: ready in ")
         before = len(out.lines)
         os.kill(platform.status()["api"]["pid"], signal.SIGKILL)
-        crashed = out.wait_for(r" api: starting$", after=seen)
+        crashed = out.wait_for(r" api: starting: restarting after: killed by SIGKILL$", after=seen)
         out.wait_for(r" api: ready in [\d.]+s \(port \d+, pid \d+, 1 restart\)$", after=crashed)
         # only api's changes were printed since the kill: db did not change
         assert not any(" db: " in line for line in out.lines[before:])
