@@ -13,6 +13,7 @@ import fcntl
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -203,6 +204,8 @@ class Daemon:
             if snap != last:
                 yield {"progress": snap}
                 last = snap
+            else:
+                yield {"heartbeat": time.time()}  # so a client can tell a quiet daemon from a hung one
             with anyio.move_on_after(heartbeat):
                 await changed.wait()
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from . import control
-from .render import STATE_STYLE, human_duration, state_text
+from .render import STATE_STYLE, human_duration, says_state, state_text
 from .snapshot import ServiceSnapshot, SupervisorSnapshot
 from .states import ServiceState
 
@@ -55,6 +55,9 @@ SEVERITY: dict[ServiceState, int] = {
 #: The order of the footer's counts.
 STATE_ORDER = sorted(ServiceState, key=lambda s: (SEVERITY[s], list(ServiceState).index(s)))
 COLUMNS = ("SERVICE", "TIER", "PORT", "STATE", "UPTIME", "RESTARTS", "PROBE", "CPU", "MEM", "URL")
+#: What a narrow terminal gives up first; SERVICE, PORT and STATE always stay.
+DROP_ORDER = ("CPU", "MEM", "URL", "PROBE", "UPTIME", "RESTARTS", "TIER")
+_GAP = 2  # rich puts one space of padding on each side of an inner column edge
 
 
 # ----------------------------------------------------------------------------- pure
@@ -128,6 +131,20 @@ def _cells(s: ServiceSnapshot, now: float, cpu: Mapping[str, float]) -> tuple[st
     )
 
 
+def fitting_columns(rows: Sequence[Sequence[str]], width: int | None) -> list[str]:
+    """The columns that fit in ``width`` without cutting cells, dropping the least
+    needed first (``DROP_ORDER``); every column when ``width`` is None."""
+    natural = {col: max([len(col), *(len(r[i]) for r in rows)]) for i, col in enumerate(COLUMNS)}
+    shown = list(COLUMNS)
+    if width is None:
+        return shown
+    for col in DROP_ORDER:
+        if sum(natural[c] for c in shown) + _GAP * (len(shown) - 1) <= width:
+            break
+        shown.remove(col)
+    return shown
+
+
 def footer(snap: SupervisorSnapshot, *, note: str = "") -> Any:
     """``3 ready · 1 backoff · 1 failed`` in the states' colours, plus a note."""
     from rich.text import Text
@@ -156,29 +173,46 @@ def status_table(
     title: str = "",
     max_rows: int | None = None,
     note: str = "",
+    width: int | None = None,
 ) -> Any:
-    """The watch screen: the table (failing first, at most ``max_rows`` rows) and the footer."""
+    """The watch screen: the table (failing first, at most ``max_rows`` rows) and the footer.
+
+    With ``width`` (the terminal's), columns that do not fit are left out, least needed
+    first, rather than every cell being cut to a few letters; a last line names them.
+    """
     from rich.console import Group
     from rich.table import Table
 
-    table = Table(title=title or None, title_justify="left", box=None, pad_edge=False, expand=False)
-    for col in COLUMNS:
-        numeric = col in ("PORT", "UPTIME", "RESTARTS", "PROBE", "CPU", "MEM")
-        table.add_column(col, no_wrap=True, overflow="ellipsis", justify="right" if numeric else "left",
-                         max_width=None if col in ("STATE", "URL", "SERVICE") else 12)
     services = order_services(snap.services)
     hidden: list[ServiceSnapshot] = []
     if max_rows is not None and len(services) > max_rows:
         keep = max(max_rows - 1, 0)
         services, hidden = services[:keep], services[keep:]
-    for s in services:
-        cells = _cells(s, now, cpu)
+    rows = [_cells(s, now, cpu) for s in services]
+    shown = fitting_columns(rows, width)
+    index = [COLUMNS.index(col) for col in shown]
+
+    table = Table(title=title or None, title_justify="left", box=None, pad_edge=False, expand=False)
+    for col in shown:
+        numeric = col in ("PORT", "UPTIME", "RESTARTS", "PROBE", "CPU", "MEM")
+        table.add_column(col, no_wrap=True, overflow="ellipsis", justify="right" if numeric else "left",
+                         max_width=None if col in ("STATE", "URL", "SERVICE", "TIER") else 12)
+    state_at = COLUMNS.index("STATE")
+    for s, cells in zip(services, rows):
         style = STATE_STYLE.get(s.state, "")
-        table.add_row(*cells[:3], f"[{style}]{_escape(cells[3])}[/]" if style else _escape(cells[3]), *cells[4:])
+        state = f"[{style}]{_escape(cells[state_at])}[/]" if style else _escape(cells[state_at])
+        table.add_row(*(state if i == state_at else cells[i] for i in index))
     if hidden:
-        states = sorted({s.state.value for s in hidden})
-        table.add_row(f"… {len(hidden)} more", "", "", ", ".join(states), style="dim")
-    return Group(table, "", footer(snap, note=note))
+        states = ", ".join(sorted({s.state.value for s in hidden}))
+        filler = {0: f"… {len(hidden)} more", state_at: states}
+        table.add_row(*(filler.get(i, "") for i in index), style="dim")
+    parts: list[Any] = [table, "", footer(snap, note=note)]
+    left_out = [col for col in COLUMNS if col not in shown]
+    if left_out:
+        from rich.text import Text
+
+        parts.append(Text(f"too narrow for {', '.join(left_out)}", style="dim"))
+    return Group(*parts)
 
 
 def _escape(text: str) -> str:
@@ -193,6 +227,8 @@ def _change_key(s: ServiceSnapshot) -> tuple[Any, ...]:
 
 def change_line(s: ServiceSnapshot, now: float) -> str:
     """``api: ready in 0.31s (port 8000)``, ``api: backoff (retry in 2s): exited with code -9``."""
+    if s.reason and says_state(s) and s.state is not ServiceState.CONFLICT:
+        return f"{s.name}: {s.reason}"  # "db: waiting for x (failed)", not "db: waiting (x): waiting for x ..."
     line = f"{s.name}: {state_text(s, now)}"
     if s.state is ServiceState.READY:
         if s.ready_duration is not None:
@@ -234,7 +270,8 @@ def change_lines(
 
 def _snapshots(sock: Path, usage: bool) -> Iterator[SupervisorSnapshot]:
     """The daemon's snapshot at every change; DaemonUnreachable / ControlError as control raises."""
-    for message in control.request(sock, "watch", {"usage": usage}, timeout=None):
+    # the daemon sends a snapshot or a heartbeat at least every 2 s: silence for 15 s means it hangs
+    for message in control.request(sock, "watch", {"usage": usage}, timeout=15.0):
         if message.get("done"):
             if not message.get("ok"):
                 raise control.ControlError(message.get("error", "the daemon refused to watch"), int(message.get("code", 1)))
@@ -322,7 +359,7 @@ def _watch_terminal(sock: Path, manifest_label: str) -> int:
         height = console.size.height
         note = note or f"updated {datetime.now().strftime('%H:%M:%S')} · Ctrl-C to quit"
         return status_table(snap, time.time(), cpu.percent, title=f"{snap.name} · {manifest_label}",
-                            max_rows=max(height - 5, 1), note=note)
+                            max_rows=max(height - 6, 1), note=note, width=console.size.width)
 
     stream = _follow(sock, usage=True)
     first = next(stream)  # DaemonUnreachable here, before the screen changes
