@@ -96,7 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--port", type=int, default=int(env_port) if env_port else None,
                    help="TCP port to listen on (default: $PORT)")
-    p.add_argument("--bind", default="127.0.0.1", metavar="HOST", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--bind", default=os.environ.get("DEMO_BIND", "127.0.0.1"), metavar="HOST",
+                   help="address to bind (default $DEMO_BIND, else 127.0.0.1; containers set 0.0.0.0)")
     p.add_argument("--name", default=os.environ.get("SVC_SERVICE", "demo"),
                    help="service name shown on / and in records (default: $SVC_SERVICE)")
     p.add_argument("--description", default="", help="one line shown on the / page")
