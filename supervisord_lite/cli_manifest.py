@@ -76,12 +76,17 @@ def check(manifest: Path | None) -> None:
 
     Warns about ports some process outside the manifest already listens on.
     """
-    from .manifest import check_manifest, port_warnings
+    from .manifest import ManifestError, check_manifest, locate, port_warnings, read_manifest_text
 
     path = resolve_manifest_path(manifest)
     loaded, problems = check_manifest(path, probe_ports=False)
     if loaded is not None:
-        problems = problems + port_warnings(loaded, _own_pids(_live_snapshot(loaded)))
+        busy = port_warnings(loaded, _own_pids(_live_snapshot(loaded)))
+        try:
+            busy = locate(busy, path, read_manifest_text(path))
+        except ManifestError:  # the file went away since: keep them as they are
+            pass
+        problems = problems + busy
     _echo_problems(problems, err=False)
     click.echo(summary_line(path, loaded, problems))
     if any(p.is_error for p in problems):
@@ -158,7 +163,10 @@ def who(port: int, manifest: Path | None) -> None:
     click.echo(f"pid:      {listener.pid if listener.pid is not None else 'unknown (run as root to see it)'}")
     click.echo(f"user:     {listener.user}")
     click.echo(f"command:  {one_line(listener.cmdline)}")
-    if found is None or spec is None:
+    if found is None:  # no manifest to compare with (or an invalid one, said above)
+        return
+    if spec is None:
+        click.echo(f"service:  {_not_a_service(found[0], path, port, listener.pid)}")
         return
     loaded = found[0]
     snap = (_live_snapshot(loaded) or {}).get(spec.name)
@@ -169,6 +177,19 @@ def who(port: int, manifest: Path | None) -> None:
         click.echo(f"service:  {spec.name} (ours: {where}, pid {snap.pid})")
     else:
         click.echo(f"service:  {spec.name} ({where}) declares this port, but this process is not ours")
+
+
+def _not_a_service(loaded: Manifest, path: Path, port: int, pid: int | None) -> str:
+    """What ``svc who`` says of a port no service of the manifest declares."""
+    from .client import fetch_snapshot
+
+    address = loaded.supervisor.metrics_address
+    if address is not None and address[1] == port:
+        snapshot = fetch_snapshot(loaded, timeout=5.0)
+        if snapshot is not None and pid is not None and snapshot.pid == pid:
+            return f"none: this is the svc daemon of {path} (its metrics endpoint, supervisor.metrics)"
+        return f"none: {path} wants this port for its metrics (supervisor.metrics), but this process is not its daemon"
+    return f"none: not one of ours (no service of {path} has port {port})"
 
 
 def _port_choice(ctx: click.Context, param: click.Parameter, value: str | None) -> int | str | None:
@@ -229,3 +250,6 @@ def add(
         fail(f"nothing written to {path}", EXIT_USAGE)
     port_text = f", port {addition.port}" if addition.port is not None else ""
     click.echo(f"added service {name} to {path} (tier {addition.tier}{port_text})")
+    if addition.manifest.services[name].is_active and _live_snapshot(addition.manifest) is not None:
+        # the daemon knows only the manifest it last loaded: `svc up NAME` alone would not find it
+        click.echo(f"the daemon runs the manifest as it last loaded it: `svc reload -f {path}` starts {name}")

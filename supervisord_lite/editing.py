@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -122,9 +122,18 @@ def plan_addition(
     )
     rendered = tomli_w.dumps({"services": {name: table}})
     appended = _separator(text, newline) + rendered.replace("\n", newline)
-    result = parse_manifest(text + appended, path)
+    try:
+        result = parse_manifest(text + appended, path)
+    except ManifestError as exc:
+        raise ManifestError(_unlocated_past(exc.problems, text.count("\n") + 1)) from None
     spec = result.services[name]
     return Addition(name=name, tier=spec.tier, port=spec.port, appended=appended, manifest=result)
+
+
+def _unlocated_past(problems: Sequence[Problem], last_line: int) -> list[Problem]:
+    """Problems of the refused addition without line numbers past the file's end:
+    nothing was written, so ``svc.toml:212`` would point at a line that is not there."""
+    return [replace(p, line=None, col=None) if p.line is not None and p.line > last_line else p for p in problems]
 
 
 def add_service(

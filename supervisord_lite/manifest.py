@@ -20,7 +20,7 @@ import shlex
 import signal
 import tomllib
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar
@@ -838,7 +838,9 @@ def _rule_active_needs_active(problems: _Problems, services: Services, tiers: Ma
             if other is None or other.is_active:
                 continue
             if other.status is Status.DEPRECATED:
-                instead = f'; depend on "{other.replaced_by}" instead' if other.replaced_by else ""
+                successor = services.get(other.replaced_by) if other.replaced_by else None
+                usable = successor is not None and successor.is_active and successor.name != spec.name
+                instead = f'; depend on "{successor.name}" instead' if usable and successor else ""
                 why = f"which is deprecated and never starts{instead}"
             else:
                 why = 'which is disabled; set its status = "active" or drop the dependency'
@@ -1002,18 +1004,37 @@ def port_warnings(m: Manifest, own_pids: Collection[int] = frozenset()) -> list[
     return found
 
 
+def locate(problems: Iterable[Problem], path: Path, text: str) -> list[Problem]:
+    """The problems found on a loaded manifest (which knows only its absolute path),
+    named like the loader's: the file as the user gave it, with the line and column
+    of the key when the text shows them."""
+    locator = _Locator(text)
+    out = []
+    for problem in problems:
+        if problem.line is None:
+            where: Path_ = tuple(problem.key.split(".")) if problem.key else ()
+            if problem.service is not None:
+                where = ("services", problem.service, *where)
+            line, col = locator.find(where) if where else (None, None)
+            problem = replace(problem, file=str(path), line=line, col=col)
+        out.append(problem)
+    return out
+
+
 def check_manifest(
     path: Path, *, probe_ports: bool = True, own_pids: Collection[int] = frozenset()
 ) -> tuple[Manifest | None, list[Problem]]:
     """Everything ``svc check`` reports: errors, then warnings (ports in use, missing env files)."""
     try:
-        manifest, problems = analyse(read_manifest_text(path), path)
+        text = read_manifest_text(path)
+        manifest, problems = analyse(text, path)
     except ManifestError as exc:
         return None, exc.problems
     if manifest is not None:
-        problems = problems + env_file_warnings(manifest)
+        extra = env_file_warnings(manifest)
         if probe_ports:
-            problems += port_warnings(manifest, own_pids)
+            extra += port_warnings(manifest, own_pids)
+        problems = problems + locate(extra, path, text)
     return manifest, sorted(problems, key=lambda p: not p.is_error)
 
 

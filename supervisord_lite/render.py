@@ -92,8 +92,16 @@ def plain_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def says_state(s: ServiceSnapshot) -> bool:
+    """True when the reason already starts with the state (``waiting for db``, ``exited with code 0``),
+    so printing both would stutter (``waiting (waiting for db)``)."""
+    return s.reason.startswith(f"{s.state.value} ")
+
+
 def progress_line(s: ServiceSnapshot) -> str:
     """One line per state change for `svc up` on a non-terminal."""
+    if s.reason and says_state(s):
+        return f"{s.name}: {s.reason}"
     line = f"{s.name}: {s.state.value}"
     if s.state is ServiceState.READY and s.ready_duration is not None:
         line += f" in {s.ready_duration:.2f}s"
@@ -104,15 +112,24 @@ def progress_line(s: ServiceSnapshot) -> str:
     return line
 
 
+#: States in which nothing of the service ran for this request: its log is from an earlier run.
+_NOT_SPAWNED = (ServiceState.WAITING, ServiceState.CONFLICT)
+
+
 def failure_report(services: Sequence[ServiceSnapshot], tails: dict[str, list[str]]) -> str:
-    """What failed and why, with each failed service's last log lines."""
+    """What failed and why, with the last log lines of each service that ran and failed."""
     bad = [s for s in services if s.state not in GOOD_STATES]
     out = []
     for s in bad:
-        out.append(f"✗ {s.name}: {s.state.value}" + (f": {s.reason}" if s.reason else ""))
         if s.state is ServiceState.CONFLICT and s.conflict_pid:
-            out.append(f"  port {s.port} is held by pid {s.conflict_pid}: {s.conflict_cmdline}")
+            out.append(f"✗ {s.name}: conflict: port {s.port} is held by pid {s.conflict_pid}: {s.conflict_cmdline}")
             out.append(f"  (not ours, so not touched; stop it, or change {s.name}'s port, then `svc up {s.name}`)")
+        elif s.reason and says_state(s):
+            out.append(f"✗ {s.name}: {s.reason}")
+        else:
+            out.append(f"✗ {s.name}: {s.state.value}" + (f": {s.reason}" if s.reason else ""))
+        if s.state in _NOT_SPAWNED:
+            continue
         lines = tails.get(s.name) or []
         if lines:
             out.append(f"  last {len(lines)} log lines:")

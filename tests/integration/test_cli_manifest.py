@@ -15,6 +15,7 @@ import pytest
 
 from supervisord_lite.manifest import load_manifest, parse_manifest
 from tests.conftest import PYTHON, ROOT, free_port
+from tests.integration.harness import Platform
 
 SVC = Path(sys.executable).parent / "svc"
 BIZOSAAS = ROOT / "config" / "bizosaas.toml"
@@ -159,6 +160,45 @@ def test_who_names_the_listener_and_the_declaring_service(
     assert without_manifest.returncode == 0 and "service:" not in without_manifest.stdout
 
 
+def test_who_says_when_a_listener_is_not_one_of_ours(
+    tmp_path: Path, listener: tuple[int, subprocess.Popen[str]]
+) -> None:
+    port, _child = listener
+    path = tmp_path / "svc.toml"
+    path.write_text(f'[supervisor]\nmetrics = ""\n[services.api]\nport = {free_port()}\ncommand = "serve"\n')
+    result = svc("who", str(port), "-f", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == f"service:  none: not one of ours (no service of {path} has port {port})"
+    # the manifest's metrics address, held by something that is not its daemon
+    path.write_text(f'[supervisor]\nmetrics = "127.0.0.1:{port}"\n[services.api]\ncommand = "serve"\n')
+    metrics = svc("who", str(port), "-f", str(path))
+    assert metrics.stdout.splitlines()[-1] == (
+        f"service:  none: {path} wants this port for its metrics (supervisor.metrics), but this process is not its daemon"
+    )
+
+
+def test_who_names_the_daemon_on_its_metrics_port_and_add_says_to_reload(platform: Platform) -> None:
+    metrics_port = free_port()
+    platform.supervisor["metrics"] = f"127.0.0.1:{metrics_port}"
+    platform.add("db", tier="infra")
+    platform.write()
+    platform.svc("up", check=True)
+    who = svc("who", str(metrics_port), "-f", str(platform.manifest))
+    assert who.stdout.splitlines()[1] == f"pid:      {platform.daemon_pid()}"
+    assert who.stdout.splitlines()[-1] == (
+        f"service:  none: this is the svc daemon of {platform.manifest} (its metrics endpoint, supervisor.metrics)"
+    )
+    # the daemon knows only the manifest it loaded: svc add says how to start the new service
+    added = svc("add", "cache", "--tier", "infra", "--command", "python -m supervisord_lite.demo --port {port}",
+                "--port", str(free_port()), "-f", str(platform.manifest))  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.splitlines()[-1] == (
+        f"the daemon runs the manifest as it last loaded it: `svc reload -f {platform.manifest}` starts cache"
+    )
+    platform.svc("reload", check=True)
+    platform.wait_state("cache", "ready")
+
+
 def test_who_on_a_free_port_exits_1(tmp_path: Path) -> None:
     port = free_port()
     result = svc("who", str(port), cwd=tmp_path)
@@ -196,6 +236,8 @@ def test_add_keeps_comments_and_refuses_conflicts(tmp_path: Path) -> None:
         assert refused.returncode == 2, args
         assert message in refused.stderr, refused.stderr
         assert refused.stderr.strip().endswith(f"svc: nothing written to {path}")
+        # nothing was written, so no line number past the end of the file
+        assert f"{path}:1" not in refused.stderr, refused.stderr  # (the file has 9 lines)
         assert path.read_text() == text
     bad_port = svc("add", "x", "--command", "x", "--port", "lots", "-f", str(path))
     assert bad_port.returncode == 2 and "neither a port number nor" in bad_port.stderr

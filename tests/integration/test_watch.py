@@ -98,6 +98,42 @@ def test_change_lines_name_each_change_once() -> None:
     assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d ", lines[0])
 
 
+def test_a_narrow_terminal_drops_whole_columns_instead_of_cutting_every_cell() -> None:
+    now = 1_000.0
+    s = snap(
+        svc("bizosaas-postgres", S.READY, tier="infrastructure", port=45433, pid=10, started_at=now - 75,
+            port_up=True, probe_latency=0.0001, rss_bytes=20 * 1024 * 1024, url="postgres://localhost:45433"),
+        svc("business-directory", S.READY, tier="frontend", port=43010, pid=11, started_at=now - 5,
+            url="http://localhost:43010"),
+    )
+    text = render(status_table(s, now, {}, width=80), width=80)
+    header = next(line for line in text.splitlines() if line.startswith("SERVICE"))
+    assert header.split() == ["SERVICE", "TIER", "PORT", "STATE", "UPTIME", "RESTARTS", "PROBE"]
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 80
+    # names, tiers and ports whole: nothing cut to "bizosaa…" or "infrast…"
+    assert "…" not in text
+    assert "bizosaas-postgres" in text and "infrastructure" in text and "45433" in text
+    assert text.splitlines()[-1].strip() == "too narrow for CPU, MEM, URL"
+    # very narrow: SERVICE, PORT and STATE stay
+    tiny = render(status_table(s, now, {}, width=40), width=40)
+    assert next(line for line in tiny.splitlines() if line.startswith("SERVICE")).split() == ["SERVICE", "PORT", "STATE"]
+    # wide enough: every column, no note
+    wide = render(status_table(s, now, {}, width=200), width=200)
+    assert "too narrow" not in wide and "postgres://localhost:45433" in wide
+
+
+def test_change_lines_do_not_repeat_the_state_the_reason_already_says() -> None:
+    s = snap(
+        svc("dep", S.WAITING, blocked_by=("never",), reason="waiting for never (failed: not ready after 1s)"),
+        svc("migrate", S.EXITED, port=None, reason="exited with code 0"),
+    )
+    lines, _ = change_lines({}, s, now=0.0)
+    assert [line.split(" ", 1)[1] for line in lines] == [
+        "dep: waiting for never (failed: not ready after 1s)",
+        "migrate: exited with code 0",
+    ]
+
+
 def test_cpu_percent_comes_from_two_samples_of_the_same_process() -> None:
     tracker = CpuTracker(min_gap=1.0)
     assert tracker.update(snap(svc("api", S.READY, pid=1, cpu_seconds=10.0)), now=100.0) == {}

@@ -145,3 +145,11 @@ def test_add_service_on_a_missing_file_is_a_manifest_error(tmp_path: Path) -> No
     with pytest.raises(ManifestError, match="no such manifest file"):
         add_service(tmp_path / "svc.toml", "new", tier=None, command="serve")
     assert not (tmp_path / "svc.toml").exists()
+
+
+def test_a_refused_addition_points_at_no_line_past_the_end_of_the_file() -> None:
+    with pytest.raises(ManifestError) as refused:
+        add(name="other", port=3000)
+    [problem] = refused.value.problems
+    assert problem.where == "services.other.port" and "already taken by first" in problem.message
+    assert problem.line is None and str(problem).startswith(f"{FILE}: error: services.other.port: ")

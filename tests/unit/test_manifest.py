@@ -348,6 +348,39 @@ def test_check_warns_about_a_foreign_listener_naming_pid_and_command(tmp_path: P
         listener.close()
 
 
+def test_check_warnings_name_the_file_as_given_with_the_line_of_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    (tmp_path / "svc.toml").write_text(
+        f'[supervisor]\nmetrics = ""\n\n[services.api]\ncommand = "serve"\nport = {port}\nenv_file = "missing.env"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    try:
+        _, problems = check_manifest(Path("svc.toml"))
+    finally:
+        listener.close()
+    lines = sorted(str(p).split(": warning: ")[0] for p in problems)
+    assert lines == ["svc.toml:6:1", "svc.toml:7:1"]  # not /abs/path/svc.toml without a line
+
+
+def test_no_replacement_is_suggested_that_names_no_active_service() -> None:
+    def message(replaced_by: str, extra: str = "") -> str:
+        text = BASE + (
+            f'[services.old]\ntier = "infra"\nstatus = "deprecated"\nreplaced_by = "{replaced_by}"\n{extra}'
+            '[services.api]\ntier = "web"\ncommand = "x"\ndepends_on = ["old"]\n'
+        )
+        return next(p.message for p in errors_of(text) if p.where == "services.api.depends_on")
+
+    assert message("nothing") == "depends on old, which is deprecated and never starts"
+    off = '[services.off]\ntier = "infra"\ncommand = "x"\nstatus = "disabled"\n'
+    assert message("off", off) == "depends on old, which is deprecated and never starts"
+    assert message("db").endswith('; depend on "db" instead')
+
+
 def test_check_returns_errors_without_a_manifest(tmp_path: Path) -> None:
     path = tmp_path / "svc.toml"
     path.write_text('[services.api]\ncommand = ""\n')
