@@ -49,7 +49,37 @@ def _check_names(manifest: Manifest, names: tuple[str, ...]) -> None:
 
 
 def _no_daemon(manifest: Manifest) -> None:
-    fail(f"no daemon is running for {manifest.path} (start one with `svc up -f {manifest.path}`)", EXIT_NO_DAEMON)
+    _no_daemon_at(manifest.path)
+
+
+def _no_daemon_at(path: Path) -> None:
+    """Exit 3, and say so when a daemon died leaving its services running."""
+    from .client import leftovers_of
+
+    message = f"no daemon is running for {path} (start one with `svc up -f {path}`)"
+    left = leftovers_of(path)
+    if left:
+        message += (
+            f"\na previous daemon died leaving {len(left)} service(s) running ({', '.join(sorted(left))}); "
+            "`svc up` stops them and starts them again under a new daemon"
+        )
+    fail(message, EXIT_NO_DAEMON)
+
+
+def _daemon_socket(manifest: Path | None) -> tuple[Path, Path]:
+    """The manifest path and its daemon's socket, even when the file no longer validates
+    (the daemon keeps the last good manifest; say so, and still reach it)."""
+    from .client import socket_for_path, socket_of
+    from .manifest import ManifestError, load_manifest
+
+    path = resolve_manifest_path(manifest)
+    try:
+        return path, socket_of(load_manifest(path))
+    except ManifestError as exc:
+        if not path.exists():
+            fail(str(exc), EXIT_USAGE)
+        click.echo(f"warning: {path} does not validate (the daemon keeps running the last good one):\n{exc}", err=True)
+        return path, socket_for_path(path)
 
 
 def _ensure_daemon(manifest: Manifest) -> None:
@@ -94,8 +124,9 @@ class _Progress:
 
     def __init__(self, tty: bool) -> None:
         self.tty = tty
-        self.seen: dict[str, str] = {}
+        self.seen: dict[str, str] | None = None  # None until the first message
         self.current: dict[str, Any] = {}
+        self.settled_at: dict[str, float] = {}
         self.started = time.monotonic()
         self._live: Any = None
         self._closed = False
@@ -108,6 +139,9 @@ class _Progress:
                 self.current[s.name] = s
             self._draw(list(self.current.values()))
             return
+        if self.seen is None:  # where things stood when asked: the changes come next
+            self.seen = {s.name: f"{s.state.value}|{s.reason}" for s in services}
+            return
         for s in services:
             key = f"{s.state.value}|{s.reason}"
             if self.seen.get(s.name) != key:
@@ -119,6 +153,7 @@ class _Progress:
         from rich.table import Table
 
         from .render import STATE_STYLE, state_text
+        from .states import TRANSIENT_STATES, ServiceState
 
         table = Table(box=None, pad_edge=False)
         for col in ("SERVICE", "TIER", "PORT", "STATE", "TIME"):
@@ -126,7 +161,13 @@ class _Progress:
         now = time.time()
         elapsed = time.monotonic() - self.started
         for s in services:
-            took = f"{s.ready_duration:.2f}s" if s.ready_duration is not None and s.state.value == "ready" else f"{elapsed:.1f}s"
+            if s.state in TRANSIENT_STATES:
+                self.settled_at.pop(s.name, None)
+                took = f"{elapsed:.1f}s"
+            elif s.state is ServiceState.READY and s.ready_duration is not None:
+                took = f"{s.ready_duration:.2f}s"
+            else:  # an outcome: the clock stops
+                took = f"{self.settled_at.setdefault(s.name, elapsed):.1f}s"
             table.add_row(s.name, s.tier, str(s.port or "-"), f"[{STATE_STYLE.get(s.state, '')}]{state_text(s, now)}[/]", took)
         if self._live is None:
             self._live = Live(table, refresh_per_second=10, transient=False)
@@ -176,19 +217,21 @@ def up(manifest: Path | None, names: tuple[str, ...], no_wait: bool, timeout: fl
 def down(manifest: Path | None, names: tuple[str, ...]) -> None:
     """Stop services (all by default) and what depends on them, in reverse order."""
     from . import control
-    from .client import call
+    from .render import plural
 
-    m = _load(manifest)
-    _check_names(m, names)
+    path, sock = _daemon_socket(manifest)
     try:
-        result = call(m, "down", {"names": list(names)}, timeout=None)
+        result = control.call(sock, "down", {"names": list(names)}, timeout=None)
     except control.DaemonUnreachable:
-        click.echo(f"no daemon is running for {m.path}: nothing to stop")
+        click.echo(f"no daemon is running for {path}: nothing to stop")
         return
     except control.ControlError as exc:
         fail(str(exc), exc.code)
     stopped = result["stopped"]
-    click.echo(f"stopped {len(stopped)} services" + (f": {', '.join(stopped)}" if stopped and names else ""))
+    if not stopped:
+        click.echo("nothing was running" + (f" of {', '.join(names)}" if names else ""))
+        return
+    click.echo(f"stopped {plural(len(stopped), 'service')}" + (f": {', '.join(stopped)}" if names else ""))
 
 
 @main.command()
@@ -211,22 +254,10 @@ def restart(manifest: Path | None, names: tuple[str, ...], with_dependents: bool
 def status(manifest: Path | None, as_json: bool, watch: bool) -> None:
     """Every service: tier, port, state, pid, uptime, restarts, health, URL."""
     from . import control
-    from .client import socket_of
-    from .render import STATUS_COLUMNS, plain_table, status_rows
+    from .render import STATUS_COLUMNS, STATUS_DROP_ORDER, attention_lines, fit_columns, plain_table, status_rows
     from .snapshot import SupervisorSnapshot
 
-    from .client import socket_for_path
-    from .manifest import ManifestError, load_manifest
-
-    path = resolve_manifest_path(manifest)
-    try:
-        sock = socket_of(load_manifest(path))
-    except ManifestError as exc:
-        if not path.exists():
-            fail(str(exc), EXIT_USAGE)
-        # the running daemon still has the last good manifest: show it, and say why
-        click.echo(f"warning: {path} does not validate (the daemon keeps running the last good one):\n{exc}", err=True)
-        sock = socket_for_path(path)
+    path, sock = _daemon_socket(manifest)
     if watch:
         from .watch import run_watch
 
@@ -234,7 +265,7 @@ def status(manifest: Path | None, as_json: bool, watch: bool) -> None:
     try:
         data = control.call(sock, "status", {}, timeout=10)
     except control.DaemonUnreachable:
-        fail(f"no daemon is running for {path} (start one with `svc up -f {path}`)", EXIT_NO_DAEMON)
+        _no_daemon_at(path)
     except control.ControlError as exc:
         fail(str(exc), exc.code)
     if as_json:
@@ -248,21 +279,29 @@ def status(manifest: Path | None, as_json: bool, watch: bool) -> None:
 
         from .render import STATE_STYLE
 
-        table = Table(title=f"{snap.name} ({snap.manifest})", box=None)
-        for col in STATUS_COLUMNS:
-            table.add_column(col)
-        for s, row in zip(snap.services, rows):
+        console = Console()
+        shown = fit_columns(STATUS_COLUMNS, rows, console.width, STATUS_DROP_ORDER)
+        table = Table(title=f"{snap.name} ({snap.manifest})", box=None, pad_edge=False)
+        for i in shown:
+            table.add_column(STATUS_COLUMNS[i], no_wrap=True)
+        state_col = STATUS_COLUMNS.index("STATE")
+        for s, row in zip(snap.services, rows, strict=True):
             style = STATE_STYLE.get(s.state, "")
-            table.add_row(*row[:3], f"[{style}]{row[3]}[/]", *row[4:])
-        Console().print(table)
+            table.add_row(*(f"[{style}]{row[i]}[/]" if i == state_col else row[i] for i in shown))
+        console.print(table)
+        hidden = [STATUS_COLUMNS[i] for i in range(len(STATUS_COLUMNS)) if i not in shown]
+        if hidden:
+            console.print(f"[dim](too narrow for {', '.join(hidden)}: widen the window, or use --json)[/]")
     else:
         click.echo(plain_table(STATUS_COLUMNS, rows))
+    for line in attention_lines(snap.services):
+        click.echo(line)
 
 
 @main.command()
 @long_manifest_option
 @click.argument("name")
-@click.option("-n", "lines", type=int, default=50, show_default=True, help="How many lines.")
+@click.option("-n", "lines", type=click.IntRange(min=0), default=50, show_default=True, help="How many lines.")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
 def logs(manifest: Path | None, name: str, lines: int, follow: bool) -> None:
     """A service's output, with timestamps (from state_dir/logs/NAME.log)."""

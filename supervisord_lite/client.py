@@ -24,12 +24,12 @@ def socket_of(manifest: Manifest) -> Path:
     return control.socket_path_for(manifest.supervisor.state_dir)
 
 
-def socket_for_path(manifest_path: Path) -> Path:
-    """The daemon socket of a manifest file, even when the file no longer validates.
+def state_dir_for_path(manifest_path: Path) -> Path:
+    """A manifest file's state_dir, even when the file no longer validates.
 
-    `svc reload` must reach the running daemon so it can refuse a broken manifest
-    itself (and count the refusal); only ``[supervisor] state_dir`` is read here.
-    """
+    `svc reload`, `status` and `down` must reach the running daemon when the file is
+    broken (the daemon keeps the last good manifest and refuses the bad one itself);
+    only ``[supervisor] state_dir`` is read here."""
     import tomllib
 
     state_dir = ".svc"
@@ -40,7 +40,30 @@ def socket_for_path(manifest_path: Path) -> Path:
             state_dir = value
     except (OSError, ValueError, AttributeError):
         pass
-    return control.socket_path_for(manifest_path.resolve().parent / state_dir)
+    return manifest_path.resolve().parent / state_dir
+
+
+def socket_for_path(manifest_path: Path) -> Path:
+    return control.socket_path_for(state_dir_for_path(manifest_path))
+
+
+def leftovers_of(manifest_path: Path) -> list[str]:
+    """Services a dead daemon left running: every process carrying this manifest's
+    SVC_INSTANCE prefix (the state file may lag the last spawn by a moment)."""
+    import psutil
+
+    from .process import scan_instances
+    from .supervisor import instance_prefix
+
+    names = set()
+    for procs in scan_instances(instance_prefix(state_dir_for_path(manifest_path))).values():
+        for proc in procs:
+            try:
+                names.add(proc.environ().get("SVC_SERVICE", "?"))
+                break
+            except psutil.Error:
+                continue
+    return sorted(names)
 
 
 def fetch_snapshot(manifest: Manifest, timeout: float = 5.0) -> SupervisorSnapshot | None:
@@ -64,8 +87,14 @@ def ensure_daemon(manifest: Manifest, timeout: float = 20.0) -> bool:
     winner.
     """
     sock = socket_of(manifest)
-    if control.ping(sock):
+    try:
+        control.call(sock, "ping", {}, timeout=1.0)
         return False
+    except control.DaemonUnreachable:
+        pass
+    except control.ControlError as exc:
+        if exc.code == 3:  # a daemon runs but will not serve us (another user's): starting a second cannot help
+            raise DaemonStartError(str(exc), 3) from None
     state_dir = manifest.supervisor.state_dir
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -99,12 +128,17 @@ def ensure_daemon(manifest: Manifest, timeout: float = 20.0) -> bool:
 
 
 def _startup_failure(manifest: Manifest, code: int) -> str:
-    lines = tail_file(daemon_log_path(manifest), 10)
-    details = "\n".join(f"  {line}" for line in lines)
+    lines = tail_file(daemon_log_path(manifest), 20)
+    said = [line.removeprefix("svc daemon: ") for line in lines if line.startswith("svc daemon: ")]
+    if said:  # the daemon's own words for people; the JSON log lines are for machines
+        return f"the daemon could not start: {said[-1]}"
+    details = "\n".join(f"  {line}" for line in lines[-10:])
     return f"the daemon could not start (exit {code}); last lines of {daemon_log_path(manifest)}:\n{details}"
 
 
 def tail_file(path: Path, n: int) -> list[str]:
+    if n <= 0:
+        return []
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)

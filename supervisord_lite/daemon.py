@@ -290,7 +290,10 @@ def _check_known(manifest: Manifest, names: list[str]) -> None:
 
 
 def _message(exc: BaseException) -> str:
-    return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    if isinstance(exc, KeyError) and "no service named" in text:
+        text += " (the daemon runs the manifest as last loaded: after adding a service, run `svc reload`)"
+    return text
 
 
 # ------------------------------------------------------------------ main
@@ -333,7 +336,7 @@ async def _run_locked(manifest_path: Path, manifest: Manifest) -> int:
         try:
             server.start()
         except MetricsAddressError as exc:
-            raise StartupError(f"{manifest.path}: {exc}") from None
+            raise StartupError(str(exc)) from None
     daemon = Daemon(manifest_path, supervisor, metrics)
     sock_path = control.socket_path_for(manifest.supervisor.state_dir)
     try:

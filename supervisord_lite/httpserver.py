@@ -129,6 +129,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
     server_version = "supervisord-lite"
     sys_version = ""
 
+    def version_string(self) -> str:
+        return self.server_version
+
     def do_GET(self) -> None:
         self._serve(head_only=False)
 

@@ -140,3 +140,40 @@ def failure_report(services: Sequence[ServiceSnapshot], tails: dict[str, list[st
 def summary_line(services: Sequence[ServiceSnapshot]) -> str:
     good = sum(1 for s in services if s.state in GOOD_STATES)
     return f"{good}/{len(services)} services ready" if services else "nothing to start"
+
+
+#: `svc status` columns, least needed first, dropped whole when the terminal is narrow.
+STATUS_DROP_ORDER = ("HEALTH", "TIER", "RESTARTS", "UPTIME", "PID", "URL")
+
+
+def fit_columns(
+    header: Sequence[str], rows: Sequence[Sequence[str]], width: int | None, drop_order: Sequence[str], gap: int = 2
+) -> list[int]:
+    """Indexes of the columns that fit in ``width`` without cutting a cell, dropping
+    whole columns in ``drop_order``; every column when ``width`` is None."""
+    natural = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
+    shown = list(range(len(header)))
+    if width is None:
+        return shown
+    for name in drop_order:
+        if sum(natural[i] for i in shown) + gap * (len(shown) - 1) <= width:
+            break
+        if name in header:
+            shown.remove(header.index(name))
+    return shown
+
+
+def attention_lines(services: Sequence[ServiceSnapshot]) -> list[str]:
+    """Why each service that needs a person's attention is where it is."""
+    wanted = (ServiceState.FAILED, ServiceState.CONFLICT, ServiceState.UNHEALTHY, ServiceState.BACKOFF)
+    out = []
+    for s in services:
+        if s.state in wanted and s.reason:
+            out.append(f"{s.name}: {s.reason}")
+        elif s.state is ServiceState.CONFLICT and s.conflict_pid:
+            out.append(f"{s.name}: port {s.port} is held by pid {s.conflict_pid}: {s.conflict_cmdline}")
+    return out
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")

@@ -160,7 +160,8 @@ class Runner:
                         assert self._scope_done is not None
                         await self._scope_done.wait()
                     else:
-                        continue  # it runs and is wanted: nothing to do
+                        self._settle_request()  # it runs and is wanted (a stop was taken back): nothing to do
+                        continue
                 await self._stop_everything()
                 if self._removed:
                     tg.cancel_scope.cancel()
@@ -169,6 +170,14 @@ class Runner:
                     scope = anyio.CancelScope()
                     self._scope, self._scope_done = scope, anyio.Event()
                     tg.start_soon(self._supervise_in, scope, self._scope_done)
+                else:
+                    self._settle_request()  # a start was taken back by a later stop
+
+    def _settle_request(self) -> None:
+        """A start request ends without a new start: `svc up` must not wait for one."""
+        if self.pending:
+            self.pending = False
+            self._publish(notify=True)
 
     async def _watch_files(self) -> None:
         """Restart on changes to the watched files, while the service runs (debounced)."""
@@ -875,11 +884,12 @@ class Supervisor:
         for step in plan:
             # a service a later up/restart asked for is theirs now: the last command wins
             runners = [self.runners[n] for n in step if n in self.runners and self.runners[n].asked_by < command]
+            was_running = {r.spec.name for r in runners if not r.settled_stopped}
             for runner in runners:
                 runner.asked_by = command
                 runner.request_stop()
             await self._wait_until(lambda rs=runners: all(r.settled_stopped or r.asked_by > command for r in rs))
-            stopped.extend(r.spec.name for r in runners if r.asked_by == command)
+            stopped.extend(r.spec.name for r in runners if r.asked_by == command and r.spec.name in was_running)
         self.save_state()
         return stopped
 

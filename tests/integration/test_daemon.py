@@ -364,3 +364,45 @@ def test_a_restarting_service_says_why(platform: Platform) -> None:
     starting = platform.wait_state("api", "starting")
     assert starting["reason"] == "restarting after: killed by SIGKILL"
     assert platform.wait_state("api", "ready")["reason"] == ""
+
+
+def test_status_names_leftovers_of_a_dead_daemon_and_down_counts_only_what_ran(platform: Platform) -> None:
+    platform.add("db", tier="infra")
+    platform.add("api", depends_on=["db"])
+    platform.services["old"] = {"tier": "app", "status": "deprecated", "port": free_ports(1)[0], "replaced_by": "api"}
+    platform.write()
+    platform.svc("up", check=True)
+    result = platform.svc("down", "api")
+    assert result.stdout.strip() == "stopped 1 service: api"
+    assert platform.svc("down", "api").stdout.strip() == "nothing was running of api"
+    assert platform.svc("down").stdout.strip() == "stopped 1 service"  # db; the deprecated one never ran
+    platform.svc("up", check=True)
+    daemon = platform.daemon_pid()
+    os.kill(daemon or 0, signal.SIGKILL)
+    wait_gone([daemon or 0])
+    result = platform.svc("status")
+    assert result.returncode == 3
+    assert "a previous daemon died leaving 2 service(s) running (api, db)" in result.stderr
+    assert platform.svc("up").returncode == 0  # and `svc up` cleans up and takes over
+
+
+def test_logs_line_counts(platform: Platform) -> None:
+    platform.add("api")
+    platform.write()
+    platform.svc("up", check=True)
+    assert platform.svc("logs", "api", "-n", "0").stdout == ""
+    assert len(platform.svc("logs", "api", "-n", "2").stdout.splitlines()) == 2
+    assert platform.svc("logs", "api", "-n", "-1").returncode == 2
+
+
+def test_piped_up_prints_changes_not_where_things_stood(platform: Platform) -> None:
+    platform.add("db", tier="infra")
+    platform.write()
+    platform.svc("up", check=True)
+    again = platform.svc("up")
+    assert again.stdout.strip() == "1/1 services ready"  # nothing changed, nothing to tell
+    restart = platform.svc("restart", "db")
+    lines = restart.stdout.splitlines()
+    # no stale "db: ready" from before the restart: the first line is the restart itself
+    assert lines[0].split(" ")[1] in ("stopping", "stopped", "waiting", "starting"), lines
+    assert lines[-2].startswith("db: ready in") and lines[-1] == "1/1 services ready", lines
