@@ -86,13 +86,27 @@ def start_set(m: Manifest, names: Iterable[str] | None = None) -> list[str]:
     return _in_file_order(m, members)
 
 
+_ORDERS: dict[int, tuple[Manifest, dict[str, int]]] = {}
+
+
+def _tier_orders(m: Manifest) -> dict[str, int]:
+    """Each service's tier order, computed once per manifest (start plans ask for it
+    once per pair of services, which adds up with hundreds of them)."""
+    cached = _ORDERS.get(id(m))
+    if cached is None or cached[0] is not m:
+        if len(_ORDERS) > 8:
+            _ORDERS.clear()
+        cached = _ORDERS[id(m)] = (m, {n: m.tier_order(spec) for n, spec in m.services.items()})
+    return cached[1]
+
+
 def prerequisites(m: Manifest, name: str, start_set: Collection[str]) -> set[str]:
     """What must be ready before ``name`` starts: its dependencies and, within
     ``start_set``, every service of an earlier tier."""
-    spec = m.services[name]
-    order = m.tier_order(spec)
-    earlier = {other for other in start_set if other in m.services and m.tier_order(m.services[other]) < order}
-    return set(spec.depends_on) | earlier
+    orders = _tier_orders(m)
+    order = orders[name]
+    earlier = {other for other in start_set if orders.get(other, order) < order}
+    return set(m.services[name].depends_on) | earlier
 
 
 def _steps(m: Manifest, members: list[str]) -> list[list[str]]:

@@ -250,6 +250,33 @@ class ProcTable(dict[int, ProcEntry]):
     def __init__(self) -> None:
         super().__init__()
         self._instances: dict[int, str | None] = {}
+        self._index: tuple[dict[int, list[int]], dict[int, list[int]]] | None = None
+        self._by_instance: dict[str, list[int]] = {}
+        self._by_instance_since: float | None = None
+
+    def index(self) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
+        """(parent pid -> child pids, pgid -> member pids), built once per table: many
+        services stopping together share one table, and must not each walk all of it."""
+        if self._index is None:
+            children: dict[int, list[int]] = {}
+            by_pgid: dict[int, list[int]] = {}
+            for e in self.values():
+                children.setdefault(e.ppid, []).append(e.pid)
+                by_pgid.setdefault(e.pgid, []).append(e.pid)
+            self._index = (children, by_pgid)
+        return self._index
+
+    def instance_members(self, instance_id: str, since: float) -> list[int]:
+        """Pids started at or after ``since`` whose SVC_INSTANCE is ``instance_id``."""
+        if self._by_instance_since is None or since < self._by_instance_since:
+            found: dict[str, list[int]] = {}
+            for e in self.values():
+                if e.create_time >= since:
+                    instance = self.instance(e.pid)
+                    if instance:
+                        found.setdefault(instance, []).append(e.pid)
+            self._by_instance, self._by_instance_since = found, since
+        return [p for p in self._by_instance.get(instance_id, ()) if self[p].create_time >= since]
 
     def instance(self, pid: int) -> str | None:
         """The process's SVC_INSTANCE, or None (none set, unreadable, or gone)."""
@@ -528,18 +555,11 @@ class _Tree:
         me = os.getpid()
         member_pids: set[int] = set()
         groups = {g for g in self.groups if self.group_is_ours(g, table)}
-        children: dict[int, list[int]] = {}
-        for e in table.values():
-            children.setdefault(e.ppid, []).append(e.pid)
-            if e.pgid in groups:
-                member_pids.add(e.pid)
-            elif (
-                self.instance_id
-                and e.create_time >= self.create_time - 1.0  # only processes started after the service can be its own
-                and e.pid != me
-                and table.instance(e.pid) == self.instance_id
-            ):
-                member_pids.add(e.pid)
+        children, by_pgid = table.index()
+        for g in groups:
+            member_pids.update(by_pgid.get(g, ()))
+        if self.instance_id:  # only processes started after the service can be its own
+            member_pids.update(p for p in table.instance_members(self.instance_id, self.create_time - 1.0) if p != me)
         for pid, proc in self.known.items():
             entry = table.get(pid)
             if entry is not None and abs(entry.create_time - proc.create_time()) <= _CTIME_TOLERANCE:
