@@ -16,6 +16,7 @@ The client half uses the plain ``socket`` module so the CLI does not import anyi
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -79,6 +80,8 @@ def parse_request(line: bytes) -> tuple[str, dict[str, Any]]:
         message = json.loads(line)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ControlError(f"invalid request: not JSON ({exc})", 2) from None
+    except RecursionError:
+        raise ControlError("invalid request: JSON nested too deeply", 2) from None
     if not isinstance(message, dict):
         raise ControlError("invalid request: expected a JSON object", 2)
     op = message.get("op")
@@ -108,16 +111,33 @@ async def serve(path: Path, handler: Handler, *, task_status: Any = None, on_err
         os.umask(old_umask)
     os.chmod(path, 0o600)
 
+    idle: dict[anyio.CancelScope, None] = {}  # connections still waiting for their request line, oldest first
+    idle_limit = _idle_limit()
+
     async def serve_one(stream: Any) -> None:
         async with stream:
             try:
                 raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
                 if not peer_allowed(peer_uid(raw)):
+                    with anyio.move_on_after(1):  # take its request first, or its send may fail with EPIPE
+                        await BufferedByteReceiveStream(stream).receive_until(b"\n", MAX_REQUEST)
                     await stream.send(encode({"done": True, "ok": False, "code": 3, "error": "permission denied: this daemon serves only its own user"}))
                     return
                 buffered = BufferedByteReceiveStream(stream)
-                with anyio.fail_after(30):
-                    line = await buffered.receive_until(b"\n", MAX_REQUEST)
+                line = None
+                with anyio.CancelScope() as waiting:  # cancelled when evicted as the oldest idle one
+                    idle[waiting] = None
+                    try:
+                        while len(idle) > idle_limit:
+                            oldest = next(iter(idle))
+                            del idle[oldest]
+                            oldest.cancel()
+                        with anyio.fail_after(30):
+                            line = await buffered.receive_until(b"\n", MAX_REQUEST)
+                    finally:
+                        idle.pop(waiting, None)
+                if line is None:
+                    return  # evicted: too many connections were waiting without a request
                 op, args = parse_request(line)
                 async for message in handler.handle(op, args):
                     await stream.send(encode(message))
@@ -136,12 +156,51 @@ async def serve(path: Path, handler: Handler, *, task_status: Any = None, on_err
         if task_status is not None:
             task_status.started()
         try:
-            await listener.serve(serve_one)
+            await _accept_forever(listener, serve_one, on_error)
         finally:
             try:
                 path.unlink()
             except OSError:
                 pass
+
+
+_ACCEPT_RETRY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.ECONNABORTED})
+
+
+def _idle_limit() -> int:
+    """How many connections may wait for their request line at once: a quarter of the
+    file-descriptor limit (at most 256), so idle clients cannot starve the services'
+    pipes and probes of descriptors. Beyond it the oldest idle connection is closed."""
+    import resource
+
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 256
+    return max(8, min(256, soft // 4))
+
+
+async def _accept_forever(listener: Any, serve_one: Callable[[Any], Any], on_error: Callable[[str], None] | None) -> None:
+    """``listener.serve``, except that running out of file descriptors (or memory) pauses
+    accepting instead of ending the server (and with it the daemon): the pending
+    connections wait in the backlog until descriptors are free again."""
+    import anyio
+
+    async with anyio.create_task_group() as tg:
+        reported = False
+        while True:
+            try:
+                stream = await listener.accept()
+            except anyio.BrokenResourceError as exc:
+                cause = exc.__cause__
+                if not isinstance(cause, OSError) or cause.errno not in _ACCEPT_RETRY_ERRNOS:
+                    raise
+                if not reported and on_error is not None:
+                    on_error(f"control socket: cannot accept connections for now: {cause.strerror}; retrying")
+                reported = True
+                await anyio.sleep(0.1)
+                continue
+            reported = False
+            tg.start_soon(serve_one, stream)
 
 
 async def _try_send(stream: Any, message: dict[str, Any]) -> None:
@@ -179,14 +238,17 @@ def request(path: Path, op: str, args: dict[str, Any], *, timeout: float | None 
     sock.settimeout(timeout)
     try:
         sock.connect(os.fspath(path))
-    except (FileNotFoundError, ConnectionRefusedError, socket.timeout) as exc:
+    except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError, socket.timeout) as exc:
         sock.close()
         raise DaemonUnreachable(str(exc)) from None
-    except PermissionError as exc:
+    except OSError as exc:  # permission denied, a full backlog (EAGAIN), ...
         sock.close()
-        raise ControlError(f"cannot connect to {path}: {exc.strerror}", 3) from None
+        raise ControlError(f"cannot connect to {path}: {exc.strerror or exc}", 3) from None
     with sock:
-        sock.sendall(encode({"op": op, "args": args}))
+        try:
+            sock.sendall(encode({"op": op, "args": args}))
+        except (BrokenPipeError, ConnectionResetError):
+            raise ControlError(f"the daemon closed the connection during {op!r}", 1) from None
         buffer = b""
         while True:
             try:
