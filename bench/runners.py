@@ -385,7 +385,8 @@ class Ours(Runner):
     def write_config(self, wl: Workload) -> None:
         from workloads import free_ports
 
-        self.metrics_port = free_ports(1)[0]
+        taken = {s.port for s in wl.services}
+        self.metrics_port = next(p for p in free_ports(len(taken) + 1) if p not in taken)  # never a service's port
         manifest: dict[str, object] = {
             "supervisor": {"name": f"bench-{wl.key}", "state_dir": str(self.dir / "state"),
                            "metrics": f"127.0.0.1:{self.metrics_port}", "probe_interval": "2s"},

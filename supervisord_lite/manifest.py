@@ -859,6 +859,21 @@ def _rule_replacements_exist(problems: _Problems, services: Services, tiers: Map
             problems.error(path, f'"{target}" names no service{_did_you_mean(target, services)}')
 
 
+def _rule_metrics_port_is_not_a_service_port(problems: _Problems, services: Services, sup: SupervisorSpec) -> None:
+    try:
+        address = sup.metrics_address
+    except ValueError:  # a malformed address is reported by the [supervisor] checks
+        return
+    if address is None:
+        return
+    for spec in services.values():
+        if spec.port == address[1]:
+            problems.error(
+                ("services", spec.name, "port"),
+                f"port {spec.port} is the supervisor's own metrics port (supervisor.metrics = \"{sup.metrics}\")",
+            )
+
+
 RULES: tuple[Callable[[_Problems, Services, Mapping[str, Tier]], None], ...] = (
     _rule_unique_ports,
     _rule_ports_in_tier,
@@ -912,6 +927,7 @@ def analyse(text: str, path: Path) -> tuple[Manifest | None, list[Problem]]:
             problems.warning(("services",), "no services: add [services.NAME] tables (or use svc add)")
     for rule in RULES:
         rule(problems, services, tiers)
+    _rule_metrics_port_is_not_a_service_port(problems, services, sup)
 
     found = sorted(problems.items, key=lambda p: (not p.is_error, p.line if p.line is not None else 1 << 30))
     if problems.has_errors:

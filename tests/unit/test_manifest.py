@@ -523,3 +523,15 @@ def test_pure_modules_do_not_load_io_libraries() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_service_on_the_metrics_port_is_an_error() -> None:
+    text = (
+        '[supervisor]\nmetrics = "127.0.0.1:9108"\n'
+        '[services.api]\ncommand = "x"\nport = 9108\n'
+        '[services.web]\ncommand = "y"\nport = 9109\n'
+    )
+    problems = analyse(text, Path("/srv/app/svc.toml"))[1]
+    errors = [str(p) for p in problems if p.is_error]
+    assert len(errors) == 1
+    assert "services.api.port: port 9108 is the supervisor's own metrics port" in errors[0]
