@@ -692,6 +692,8 @@ class ServiceProcess:
         if process is None:
             self._output_closed.set()  # an adopted process's output went to the old daemon
         self._stop_lock = anyio.Lock()
+        # kept only for exec probes, which run with the service's environment; a whole
+        # copy of the environment per service adds up with hundreds of them
         self.env: dict[str, str] = dict(env or {})
         self._tree = _Tree(instance_id=instance_id, create_time=create_time, main_pid=pid)
         self._tree.groups.add(pgid)

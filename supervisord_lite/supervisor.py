@@ -351,6 +351,8 @@ class Runner:
                 on_line=self._on_line if self._log_regex else None,
                 extra_env=self.sup.child_env,
             )
+        if not (self.spec.ready.exec or (self.spec.health is not None and self.spec.health.exec)):
+            self.proc.env = {}  # no exec probe will need it
         self.started_at = self.proc.started_at
         self.exit_code = None
         self.log.mark(f"started pid {self.proc.pid}: {' '.join(self.spec.command)}")
@@ -999,11 +1001,16 @@ class Supervisor:
         while True:
             await self._state_dirty.wait()
             self._state_dirty = anyio.Event()
-            self.write_state_now()
+            data = self._state_data()
+            # a rename can take milliseconds on some filesystems: not on the event loop
+            await anyio.to_thread.run_sync(self._write_state_file, data)
             await anyio.sleep(0.2)
 
     def write_state_now(self) -> None:
-        data = {
+        self._write_state_file(self._state_data())
+
+    def _state_data(self) -> dict[str, Any]:
+        return {
             "daemon_pid": os.getpid(),
             "manifest": str(self.manifest.path),
             "wanted": [r.spec.name for r in self._runner_list if r.wanted],
@@ -1018,6 +1025,8 @@ class Supervisor:
                 if r.proc is not None and r.proc.returncode is None
             },
         }
+
+    def _write_state_file(self, data: dict[str, Any]) -> None:
         path = self.manifest.supervisor.state_file
         tmp = path.with_suffix(".tmp")
         try:
