@@ -88,6 +88,15 @@ class Runner:
     def up_argv(self) -> list[str]:
         raise NotImplementedError
 
+    def warm_up_argv(self) -> list[str] | None:
+        """Start everything again with the supervisor still running; None: no such thing."""
+        return None
+
+    def warm_up(self) -> None:
+        argv = self.warm_up_argv()
+        assert argv is not None
+        self._up = self.procs.popen(argv, log=self.dir / "warm-up.log", env=self.env())
+
     def finish_up(self, timeout: float) -> None:
         if self._up is not None:
             self._check(self._up, timeout, "start command", self.dir / "up.log")
@@ -232,6 +241,9 @@ class Supervisord(Runner):
     def down_argv(self) -> list[str]:
         return self.ctl("stop", "all")
 
+    def warm_up_argv(self) -> list[str]:
+        return self.ctl("start", "all")
+
     def shutdown(self, timeout: float = 30) -> None:
         pids = self.supervisor_pids()
         self.procs.run(self.ctl("shutdown"), timeout)
@@ -291,6 +303,9 @@ class PM2(Runner):
     def down_argv(self) -> list[str]:
         return self.pm2("delete", "all")
 
+    def warm_up_argv(self) -> list[str]:
+        return self.up_argv()  # the God daemon is still running
+
     def shutdown(self, timeout: float = 30) -> None:
         pids = self.supervisor_pids()
         self.procs.run(self.pm2("kill"), timeout, env=self.env(), log=self.dir / "kill.log")
@@ -342,6 +357,9 @@ class Circus(Runner):
 
     def down_argv(self) -> list[str]:
         return self.ctl("stop")
+
+    def warm_up_argv(self) -> list[str]:
+        return self.ctl("start")
 
     def shutdown(self, timeout: float = 30) -> None:
         pids = self.supervisor_pids()
@@ -443,6 +461,9 @@ class Ours(Runner):
 
     def down_argv(self) -> list[str]:
         return self.cmd("down")
+
+    def warm_up_argv(self) -> list[str]:
+        return self.cmd("up")  # the daemon stays after `svc down`
 
     def shutdown(self, timeout: float = 30) -> None:
         try:

@@ -66,6 +66,17 @@ def _no_daemon_at(path: Path) -> None:
     fail(message, EXIT_NO_DAEMON)
 
 
+def _say_manifest_changed(path: Path) -> None:
+    from .manifest import ManifestError, load_manifest
+
+    try:
+        load_manifest(path)
+    except ManifestError as exc:
+        click.echo(f"warning: {path} does not validate (the daemon keeps running the last good one):\n{exc}", err=True)
+        return
+    click.echo(f"note: {path} changed since the daemon loaded it; `svc reload` applies the changes", err=True)
+
+
 def _daemon_socket(manifest: Path | None) -> tuple[Path, Path]:
     """The manifest path and its daemon's socket, even when the file no longer validates
     (the daemon keeps the last good manifest; say so, and still reach it)."""
@@ -92,15 +103,34 @@ def _ensure_daemon(manifest: Manifest) -> None:
         fail(str(exc), exc.code)
 
 
-def _stream(manifest: Manifest, op: str, args: dict[str, Any], timeout: float | None = None) -> Any:
+def _target(manifest: Path | None, names: tuple[str, ...]) -> tuple[Path, Path]:
+    """(manifest path, daemon socket) for up/restart, starting a daemon when none runs.
+
+    A running daemon is found from the file's state_dir alone and checks the names
+    itself; the whole manifest is validated only when a daemon has to be started."""
+    from . import control
+    from .client import socket_for_path, socket_of
+
+    path = resolve_manifest_path(manifest)
+    if path.exists():
+        sock = socket_for_path(path)
+        if control.ping(sock, timeout=1.0):
+            return path, sock
+    m = _load(manifest)
+    _check_names(m, names)
+    _ensure_daemon(m)
+    return m.path, socket_of(m)
+
+
+def _stream(target: tuple[Path, Path], op: str, args: dict[str, Any], timeout: float | None = None) -> Any:
     """Run a progress-reporting request; render progress; return the final result."""
     from . import control
-    from .client import socket_of
     from .snapshot import ServiceSnapshot
 
+    path, sock = target
     live = _Progress(sys.stdout.isatty())
     try:
-        for message in control.request(socket_of(manifest), op, args, timeout=timeout):
+        for message in control.request(sock, op, args, timeout=timeout):
             if "progress" in message:
                 live.update([ServiceSnapshot.from_dict(d) for d in message["progress"]])
             elif message.get("done"):
@@ -110,7 +140,7 @@ def _stream(manifest: Manifest, op: str, args: dict[str, Any], timeout: float | 
                 return message.get("result")
     except control.DaemonUnreachable:
         live.close()
-        _no_daemon(manifest)
+        _no_daemon_at(path)
     except control.ControlError as exc:
         live.close()
         fail(str(exc), exc.code)
@@ -201,10 +231,7 @@ def _finish(result: dict[str, Any], verb: str) -> None:
 @click.option("--timeout", type=float, default=None, help="Give up waiting after this many seconds.")
 def up(manifest: Path | None, names: tuple[str, ...], no_wait: bool, timeout: float | None) -> None:
     """Start services (all active ones by default) in order and wait until ready."""
-    m = _load(manifest)
-    _check_names(m, names)
-    _ensure_daemon(m)
-    result = _stream(m, "up", {"names": list(names), "wait": not no_wait}, timeout=timeout)
+    result = _stream(_target(manifest, names), "up", {"names": list(names), "wait": not no_wait}, timeout=timeout)
     if no_wait:
         click.echo(f"starting {len(result['services'])} services")
         return
@@ -219,9 +246,13 @@ def down(manifest: Path | None, names: tuple[str, ...]) -> None:
     from . import control
     from .render import plural
 
-    path, sock = _daemon_socket(manifest)
-    try:
-        result = control.call(sock, "down", {"names": list(names)}, timeout=None)
+    from .client import socket_for_path
+
+    path = resolve_manifest_path(manifest)
+    if not path.exists():
+        fail(f"{path}: no such manifest file", EXIT_USAGE)
+    try:  # the daemon checks the names, and works even while the file does not validate
+        result = control.call(socket_for_path(path), "down", {"names": list(names)}, timeout=None)
     except control.DaemonUnreachable:
         click.echo(f"no daemon is running for {path}: nothing to stop")
         return
@@ -240,10 +271,7 @@ def down(manifest: Path | None, names: tuple[str, ...]) -> None:
 @click.option("--with-dependents", is_flag=True, help="Also restart what depends on them.")
 def restart(manifest: Path | None, names: tuple[str, ...], with_dependents: bool) -> None:
     """Stop then start services (dependents untouched unless asked)."""
-    m = _load(manifest)
-    _check_names(m, names)
-    _ensure_daemon(m)
-    result = _stream(m, "restart", {"names": list(names), "dependents": with_dependents})
+    result = _stream(_target(manifest, names), "restart", {"names": list(names), "dependents": with_dependents})
     _finish(result, "restart")
 
 
@@ -257,17 +285,27 @@ def status(manifest: Path | None, as_json: bool, watch: bool) -> None:
     from .render import STATUS_COLUMNS, STATUS_DROP_ORDER, attention_lines, fit_columns, plain_table, status_rows
     from .snapshot import SupervisorSnapshot
 
-    path, sock = _daemon_socket(manifest)
     if watch:
         from .watch import run_watch
 
+        path, sock = _daemon_socket(manifest)
         sys.exit(run_watch(sock, str(path)))
+    from .client import socket_for_path
+
+    # fast path: find the daemon from the file's state_dir alone; validate the whole
+    # manifest only when the daemon is not there or the file changed since it loaded it
+    path = resolve_manifest_path(manifest)
+    if not path.exists():
+        fail(f"{path}: no such manifest file", EXIT_USAGE)
     try:
-        data = control.call(sock, "status", {}, timeout=10)
+        data = control.call(socket_for_path(path), "status", {}, timeout=10)
     except control.DaemonUnreachable:
+        _load(manifest)  # an invalid manifest is the first thing to say
         _no_daemon_at(path)
     except control.ControlError as exc:
         fail(str(exc), exc.code)
+    if data.get("manifest_mtime") != path.stat().st_mtime:
+        _say_manifest_changed(path)
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return

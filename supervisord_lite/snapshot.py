@@ -64,6 +64,7 @@ class SupervisorSnapshot:
     services: tuple[ServiceSnapshot, ...] = field(default_factory=tuple)
     reloads_ok: int = 0
     reloads_error: int = 0
+    manifest_mtime: float | None = None  # of the file as the daemon last loaded it
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +74,7 @@ class SupervisorSnapshot:
             "started_at": self.started_at,
             "reloads_ok": self.reloads_ok,
             "reloads_error": self.reloads_error,
+            "manifest_mtime": self.manifest_mtime,
             "services": [s.to_dict() for s in self.services],
         }
 
@@ -85,6 +87,7 @@ class SupervisorSnapshot:
             started_at=data["started_at"],
             reloads_ok=data.get("reloads_ok", 0),
             reloads_error=data.get("reloads_error", 0),
+            manifest_mtime=data.get("manifest_mtime"),
             services=tuple(ServiceSnapshot.from_dict(s) for s in data["services"]),
         )
 

@@ -711,6 +711,7 @@ class Supervisor:
         self.manifest = manifest
         self.port_watcher = port_watcher or probes.PortWatcher()
         self._listening = probes.ListeningPorts()
+        self.manifest_mtime = _mtime(manifest.path)
         self._state_dirty = anyio.Event()
         self.instance_prefix = instance_prefix(manifest.supervisor.state_dir)
         self.port_sweep = PortSweep(self.listening_ports)
@@ -838,6 +839,7 @@ class Supervisor:
             services=services,
             reloads_ok=self.reloads_ok,
             reloads_error=self.reloads_error,
+            manifest_mtime=self.manifest_mtime,
         )
 
     def _with_usage(self, services: tuple[ServiceSnapshot, ...]) -> tuple[ServiceSnapshot, ...]:
@@ -955,6 +957,7 @@ class Supervisor:
         if changed:
             await self.down_only(changed)
         self.manifest = new
+        self.manifest_mtime = _mtime(new.path)
         restarted = []
         for name in changed:
             runner = self.runners[name]
@@ -1034,6 +1037,13 @@ class Supervisor:
             os.replace(tmp, path)
         except OSError as exc:
             log.error("cannot write state file", path=str(path), error=str(exc))
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
 
 
 def _runtime_view(spec: ServiceSpec) -> ServiceSpec:
