@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from collections.abc import Callable, Iterator
@@ -70,3 +71,26 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval:
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate!r} (last: {last!r})")
+
+
+def raw_exchange(path: os.PathLike[str], payload: bytes, *, shutdown_write: bool = True, timeout: float = 10) -> bytes:
+    """Send ``payload`` raw, then read until the daemon closes (a reset counts as closed)."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(timeout)
+        s.connect(os.fspath(path))
+        try:
+            s.sendall(payload)
+            if shutdown_write:
+                s.shutdown(socket.SHUT_WR)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # it answered and closed before taking everything: allowed
+        chunks = []
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)

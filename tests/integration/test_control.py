@@ -17,6 +17,7 @@ import anyio
 import pytest
 
 from supervisord_lite import control
+from tests.conftest import raw_exchange
 
 
 class EchoHandler:
@@ -94,38 +95,16 @@ async def test_stale_socket_file_is_replaced(tmp_path: Path) -> None:
     await _with_server(tmp_path, lambda p: control.call(p, "ping"))
 
 
-def _raw_exchange(path: Path, payload: bytes, *, shutdown_write: bool = True) -> bytes:
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(10)
-        s.connect(str(path))
-        try:
-            s.sendall(payload)
-        except BrokenPipeError:
-            pass
-        if shutdown_write:
-            s.shutdown(socket.SHUT_WR)
-        chunks = []
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-
 @pytest.mark.anyio
 async def test_hostile_input_gets_an_error_and_the_server_keeps_serving(tmp_path: Path) -> None:
     def body(path: Path) -> None:
         answers = {
-            "garbage": _raw_exchange(path, os.urandom(4096).replace(b"\n", b"x") + b"\n"),
-            "not json": _raw_exchange(path, b"{op: ping}\n"),
-            "not an object": _raw_exchange(path, b"[1,2]\n"),
-            "no op": _raw_exchange(path, b'{"args": {}}\n'),
-            "huge line": _raw_exchange(path, b"x" * (control.MAX_REQUEST + 10)),
-            "cut off": _raw_exchange(path, b'{"op": "pi'),
+            "garbage": raw_exchange(path, os.urandom(4096).replace(b"\n", b"x") + b"\n"),
+            "not json": raw_exchange(path, b"{op: ping}\n"),
+            "not an object": raw_exchange(path, b"[1,2]\n"),
+            "no op": raw_exchange(path, b'{"args": {}}\n'),
+            "huge line": raw_exchange(path, b"x" * (control.MAX_REQUEST + 10)),
+            "cut off": raw_exchange(path, b'{"op": "pi'),
         }
         for what, raw in answers.items():
             if what == "cut off":

@@ -24,32 +24,10 @@ import psutil
 import pytest
 
 from supervisord_lite import control
+from tests.conftest import raw_exchange as exchange
 from tests.conftest import wait_until
 from tests.integration.harness import SVC, Platform
 from tests.reliability.conftest import daemon_usage
-
-
-def exchange(path: os.PathLike[str], payload: bytes, *, shutdown_write: bool = True, timeout: float = 10) -> bytes:
-    """Send ``payload`` raw, then read until the daemon closes (a reset counts as closed)."""
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(timeout)
-        s.connect(os.fspath(path))
-        try:
-            s.sendall(payload)
-            if shutdown_write:
-                s.shutdown(socket.SHUT_WR)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # it answered and closed before taking everything: allowed
-        chunks = []
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return b"".join(chunks)
 
 
 def assert_refused_cleanly(what: str, raw: bytes) -> None:
