@@ -54,7 +54,6 @@ class Event(enum.StrEnum):
 
 S = ServiceState
 _ANY_LIVE = (S.STARTING, S.READY, S.UNHEALTHY)
-_IDLE = (S.STOPPED, S.FAILED, S.EXITED, S.DISABLED, S.DEPRECATED)
 
 #: (state, event) -> next state. Anything not listed is a bug in the runner.
 TRANSITIONS: dict[tuple[ServiceState, Event], ServiceState] = {

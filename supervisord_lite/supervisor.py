@@ -212,7 +212,8 @@ class Runner:
         except Exception as exc:  # a bug must not take the whole daemon down
             log.exception("runner crashed", service=self.spec.name)
             self.reason = f"internal error: {exc!r}"
-            self._set(S.FAILED) if self.state is not S.FAILED else None
+            if self.state is not S.FAILED:  # outside the table on purpose: this is a bug's exit
+                self._set(S.FAILED)
         finally:
             if self._scope is scope:
                 self._scope = None
@@ -1008,9 +1009,6 @@ class Supervisor:
             # a rename can take milliseconds on some filesystems: not on the event loop
             await anyio.to_thread.run_sync(self._write_state_file, data)
             await anyio.sleep(0.2)
-
-    def write_state_now(self) -> None:
-        self._write_state_file(self._state_data())
 
     def _state_data(self) -> dict[str, Any]:
         return {
