@@ -67,16 +67,6 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def platform(tmp_path: Path) -> Iterator[Platform]:
-    p = Platform(tmp_path / "platform")
-    p.root.mkdir()
-    try:
-        yield p
-    finally:
-        p.cleanup()
-
-
-@pytest.fixture
 def stranger() -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     """A process that is not ours listening on a free port."""
     (port,) = free_ports(1)

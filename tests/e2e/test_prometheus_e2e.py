@@ -25,7 +25,7 @@ import pytest
 
 from tests.conftest import ROOT, free_ports, wait_until
 from tests.integration.harness import Platform, port_accepts
-from tests.integration.test_promtool import Prometheus, dashboard, panel_exprs, substitute
+from tests.integration.test_promtool import Prometheus, panels_without_data
 
 pytestmark = pytest.mark.e2e
 
@@ -39,16 +39,6 @@ def prometheus_binary() -> str:
             pytest.fail("prometheus is not installed; CI must install the Debian package `prometheus`")
         pytest.skip("prometheus is not installed (Debian package `prometheus`)")
     return path
-
-
-@pytest.fixture
-def platform(tmp_path: Path) -> Iterator[Platform]:
-    p = Platform(tmp_path / "platform")
-    p.root.mkdir()
-    try:
-        yield p
-    finally:
-        p.cleanup()
 
 
 @pytest.fixture
@@ -135,13 +125,5 @@ def test_prometheus_sees_a_killed_service_go_down_and_come_back(
     assert platform.status()["api"]["restarts"] == 1  # and svc status says the same
 
     empty: dict[str, str] = {}
-
-    def every_panel_has_data() -> bool:
-        empty.clear()
-        for title, expr in panel_exprs(dashboard()):
-            query = substitute(expr, rate_interval="10s")
-            if not prom.query(query):
-                empty[title] = query
-        return not empty
-
-    wait_until(every_panel_has_data, timeout=30, interval=0.5, what=f"data for every dashboard panel (empty: {empty})")
+    wait_until(lambda: not panels_without_data(prom, empty), timeout=30, interval=0.5,
+               what=f"data for every dashboard panel (empty: {empty})")

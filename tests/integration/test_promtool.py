@@ -154,6 +154,16 @@ def panel_exprs(board: dict[str, Any]) -> list[tuple[str, str]]:
     return found
 
 
+def panels_without_data(prom: Prometheus, empty: dict[str, str]) -> dict[str, str]:
+    """Fill ``empty`` with the dashboard panels whose query returns nothing (title -> query)."""
+    empty.clear()
+    for title, expr in panel_exprs(dashboard()):
+        query = substitute(expr, rate_interval="10s")
+        if not prom.query(query):
+            empty[title] = query
+    return empty
+
+
 def substitute(expr: str, rate_interval: str = "1m") -> str:
     """Replace Grafana's variables the way Grafana would ("All" is .*)."""
     values = {
@@ -334,16 +344,8 @@ def test_live_prometheus_sees_health_change_and_every_panel_has_data(prometheus_
         )
 
         empty: dict[str, str] = {}
-
-        def all_panels_have_data() -> bool:
-            empty.clear()
-            for title, expr in panel_exprs(dashboard()):
-                query = substitute(expr, rate_interval="10s")
-                if not prom.query(query):
-                    empty[title] = query
-            return not empty
-
-        wait_until(all_panels_have_data, timeout=20, interval=0.5, what=f"data for every panel (empty: {empty})")
+        wait_until(lambda: not panels_without_data(prom, empty), timeout=20, interval=0.5,
+                   what=f"data for every panel (empty: {empty})")
 
         groups = prom.get("/api/v1/rules")["data"]["groups"]
         alerts = {rule["name"] for group in groups for rule in group["rules"]}
