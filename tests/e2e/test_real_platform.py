@@ -17,7 +17,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ import psutil
 import pytest
 
 from tests.conftest import FAKES, free_ports, wait_until
-from tests.integration.harness import Platform, port_accepts, wait_gone
+from tests.integration.harness import Platform, platform_other_users_can_enter, port_accepts, wait_gone
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -59,15 +58,8 @@ def real_platform() -> Iterator[Platform]:
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the real-services test: {why}")
         pytest.skip(why)
-    # the postgres user must be able to reach its data folder: pytest's tmp folders are 0700
-    folder = Path(tempfile.mkdtemp(prefix="svc-e2e-", dir="/tmp"))
-    os.chmod(folder, 0o755)
-    p = Platform(folder)
-    try:
+    with platform_other_users_can_enter("svc-e2e-") as p:  # postgres must reach its data folder
         yield p
-    finally:
-        p.cleanup()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def initdb(data: Path) -> None:

@@ -8,13 +8,16 @@ kills, by pid, anything still running whose working directory is the test's fold
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,4 +173,15 @@ def first(events: list[dict[str, Any]], key: Callable[[dict[str, Any]], Any] = l
     return min(key(r) for r in events)
 
 
-
+@contextlib.contextmanager
+def platform_other_users_can_enter(prefix: str) -> Iterator[Platform]:
+    """A platform in a fresh /tmp folder of mode 0755 (pytest's tmp folders are 0700), for
+    tests where another user must reach it: PostgreSQL as `postgres`, a stranger's client."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    os.chmod(folder, 0o755)
+    p = Platform(folder)
+    try:
+        yield p
+    finally:
+        p.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)

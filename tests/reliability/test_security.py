@@ -12,11 +12,9 @@ import stat
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import psutil
 import pytest
@@ -24,7 +22,7 @@ import pytest
 from supervisord_lite import control
 from supervisord_lite.model import SupervisorSpec
 from tests.conftest import ROOT, free_port, wait_until
-from tests.integration.harness import Platform, port_accepts
+from tests.integration.harness import Platform, platform_other_users_can_enter, port_accepts
 
 PASSWD_MARK = "root:x:0:0"
 
@@ -33,14 +31,8 @@ PASSWD_MARK = "root:x:0:0"
 def shared_platform() -> Iterator[Platform]:
     """A platform in a folder other users may enter (pytest's tmp folders are 0700), so
     only the socket's own mode and the daemon's SO_PEERCRED check stand in their way."""
-    folder = Path(tempfile.mkdtemp(prefix="svc-security-", dir="/tmp"))
-    os.chmod(folder, 0o755)
-    p = Platform(folder)
-    try:
+    with platform_other_users_can_enter("svc-security-") as p:
         yield p
-    finally:
-        p.cleanup()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _python_for(user: pwd.struct_passwd) -> tuple[list[str], dict[str, str]] | None:
