@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import psutil
 
-from supervisord_lite.portinfo import listening_sockets
+from supervisord_lite.host.portinfo import listening_sockets
 
 T = TypeVar("T")
 

@@ -37,7 +37,7 @@ from observe import BenchTimeout, Procs, all_gone, all_listening, cpu_seconds, n
 from runners import RUNNERS, Runner, RunnerError, scrape, tail
 
 from supervisord_lite.demo import read_records
-from supervisord_lite.portinfo import listening_sockets
+from supervisord_lite.host.portinfo import listening_sockets
 
 # figure key -> (label, unit). Units: "s" seconds, "ms" (stored in seconds), "MB" (stored in bytes), "cpu" seconds.
 FIGURES: dict[str, tuple[str, str]] = {

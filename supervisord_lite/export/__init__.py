@@ -15,9 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..model import Manifest
-from . import compose, kubernetes, systemd
-from .common import DEFAULT_WAIT_IMAGE, GENERATED, ExportError, ExportOptions, Target
+from supervisord_lite.core.model import Manifest
+from supervisord_lite.export import compose
+from supervisord_lite.export import kubernetes
+from supervisord_lite.export import systemd
+from supervisord_lite.export.common import DEFAULT_WAIT_IMAGE, GENERATED, ExportError, ExportOptions, Target
 
 __all__ = [
     "DEFAULT_WAIT_IMAGE",

@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..model import Manifest, ServiceSpec
-from .common import (
+from supervisord_lite.core.model import Manifest, ServiceSpec
+from supervisord_lite.export.common import (
     ExportOptions,
     Selection,
     Target,

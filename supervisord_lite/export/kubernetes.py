@@ -17,9 +17,9 @@ import re
 import signal
 from typing import Any
 
-from ..manifest import Problem
-from ..model import Manifest, ProbeSpec, RestartPolicy, ServiceSpec
-from .common import (
+from supervisord_lite.core.manifest import Problem
+from supervisord_lite.core.model import Manifest, ProbeSpec, RestartPolicy, ServiceSpec
+from supervisord_lite.export.common import (
     ExportError,
     ExportOptions,
     Selection,

@@ -20,9 +20,18 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..manifest import Problem
-from ..model import Kind, Manifest, RestartPolicy, ServiceSpec, Tier
-from .common import ExportError, ExportOptions, Target, header, inactive_note, left_out_lines, seconds_text, start_order
+from supervisord_lite.core.manifest import Problem
+from supervisord_lite.core.model import Kind, Manifest, RestartPolicy, ServiceSpec, Tier
+from supervisord_lite.export.common import (
+    ExportError,
+    ExportOptions,
+    Target,
+    header,
+    inactive_note,
+    left_out_lines,
+    seconds_text,
+    start_order,
+)
 
 UNIT_NAME = re.compile(r"[A-Za-z0-9:_.\\-]+")
 _PLAIN_WORD = re.compile(r"[A-Za-z0-9_@+=:,./-]+")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisord_lite.manifest import load_manifest, parse_manifest
+from supervisord_lite.core.manifest import load_manifest, parse_manifest
 from tests.conftest import PYTHON, ROOT, free_port
 from tests.integration.harness import Platform
 

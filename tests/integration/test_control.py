@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import pytest
 
-from supervisord_lite import control
+from supervisord_lite.core import protocol as control
 from tests.conftest import raw_exchange
 
 

@@ -211,7 +211,7 @@ def test_two_ups_at_once_spawn_each_service_once(platform: Platform) -> None:
     assert [r.returncode for r in results] == [0, 0, 0], [r.stderr for r in results]
     assert len(platform.events("spawned", "db")) == 1
     assert len(platform.events("spawned", "api")) == 1
-    daemons = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] and "daemon" in p.info["cmdline"] and str(platform.manifest) in " ".join(p.info["cmdline"])]
+    daemons = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] and "supervisord_lite.daemon" in p.info["cmdline"] and str(platform.manifest) in " ".join(p.info["cmdline"])]
     assert len(daemons) == 1
 
 

@@ -264,8 +264,8 @@ DEMO_TOML = Path(__file__).resolve().parents[2] / "config" / "demo.toml"
 
 
 def test_demo_manifest_has_no_problems_and_the_reference_topology() -> None:
-    from supervisord_lite.manifest import analyse
-    from supervisord_lite.model import Status
+    from supervisord_lite.core.manifest import analyse
+    from supervisord_lite.core.model import Status
 
     manifest, problems = analyse(DEMO_TOML.read_text(), DEMO_TOML)
     assert manifest is not None and not problems, "\n".join(map(str, problems))

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from supervisord_lite.manifest import load_manifest
+from supervisord_lite.core.manifest import load_manifest
 from tests.conftest import ROOT
 
 SVC = [sys.executable, "-m", "supervisord_lite"]

@@ -17,10 +17,16 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from supervisord_lite.httpserver import MetricsAddressError, MetricsServer, Request, Response, parse_address
-from supervisord_lite.portinfo import listener_on
-from supervisord_lite.snapshot import ServiceSnapshot, SupervisorSnapshot
-from supervisord_lite.states import ServiceState
+from supervisord_lite.daemon.httpserver import (
+    MetricsAddressError,
+    MetricsServer,
+    Request,
+    Response,
+    parse_address,
+)
+from supervisord_lite.host.portinfo import listener_on
+from supervisord_lite.core.snapshot import ServiceSnapshot, SupervisorSnapshot
+from supervisord_lite.core.states import ServiceState
 from tests.conftest import free_port, wait_until
 
 

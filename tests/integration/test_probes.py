@@ -17,8 +17,15 @@ import anyio.abc
 import psutil
 import pytest
 
-from supervisord_lite.model import ProbeSpec
-from supervisord_lite.probes import ListeningPorts, PortWatcher, exec_probe, http_probe, run_probe, tcp_probe
+from supervisord_lite.core.model import ProbeSpec
+from supervisord_lite.runtime.probes import (
+    ListeningPorts,
+    PortWatcher,
+    exec_probe,
+    http_probe,
+    run_probe,
+    tcp_probe,
+)
 from tests.conftest import FAKES, PYTHON, free_port, free_ports
 
 pytestmark = pytest.mark.anyio

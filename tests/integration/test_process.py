@@ -20,9 +20,9 @@ import anyio
 import psutil
 import pytest
 
-from supervisord_lite.logs import ServiceLog
-from supervisord_lite.model import ServiceSpec
-from supervisord_lite.process import (
+from supervisord_lite.runtime.logs import ServiceLog
+from supervisord_lite.core.model import ServiceSpec
+from supervisord_lite.runtime.process import (
     MAX_LINE_CHARS,
     ServiceProcess,
     SpawnError,
@@ -268,7 +268,7 @@ async def test_other_spawn_errors_are_clear(tmp_path: Path, instance: str) -> No
 
 def test_a_user_other_than_ours_needs_root(monkeypatch: pytest.MonkeyPatch) -> None:
     """As a non-root daemon, `user` naming someone else is refused before anything runs."""
-    from supervisord_lite import process
+    from supervisord_lite.runtime import process
 
     monkeypatch.setattr(process.os, "geteuid", lambda: 65534 if os.getuid() == 0 else os.getuid())
     other = "root" if os.getuid() != 0 else "daemon"

@@ -27,10 +27,10 @@ from typing import Any
 
 import pytest
 
-from supervisord_lite.httpserver import MetricsServer
-from supervisord_lite.metrics import FAMILIES, PROBE_FAMILY
-from supervisord_lite.snapshot import ServiceSnapshot, SupervisorSnapshot
-from supervisord_lite.states import ServiceState
+from supervisord_lite.daemon.httpserver import MetricsServer
+from supervisord_lite.daemon.metrics import FAMILIES, PROBE_FAMILY
+from supervisord_lite.core.snapshot import ServiceSnapshot, SupervisorSnapshot
+from supervisord_lite.core.states import ServiceState
 from tests.conftest import ROOT, free_port, wait_until
 
 PROMETHEUS_DIR = ROOT / "config" / "prometheus"

@@ -26,12 +26,12 @@ import pytest
 import tomli_w
 from prometheus_client.parser import text_string_to_metric_families
 
-from supervisord_lite.httpserver import MetricsServer
-from supervisord_lite.manifest import load_manifest
-from supervisord_lite.model import Manifest
-from supervisord_lite.snapshot import ServiceSnapshot, SupervisorSnapshot
-from supervisord_lite.states import ServiceState
-from supervisord_lite.statuspage import build_view, routes
+from supervisord_lite.daemon.httpserver import MetricsServer
+from supervisord_lite.core.manifest import load_manifest
+from supervisord_lite.core.model import Manifest
+from supervisord_lite.core.snapshot import ServiceSnapshot, SupervisorSnapshot
+from supervisord_lite.core.states import ServiceState
+from supervisord_lite.daemon.statuspage import build_view, routes
 from tests.conftest import free_ports, wait_until
 from tests.integration.harness import Platform
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from supervisord_lite.snapshot import ServiceSnapshot, SupervisorSnapshot
-from supervisord_lite.states import ServiceState
-from supervisord_lite.watch import CpuTracker, change_lines, footer, order_services, status_table
+from supervisord_lite.core.snapshot import ServiceSnapshot, SupervisorSnapshot
+from supervisord_lite.core.states import ServiceState
+from supervisord_lite.cli.live import CpuTracker, change_lines, footer, order_services, status_table
 from tests.conftest import wait_until
 from tests.integration.harness import SVC, Platform
 

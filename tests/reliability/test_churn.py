@@ -17,7 +17,7 @@ from collections import Counter
 import psutil
 import pytest
 
-from supervisord_lite import control
+from supervisord_lite.core import protocol as control
 from tests.conftest import FAKES, free_ports, wait_until
 from tests.integration.harness import Platform, port_accepts, wait_gone
 from tests.reliability.conftest import Usage, daemon_usage

@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 import pytest
 
-from supervisord_lite import control
+from supervisord_lite.core import protocol as control
 from tests.conftest import wait_until
 from tests.integration.harness import Platform, wait_gone
 

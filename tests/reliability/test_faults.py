@@ -117,6 +117,6 @@ def test_daemon_sigkilled_in_the_middle_of_up_then_a_new_daemon_converges(platfo
     assert all(status[n]["pid"] in pids for n, pids in running.items())
     assert platform.events("bind_failed") == []  # never two instances on one port at once
     # the old daemon's pid file and socket were taken over, not duplicated
-    daemons = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] and "daemon" in p.info["cmdline"]
+    daemons = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] and "supervisord_lite.daemon" in p.info["cmdline"]
                and str(platform.manifest) in " ".join(p.info["cmdline"])]
     assert [p.pid for p in daemons] == [daemon]

@@ -17,7 +17,7 @@ import time
 import psutil
 import pytest
 
-from supervisord_lite import control
+from supervisord_lite.core import protocol as control
 from tests.conftest import FAKES, wait_until
 from tests.integration.harness import Platform
 from tests.reliability.conftest import daemon_usage

@@ -19,10 +19,10 @@ import tomli_w
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from supervisord_lite import control
-from supervisord_lite.daemon import Daemon
-from supervisord_lite.manifest import ManifestError, load_manifest
-from supervisord_lite.supervisor import Supervisor
+from supervisord_lite.core import protocol as control
+from supervisord_lite.daemon.main import Daemon
+from supervisord_lite.core.manifest import ManifestError, load_manifest
+from supervisord_lite.runtime.supervisor import Supervisor
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),

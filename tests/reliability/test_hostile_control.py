@@ -23,7 +23,7 @@ from contextlib import contextmanager
 import psutil
 import pytest
 
-from supervisord_lite import control
+from supervisord_lite.core import protocol as control
 from tests.conftest import raw_exchange as exchange
 from tests.conftest import wait_until
 from tests.integration.harness import SVC, Platform

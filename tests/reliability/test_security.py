@@ -19,8 +19,8 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from supervisord_lite import control
-from supervisord_lite.model import SupervisorSpec
+from supervisord_lite.core import protocol as control
+from supervisord_lite.core.model import SupervisorSpec
 from tests.conftest import ROOT, free_port, wait_until
 from tests.integration.harness import Platform, platform_other_users_can_enter, port_accepts
 

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from supervisord_lite.export import ExportError, ExportOptions, Target, render
-from supervisord_lite.manifest import parse_manifest
-from supervisord_lite.model import Manifest
+from supervisord_lite.core.manifest import parse_manifest
+from supervisord_lite.core.model import Manifest
 
 FILE = Path("/srv/app/svc.toml")
 

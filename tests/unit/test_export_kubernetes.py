@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from supervisord_lite.export import ExportError, ExportOptions, Target, render
-from supervisord_lite.model import Manifest
+from supervisord_lite.core.model import Manifest
 from tests.unit.test_export_compose import FILE, PLATFORM, manifest
 
 K8S_PLATFORM = PLATFORM.replace('export = { build = "api",', 'export = { image = "team/api:2",')

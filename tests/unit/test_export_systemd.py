@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from supervisord_lite.export import ExportError, ExportOptions, Target, render
 from supervisord_lite.export.systemd import environment_value, exec_line, quote_arg
-from supervisord_lite.model import Manifest
+from supervisord_lite.core.model import Manifest
 from tests.unit.test_export_compose import FILE, manifest
 
 BIN = {"postgres": "/usr/lib/postgresql/16/bin/postgres", "redis-server": "/usr/bin/redis-server"}

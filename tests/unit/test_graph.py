@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from supervisord_lite import graph
-from supervisord_lite.model import Manifest, ServiceSpec, Status, SupervisorSpec, Tier
+from supervisord_lite.core import graph
+from supervisord_lite.core.model import Manifest, ServiceSpec, Status, SupervisorSpec, Tier
 
 TIERS = {"infra": 0, "back": 1, "front": 2}
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from supervisord_lite.logs import ServiceLog, configure_logging, format_timestamp, get_logger
+from supervisord_lite.runtime.logs import ServiceLog, configure_logging, format_timestamp, get_logger
 
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 

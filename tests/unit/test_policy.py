@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from supervisord_lite.model import Backoff, Kind, RestartPolicy
-from supervisord_lite.policy import AfterExit, BackoffState, StartLimiter, after_exit, describe_exit
+from supervisord_lite.core.model import Backoff, Kind, RestartPolicy
+from supervisord_lite.core.policy import AfterExit, BackoffState, StartLimiter, after_exit, describe_exit
 
 
 @pytest.mark.parametrize(

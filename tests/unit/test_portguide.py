@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from supervisord_lite import portguide
-from supervisord_lite.manifest import load_manifest, parse_manifest
-from supervisord_lite.snapshot import ServiceSnapshot
-from supervisord_lite.states import ServiceState
+from supervisord_lite.core import portguide
+from supervisord_lite.core.manifest import load_manifest, parse_manifest
+from supervisord_lite.core.snapshot import ServiceSnapshot
+from supervisord_lite.core.states import ServiceState
 from tests.conftest import ROOT
 
 REFERENCE = ROOT / "tests" / "fixtures" / "port-allocation-guide.md"

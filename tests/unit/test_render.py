@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from supervisord_lite.render import failure_report, progress_line
-from supervisord_lite.snapshot import ServiceSnapshot
-from supervisord_lite.states import ServiceState
+from supervisord_lite.cli.render import failure_report, progress_line
+from supervisord_lite.core.snapshot import ServiceSnapshot
+from supervisord_lite.core.states import ServiceState
 
 S = ServiceState
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from supervisord_lite import resources
-from supervisord_lite.resources import TreeUsage, sample_trees
+from supervisord_lite.runtime import resources
+from supervisord_lite.runtime.resources import TreeUsage, sample_trees
 from tests.conftest import wait_until
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisord_lite import sdnotify
+from supervisord_lite.daemon import sdnotify
 
 
 @pytest.fixture

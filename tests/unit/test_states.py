@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from supervisord_lite.states import TRANSITIONS, Event, InvalidTransition, ServiceState, transition
+from supervisord_lite.core.states import TRANSITIONS, Event, InvalidTransition, ServiceState, transition
 
 S = ServiceState
 

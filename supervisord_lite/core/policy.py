@@ -11,7 +11,7 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 
-from .model import Backoff, Kind, RestartPolicy
+from supervisord_lite.core.model import Backoff, Kind, RestartPolicy
 
 
 class AfterExit(enum.Enum):

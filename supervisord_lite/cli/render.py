@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from .snapshot import ServiceSnapshot, SupervisorSnapshot
-from .states import GOOD_STATES, ServiceState
+from supervisord_lite.core.snapshot import ServiceSnapshot, SupervisorSnapshot
+from supervisord_lite.core.states import GOOD_STATES, ServiceState
 
 STATUS_COLUMNS = ("SERVICE", "TIER", "PORT", "STATE", "PID", "UPTIME", "RESTARTS", "HEALTH", "URL")
 

@@ -38,8 +38,8 @@ import anyio
 import anyio.abc
 import psutil
 
-from .logs import ServiceLog, get_logger
-from .model import ServiceSpec
+from supervisord_lite.runtime.logs import ServiceLog, get_logger
+from supervisord_lite.core.model import ServiceSpec
 
 __all__ = [
     "ADOPTED_EXIT_UNKNOWN",

@@ -27,8 +27,8 @@ from pathlib import Path
 import anyio
 import anyio.abc
 
-from .model import ProbeSpec
-from .portinfo import listening_ports
+from supervisord_lite.core.model import ProbeSpec
+from supervisord_lite.host.portinfo import listening_ports
 
 __all__ = [
     "ListeningPorts",

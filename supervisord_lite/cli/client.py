@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import control
-from .model import Manifest
-from .snapshot import SupervisorSnapshot
+from supervisord_lite.core import protocol as control
+from supervisord_lite.core.model import Manifest
+from supervisord_lite.core.snapshot import SupervisorSnapshot
 
 
 class DaemonStartError(Exception):
@@ -52,8 +52,8 @@ def leftovers_of(manifest_path: Path) -> list[str]:
     SVC_INSTANCE prefix (the state file may lag the last spawn by a moment)."""
     import psutil
 
-    from .process import scan_instances
-    from .supervisor import instance_prefix
+    from supervisord_lite.runtime.process import scan_instances
+    from supervisord_lite.runtime.supervisor import instance_prefix
 
     names = set()
     for procs in scan_instances(instance_prefix(state_dir_for_path(manifest_path))).values():
@@ -103,7 +103,7 @@ def ensure_daemon(manifest: Manifest, timeout: float = 20.0) -> bool:
         raise DaemonStartError(f"{manifest.path}: supervisor.state_dir: cannot write to {state_dir}: {exc.strerror or exc}", 2) from None
     with log_file:
         child = subprocess.Popen(
-            [sys.executable, "-m", "supervisord_lite", "daemon", "-f", str(manifest.path.resolve()), "--json-logs"],
+            [sys.executable, "-m", "supervisord_lite.daemon", "-f", str(manifest.path.resolve()), "--json-logs"],
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=log_file,

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import click
 
-from .cli import EXIT_FAILED, EXIT_USAGE, fail, main, manifest_option, resolve_manifest_path
+from supervisord_lite.cli.app import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    fail,
+    main,
+    manifest_option,
+    resolve_manifest_path,
+)
 
 TARGETS = ("compose", "kubernetes", "systemd")
 
@@ -51,8 +58,8 @@ def export(
     Deprecated and disabled services are left out, with a comment. An invalid
     manifest is refused (exit 2) with the messages of svc check.
     """
-    from .cli_manifest import _load_or_exit
-    from .export import DEFAULT_WAIT_IMAGE, ExportError, export_manifest
+    from supervisord_lite.cli.manifest_commands import _load_or_exit
+    from supervisord_lite.export import DEFAULT_WAIT_IMAGE, ExportError, export_manifest
 
     path = resolve_manifest_path(manifest)
     loaded = _load_or_exit(path)

@@ -33,9 +33,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
-from . import __version__
-from .snapshot import SupervisorSnapshot
-from .states import ServiceState
+from supervisord_lite import __version__
+from supervisord_lite.core.snapshot import SupervisorSnapshot
+from supervisord_lite.core.states import ServiceState
 
 SnapshotSource = Callable[[], SupervisorSnapshot]
 

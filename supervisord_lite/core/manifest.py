@@ -25,9 +25,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar
 
-from . import graph
-from .durations import format_duration, parse_duration, parse_size
-from .model import (
+from supervisord_lite.core import graph
+from supervisord_lite.core.durations import format_duration, parse_duration, parse_size
+from supervisord_lite.core.model import (
     Backoff,
     DependencyRestart,
     ExportSpec,
@@ -992,7 +992,7 @@ def port_warnings(m: Manifest, own_pids: Collection[int] = frozenset()) -> list[
     ``own_pids``: processes of ours (the daemon's children); a listener that is one
     of them or descends from one is not reported.
     """
-    from . import portinfo
+    from supervisord_lite.host import portinfo
 
     busy = portinfo.listening_ports()
     found = []

@@ -13,17 +13,24 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .cli import EXIT_FAILED, EXIT_USAGE, fail, main, manifest_option, resolve_manifest_path
+from supervisord_lite.cli.app import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    fail,
+    main,
+    manifest_option,
+    resolve_manifest_path,
+)
 
 if TYPE_CHECKING:
-    from .manifest import Problem
-    from .model import Manifest, ServiceSpec
-    from .snapshot import ServiceSnapshot
+    from supervisord_lite.core.manifest import Problem
+    from supervisord_lite.core.model import Manifest, ServiceSpec
+    from supervisord_lite.core.snapshot import ServiceSnapshot
 
 
 def _live_snapshot(manifest: Manifest) -> dict[str, ServiceSnapshot] | None:
     """The running daemon's state per service, or None when no daemon answers."""
-    from .client import fetch_snapshot
+    from supervisord_lite.cli.client import fetch_snapshot
 
     snapshot = fetch_snapshot(manifest, timeout=5.0)
     if snapshot is None:
@@ -55,7 +62,7 @@ def _echo_problems(problems: list[Problem], err: bool) -> None:
 
 
 def _load_or_exit(path: Path) -> Manifest:
-    from .manifest import ManifestError, load_manifest
+    from supervisord_lite.core.manifest import ManifestError, load_manifest
 
     try:
         return load_manifest(path)
@@ -76,7 +83,13 @@ def check(manifest: Path | None) -> None:
 
     Warns about ports some process outside the manifest already listens on.
     """
-    from .manifest import ManifestError, check_manifest, locate, port_warnings, read_manifest_text
+    from supervisord_lite.core.manifest import (
+        ManifestError,
+        check_manifest,
+        locate,
+        port_warnings,
+        read_manifest_text,
+    )
 
     path = resolve_manifest_path(manifest)
     loaded, problems = check_manifest(path, probe_ports=False)
@@ -99,7 +112,7 @@ def config(manifest: Path | None) -> None:
     """Print the resolved manifest, defaults filled in, as TOML."""
     import tomli_w
 
-    from .manifest import manifest_to_dict
+    from supervisord_lite.core.manifest import manifest_to_dict
 
     loaded = _load_or_exit(resolve_manifest_path(manifest))
     click.echo(tomli_w.dumps(manifest_to_dict(loaded)), nl=False)
@@ -120,7 +133,7 @@ def ports(manifest: Path | None, fmt: str) -> None:
 
     With a running daemon, the status column shows each service's live state.
     """
-    from . import portguide
+    from supervisord_lite.core import portguide
 
     path = resolve_manifest_path(manifest)
     loaded = _load_or_exit(path)
@@ -131,7 +144,7 @@ def ports(manifest: Path | None, fmt: str) -> None:
 
 def _declaring_service(path: Path, port: int) -> tuple[Manifest, ServiceSpec | None] | None:
     """The manifest (when one is found and valid) and its service on ``port``."""
-    from .manifest import ManifestError, load_manifest
+    from supervisord_lite.core.manifest import ManifestError, load_manifest
 
     if not path.is_file():
         return None
@@ -148,8 +161,8 @@ def _declaring_service(path: Path, port: int) -> tuple[Manifest, ServiceSpec | N
 @manifest_option
 def who(port: int, manifest: Path | None) -> None:
     """Say which process listens on PORT (and which service of ours declares it)."""
-    from . import portinfo
-    from .manifest import one_line
+    from supervisord_lite.host import portinfo
+    from supervisord_lite.core.manifest import one_line
 
     path = resolve_manifest_path(manifest)
     found = _declaring_service(path, port)
@@ -181,7 +194,7 @@ def who(port: int, manifest: Path | None) -> None:
 
 def _not_a_service(loaded: Manifest, path: Path, port: int, pid: int | None) -> str:
     """What ``svc who`` says of a port no service of the manifest declares."""
-    from .client import fetch_snapshot
+    from supervisord_lite.cli.client import fetch_snapshot
 
     address = loaded.supervisor.metrics_address
     if address is not None and address[1] == port:
@@ -236,8 +249,8 @@ def add(
     Refuses (exit 2, file untouched) anything that would not pass svc check:
     a taken name or port, an unknown tier or dependency, a port in use.
     """
-    from .editing import add_service
-    from .manifest import ManifestError
+    from supervisord_lite.cli.editing import add_service
+    from supervisord_lite.core.manifest import ManifestError
 
     path = resolve_manifest_path(manifest)
     try:

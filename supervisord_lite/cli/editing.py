@@ -17,8 +17,15 @@ from typing import Any, Literal
 
 import tomli_w
 
-from .manifest import DEFAULT_TIER, ManifestError, Problem, one_line, parse_manifest, read_manifest_text
-from .model import Manifest
+from supervisord_lite.core.manifest import (
+    DEFAULT_TIER,
+    ManifestError,
+    Problem,
+    one_line,
+    parse_manifest,
+    read_manifest_text,
+)
+from supervisord_lite.core.model import Manifest
 
 PortChoice = int | Literal["auto"] | None
 
@@ -151,7 +158,7 @@ def add_service(
 
     An explicit port that some process already listens on is refused too, naming it.
     """
-    from . import portinfo
+    from supervisord_lite.host import portinfo
 
     text = read_manifest_text(path)
     busy = portinfo.listening_ports()

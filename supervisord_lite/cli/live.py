@@ -28,10 +28,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import control
-from .render import STATE_STYLE, human_duration, says_state, state_text
-from .snapshot import ServiceSnapshot, SupervisorSnapshot
-from .states import ServiceState
+from supervisord_lite.core import protocol as control
+from supervisord_lite.cli.render import STATE_STYLE, human_duration, says_state, state_text
+from supervisord_lite.core.snapshot import ServiceSnapshot, SupervisorSnapshot
+from supervisord_lite.core.states import ServiceState
 
 EXIT_OK, EXIT_NO_DAEMON = 0, 3
 RECONNECT_SECONDS = 1.0

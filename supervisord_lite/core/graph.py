@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Collection, Iterable, Mapping
 
-from .model import Manifest, Status
+from supervisord_lite.core.model import Manifest, Status
 
 
 class SelectionError(KeyError):

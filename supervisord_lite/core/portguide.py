@@ -11,9 +11,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from .model import Manifest, ServiceSpec, Status, Tier
-from .snapshot import ServiceSnapshot
-from .states import ServiceState
+from supervisord_lite.core.model import Manifest, ServiceSpec, Status, Tier
+from supervisord_lite.core.snapshot import ServiceSnapshot
+from supervisord_lite.core.states import ServiceState
 
 MANIFEST_STATUS = {
     Status.ACTIVE: "✅ Active",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from .states import ServiceState
+from supervisord_lite.core.states import ServiceState
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,8 +30,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import structlog
 
-from .metrics import Metrics, SnapshotSource
-from .portinfo import listener_on
+from supervisord_lite.daemon.metrics import Metrics, SnapshotSource
+from supervisord_lite.host.portinfo import listener_on
 
 log = structlog.get_logger(__name__)
 

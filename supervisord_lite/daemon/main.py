@@ -21,11 +21,13 @@ from typing import Any
 import anyio
 import structlog
 
-from . import control, graph, sdnotify
-from .manifest import ManifestError, load_manifest
-from .model import Manifest
-from .states import GOOD_STATES
-from .supervisor import Supervisor, read_state
+from supervisord_lite.core import protocol as control
+from supervisord_lite.core import graph
+from supervisord_lite.daemon import sdnotify
+from supervisord_lite.core.manifest import ManifestError, load_manifest
+from supervisord_lite.core.model import Manifest
+from supervisord_lite.core.states import GOOD_STATES
+from supervisord_lite.runtime.supervisor import Supervisor, read_state
 
 log = structlog.get_logger("daemon")
 
@@ -86,7 +88,7 @@ async def reap_predecessor(manifest: Manifest) -> list[str]:
     that every child inherits, never by name; the services they belonged to are then
     started again by this daemon.
     """
-    from .process import stop_orphans
+    from supervisord_lite.runtime.process import stop_orphans
 
     state = read_state(manifest.supervisor.state_file)
     processes = state.get("processes") or {}
@@ -106,8 +108,8 @@ async def reap_predecessor(manifest: Manifest) -> list[str]:
         if stopped:
             log.warning("stopped processes left by a previous daemon", service=name, pids=stopped)
     # and any process of ours the file does not name (the daemon died between two writes)
-    from .process import scan_instances
-    from .supervisor import instance_prefix
+    from supervisord_lite.runtime.process import scan_instances
+    from supervisord_lite.runtime.supervisor import instance_prefix
 
     leftovers = await anyio.to_thread.run_sync(scan_instances, instance_prefix(manifest.supervisor.state_dir))
     for instance_id in leftovers:
@@ -311,8 +313,8 @@ async def run_daemon(manifest_path: Path) -> int:
 
 
 async def _run_locked(manifest_path: Path, manifest: Manifest) -> int:
-    from .httpserver import MetricsAddressError, MetricsServer
-    from .metrics import Metrics
+    from supervisord_lite.daemon.httpserver import MetricsAddressError, MetricsServer
+    from supervisord_lite.daemon.metrics import Metrics
 
     resume = await reap_predecessor(manifest)
     supervisor: Supervisor | None = None
@@ -372,10 +374,10 @@ async def _run_locked(manifest_path: Path, manifest: Manifest) -> int:
 def _status_page_routes(supervisor: Supervisor, snapshot: Any) -> dict[str, Any]:
     """The read-only status page beside /metrics (issue 9), when it is built."""
     try:
-        from .statuspage import routes
+        from supervisord_lite.daemon.statuspage import routes
     except ImportError:
         return {}
-    from .client import tail_file
+    from supervisord_lite.cli.client import tail_file
 
     def tail(name: str, n: int) -> list[str]:
         manifest = supervisor.manifest
@@ -429,7 +431,7 @@ async def _status_lines(sup: Supervisor) -> None:
 
 def main(manifest_path: Path, json_logs: bool | None = None) -> int:
     """Run the daemon in the foreground; returns the exit status."""
-    from .logs import configure_logging
+    from supervisord_lite.runtime.logs import configure_logging
 
     configure_logging(json_logs)
     try:

@@ -30,9 +30,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import unquote
 
-from .httpserver import Handler, Request, Response
-from .model import Manifest
-from .snapshot import SupervisorSnapshot
+from supervisord_lite.daemon.httpserver import Handler, Request, Response
+from supervisord_lite.core.model import Manifest
+from supervisord_lite.core.snapshot import SupervisorSnapshot
 
 GetSnapshot = Callable[[], SupervisorSnapshot]
 GetManifest = Callable[[], Manifest]

@@ -29,13 +29,22 @@ import anyio
 import anyio.abc
 import structlog
 
-from . import graph, portinfo, probes
-from .logs import ServiceLog
-from .model import DependencyRestart, Kind, Manifest, ServiceSpec, Status
-from .policy import AfterExit, BackoffState, StartLimiter, after_exit, describe_exit
-from .process import ServiceProcess, SpawnError, spawn
-from .snapshot import ServiceSnapshot, SupervisorSnapshot
-from .states import GOOD_STATES, RUNNING_STATES, TRANSIENT_STATES, Event, ServiceState, transition
+from supervisord_lite.core import graph
+from supervisord_lite.host import portinfo
+from supervisord_lite.runtime import probes
+from supervisord_lite.runtime.logs import ServiceLog
+from supervisord_lite.core.model import DependencyRestart, Kind, Manifest, ServiceSpec, Status
+from supervisord_lite.core.policy import AfterExit, BackoffState, StartLimiter, after_exit, describe_exit
+from supervisord_lite.runtime.process import ServiceProcess, SpawnError, spawn
+from supervisord_lite.core.snapshot import ServiceSnapshot, SupervisorSnapshot
+from supervisord_lite.core.states import (
+    GOOD_STATES,
+    RUNNING_STATES,
+    TRANSIENT_STATES,
+    Event,
+    ServiceState,
+    transition,
+)
 
 log = structlog.get_logger("supervisor")
 
@@ -181,7 +190,7 @@ class Runner:
 
     async def _watch_files(self) -> None:
         """Restart on changes to the watched files, while the service runs (debounced)."""
-        from .watching import changes
+        from supervisord_lite.runtime.filewatch import changes
 
         base = self.sup.manifest.path.parent
         async for paths in changes(base, self.spec.watch, self.spec.watch_ignore):
@@ -817,7 +826,7 @@ class Supervisor:
 
     def _usage(self) -> dict[str, Any]:
         """One pass over the process table for every service, cached for a second."""
-        from .resources import sample_trees
+        from supervisord_lite.runtime.resources import sample_trees
 
         stamp, usage = self._usage_cache
         now = time.monotonic()

@@ -72,10 +72,3 @@ def main(ctx: click.Context, manifest: Path | None) -> None:
     """Run a many-service platform from one TOML manifest."""
     ctx.ensure_object(dict)
     ctx.obj["manifest"] = manifest
-
-
-def _register() -> None:
-    from . import cli_daemon, cli_export, cli_manifest  # noqa: F401  (they add commands to `main`)
-
-
-_register()

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from .cli import (
+from supervisord_lite.cli.app import (
     EXIT_FAILED,
     EXIT_NO_DAEMON,
     EXIT_OK,
@@ -22,11 +22,11 @@ from .cli import (
     manifest_option,
     resolve_manifest_path,
 )
-from .model import Manifest
+from supervisord_lite.core.model import Manifest
 
 
 def _load(manifest_path: Path | None) -> Manifest:
-    from .manifest import ManifestError, load_manifest
+    from supervisord_lite.core.manifest import ManifestError, load_manifest
 
     path = resolve_manifest_path(manifest_path)
     try:
@@ -54,7 +54,7 @@ def _no_daemon(manifest: Manifest) -> None:
 
 def _no_daemon_at(path: Path) -> None:
     """Exit 3, and say so when a daemon died leaving its services running."""
-    from .client import leftovers_of
+    from supervisord_lite.cli.client import leftovers_of
 
     message = f"no daemon is running for {path} (start one with `svc up -f {path}`)"
     left = leftovers_of(path)
@@ -67,7 +67,7 @@ def _no_daemon_at(path: Path) -> None:
 
 
 def _say_manifest_changed(path: Path) -> None:
-    from .manifest import ManifestError, load_manifest
+    from supervisord_lite.core.manifest import ManifestError, load_manifest
 
     try:
         load_manifest(path)
@@ -80,8 +80,8 @@ def _say_manifest_changed(path: Path) -> None:
 def _daemon_socket(manifest: Path | None) -> tuple[Path, Path]:
     """The manifest path and its daemon's socket, even when the file no longer validates
     (the daemon keeps the last good manifest; say so, and still reach it)."""
-    from .client import socket_for_path, socket_of
-    from .manifest import ManifestError, load_manifest
+    from supervisord_lite.cli.client import socket_for_path, socket_of
+    from supervisord_lite.core.manifest import ManifestError, load_manifest
 
     path = resolve_manifest_path(manifest)
     try:
@@ -94,7 +94,7 @@ def _daemon_socket(manifest: Path | None) -> tuple[Path, Path]:
 
 
 def _ensure_daemon(manifest: Manifest) -> None:
-    from .client import DaemonStartError, ensure_daemon
+    from supervisord_lite.cli.client import DaemonStartError, ensure_daemon
 
     try:
         if ensure_daemon(manifest):
@@ -108,8 +108,8 @@ def _target(manifest: Path | None, names: tuple[str, ...]) -> tuple[Path, Path]:
 
     A running daemon is found from the file's state_dir alone and checks the names
     itself; the whole manifest is validated only when a daemon has to be started."""
-    from . import control
-    from .client import socket_for_path, socket_of
+    from supervisord_lite.core import protocol as control
+    from supervisord_lite.cli.client import socket_for_path, socket_of
 
     path = resolve_manifest_path(manifest)
     if path.exists():
@@ -124,8 +124,8 @@ def _target(manifest: Path | None, names: tuple[str, ...]) -> tuple[Path, Path]:
 
 def _stream(target: tuple[Path, Path], op: str, args: dict[str, Any], timeout: float | None = None) -> Any:
     """Run a progress-reporting request; render progress; return the final result."""
-    from . import control
-    from .snapshot import ServiceSnapshot
+    from supervisord_lite.core import protocol as control
+    from supervisord_lite.core.snapshot import ServiceSnapshot
 
     path, sock = target
     live = _Progress(sys.stdout.isatty())
@@ -162,7 +162,7 @@ class _Progress:
         self._closed = False
 
     def update(self, services: list[Any]) -> None:
-        from .render import progress_line
+        from supervisord_lite.cli.render import progress_line
 
         if self.tty:
             for s in services:  # the daemon sends only what changed; keep the whole table
@@ -182,8 +182,8 @@ class _Progress:
         from rich.live import Live
         from rich.table import Table
 
-        from .render import STATE_STYLE, state_text
-        from .states import TRANSIENT_STATES, ServiceState
+        from supervisord_lite.cli.render import STATE_STYLE, state_text
+        from supervisord_lite.core.states import TRANSIENT_STATES, ServiceState
 
         table = Table(box=None, pad_edge=False)
         for col in ("SERVICE", "TIER", "PORT", "STATE", "TIME"):
@@ -212,8 +212,8 @@ class _Progress:
 
 
 def _finish(result: dict[str, Any], verb: str) -> None:
-    from .render import failure_report, summary_line
-    from .snapshot import ServiceSnapshot
+    from supervisord_lite.cli.render import failure_report, summary_line
+    from supervisord_lite.core.snapshot import ServiceSnapshot
 
     services = [ServiceSnapshot.from_dict(d) for d in result["services"]]
     if result.get("all_ready"):
@@ -243,10 +243,10 @@ def up(manifest: Path | None, names: tuple[str, ...], no_wait: bool, timeout: fl
 @click.argument("names", nargs=-1)
 def down(manifest: Path | None, names: tuple[str, ...]) -> None:
     """Stop services (all by default) and what depends on them, in reverse order."""
-    from . import control
-    from .render import plural
+    from supervisord_lite.core import protocol as control
+    from supervisord_lite.cli.render import plural
 
-    from .client import socket_for_path
+    from supervisord_lite.cli.client import socket_for_path
 
     path = resolve_manifest_path(manifest)
     if not path.exists():
@@ -281,16 +281,23 @@ def restart(manifest: Path | None, names: tuple[str, ...], with_dependents: bool
 @click.option("--watch", "-w", is_flag=True, help="Keep showing the live state (Ctrl-C ends it).")
 def status(manifest: Path | None, as_json: bool, watch: bool) -> None:
     """Every service: tier, port, state, pid, uptime, restarts, health, URL."""
-    from . import control
-    from .render import STATUS_COLUMNS, STATUS_DROP_ORDER, attention_lines, fit_columns, plain_table, status_rows
-    from .snapshot import SupervisorSnapshot
+    from supervisord_lite.core import protocol as control
+    from supervisord_lite.cli.render import (
+        STATUS_COLUMNS,
+        STATUS_DROP_ORDER,
+        attention_lines,
+        fit_columns,
+        plain_table,
+        status_rows,
+    )
+    from supervisord_lite.core.snapshot import SupervisorSnapshot
 
     if watch:
-        from .watch import run_watch
+        from supervisord_lite.cli.live import run_watch
 
         path, sock = _daemon_socket(manifest)
         sys.exit(run_watch(sock, str(path)))
-    from .client import socket_for_path
+    from supervisord_lite.cli.client import socket_for_path
 
     # fast path: find the daemon from the file's state_dir alone; validate the whole
     # manifest only when the daemon is not there or the file changed since it loaded it
@@ -315,7 +322,7 @@ def status(manifest: Path | None, as_json: bool, watch: bool) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from .render import STATE_STYLE
+        from supervisord_lite.cli.render import STATE_STYLE
 
         console = Console()
         shown = fit_columns(STATUS_COLUMNS, rows, console.width, STATUS_DROP_ORDER)
@@ -343,7 +350,7 @@ def status(manifest: Path | None, as_json: bool, watch: bool) -> None:
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
 def logs(manifest: Path | None, name: str, lines: int, follow: bool) -> None:
     """A service's output, with timestamps (from state_dir/logs/NAME.log)."""
-    from .client import tail_file
+    from supervisord_lite.cli.client import tail_file
 
     m = _load(manifest)
     _check_names(m, (name,))
@@ -392,8 +399,8 @@ def _follow(path: Path) -> None:
 @manifest_option
 def reload(manifest: Path | None) -> None:
     """Re-read the manifest and apply the difference."""
-    from . import control
-    from .client import socket_for_path
+    from supervisord_lite.core import protocol as control
+    from supervisord_lite.cli.client import socket_for_path
 
     path = resolve_manifest_path(manifest)
     if not path.exists():
@@ -413,14 +420,15 @@ def reload(manifest: Path | None) -> None:
 @click.option("--json-logs/--console-logs", "json_logs", default=None, help="Log format (default: JSON unless on a terminal).")
 def daemon(manifest: Path | None, json_logs: bool | None) -> None:
     """Run the daemon in the foreground (what the systemd unit runs)."""
-    if "rich" not in sys.modules:
-        # structlog pulls in rich (~4 MB) only for prettier tracebacks; a daemon that
-        # supervises hundreds of services is better off small
-        sys.modules["rich"] = None  # type: ignore[assignment]
-    from . import daemon as daemon_mod
-
     path = resolve_manifest_path(manifest).resolve()
-    sys.exit(daemon_mod.main(path, json_logs))
+    argv = [sys.executable, "-m", "supervisord_lite.daemon", "-f", str(path)]
+    if json_logs is not None:
+        argv.append("--json-logs" if json_logs else "--console-logs")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # exec, not import: the pid stays the one systemd started (Type=notify), and the
+    # command line keeps out of the daemon's layers
+    os.execv(sys.executable, argv)
 
 
 @main.command()
@@ -428,8 +436,8 @@ def daemon(manifest: Path | None, json_logs: bool | None) -> None:
 @click.option("--timeout", type=float, default=120.0, show_default=True)
 def shutdown(manifest: Path | None, timeout: float) -> None:
     """Stop every service and end the daemon."""
-    from . import control
-    from .client import call, socket_of
+    from supervisord_lite.core import protocol as control
+    from supervisord_lite.cli.client import call, socket_of
 
     m = _load(manifest)
     try:
