@@ -9,8 +9,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from supervisord_lite.core import protocol as control
+from supervisord_lite.core import paths
+from supervisord_lite.core import protocol
+from supervisord_lite.cli import transport
 from supervisord_lite.core.model import Manifest
+from supervisord_lite.host.files import tail_file
+from supervisord_lite.host.recovery import leftover_services
 from supervisord_lite.core.snapshot import SupervisorSnapshot
 
 
@@ -21,7 +25,7 @@ class DaemonStartError(Exception):
 
 
 def socket_of(manifest: Manifest) -> Path:
-    return control.socket_path_for(manifest.supervisor.state_dir)
+    return paths.socket_path_for(manifest.supervisor.state_dir)
 
 
 def state_dir_for_path(manifest_path: Path) -> Path:
@@ -44,33 +48,20 @@ def state_dir_for_path(manifest_path: Path) -> Path:
 
 
 def socket_for_path(manifest_path: Path) -> Path:
-    return control.socket_path_for(state_dir_for_path(manifest_path))
+    return paths.socket_path_for(state_dir_for_path(manifest_path))
 
 
 def leftovers_of(manifest_path: Path) -> list[str]:
-    """Services a dead daemon left running: every process carrying this manifest's
-    SVC_INSTANCE prefix (the state file may lag the last spawn by a moment)."""
-    import psutil
-
-    from supervisord_lite.runtime.process import scan_instances
-    from supervisord_lite.runtime.supervisor import instance_prefix
-
-    names = set()
-    for procs in scan_instances(instance_prefix(state_dir_for_path(manifest_path))).values():
-        for proc in procs:
-            try:
-                names.add(proc.environ().get("SVC_SERVICE", "?"))
-                break
-            except psutil.Error:
-                continue
-    return sorted(names)
+    """Services a dead daemon left running (found by their instance marker: the state
+    file may lag the last spawn by a moment)."""
+    return leftover_services(state_dir_for_path(manifest_path))
 
 
 def fetch_snapshot(manifest: Manifest, timeout: float = 5.0) -> SupervisorSnapshot | None:
     """The daemon's live state, or None when no daemon runs for this manifest."""
     try:
-        result = control.call(socket_of(manifest), "status", {}, timeout=timeout)
-    except (control.DaemonUnreachable, control.ControlError):
+        result = transport.call(socket_of(manifest), "status", {}, timeout=timeout)
+    except (protocol.DaemonUnreachable, protocol.ControlError):
         return None
     return SupervisorSnapshot.from_dict(result)
 
@@ -88,11 +79,11 @@ def ensure_daemon(manifest: Manifest, timeout: float = 20.0) -> bool:
     """
     sock = socket_of(manifest)
     try:
-        control.call(sock, "ping", {}, timeout=1.0)
+        transport.call(sock, "ping", {}, timeout=1.0)
         return False
-    except control.DaemonUnreachable:
+    except protocol.DaemonUnreachable:
         pass
-    except control.ControlError as exc:
+    except protocol.ControlError as exc:
         if exc.code == 3:  # a daemon runs but will not serve us (another user's): starting a second cannot help
             raise DaemonStartError(str(exc), 3) from None
     state_dir = manifest.supervisor.state_dir
@@ -115,7 +106,7 @@ def ensure_daemon(manifest: Manifest, timeout: float = 20.0) -> bool:
     deadline = time.monotonic() + timeout
     child_gone_at: float | None = None
     while time.monotonic() < deadline:
-        if control.ping(sock, timeout=0.5):
+        if transport.ping(sock, timeout=0.5):
             return child.poll() is None
         code = child.poll()
         if code is not None:
@@ -136,19 +127,5 @@ def _startup_failure(manifest: Manifest, code: int) -> str:
     return f"the daemon could not start (exit {code}); last lines of {daemon_log_path(manifest)}:\n{details}"
 
 
-def tail_file(path: Path, n: int) -> list[str]:
-    if n <= 0:
-        return []
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - 64 * 1024))
-            data = f.read()
-    except OSError:
-        return []
-    return data.decode(errors="replace").splitlines()[-n:]
-
-
 def call(manifest: Manifest, op: str, args: dict[str, Any] | None = None, timeout: float | None = 30.0) -> Any:
-    return control.call(socket_of(manifest), op, args or {}, timeout=timeout)
+    return transport.call(socket_of(manifest), op, args or {}, timeout=timeout)

@@ -108,13 +108,13 @@ def _target(manifest: Path | None, names: tuple[str, ...]) -> tuple[Path, Path]:
 
     A running daemon is found from the file's state_dir alone and checks the names
     itself; the whole manifest is validated only when a daemon has to be started."""
-    from supervisord_lite.core import protocol as control
+    from supervisord_lite.cli import transport
     from supervisord_lite.cli.client import socket_for_path, socket_of
 
     path = resolve_manifest_path(manifest)
     if path.exists():
         sock = socket_for_path(path)
-        if control.ping(sock, timeout=1.0):
+        if transport.ping(sock, timeout=1.0):
             return path, sock
     m = _load(manifest)
     _check_names(m, names)
@@ -124,13 +124,14 @@ def _target(manifest: Path | None, names: tuple[str, ...]) -> tuple[Path, Path]:
 
 def _stream(target: tuple[Path, Path], op: str, args: dict[str, Any], timeout: float | None = None) -> Any:
     """Run a progress-reporting request; render progress; return the final result."""
-    from supervisord_lite.core import protocol as control
+    from supervisord_lite.core import protocol
+    from supervisord_lite.cli import transport
     from supervisord_lite.core.snapshot import ServiceSnapshot
 
     path, sock = target
     live = _Progress(sys.stdout.isatty())
     try:
-        for message in control.request(sock, op, args, timeout=timeout):
+        for message in transport.request(sock, op, args, timeout=timeout):
             if "progress" in message:
                 live.update([ServiceSnapshot.from_dict(d) for d in message["progress"]])
             elif message.get("done"):
@@ -138,10 +139,10 @@ def _stream(target: tuple[Path, Path], op: str, args: dict[str, Any], timeout: f
                 if not message.get("ok"):
                     fail(message.get("error", "failed"), int(message.get("code", EXIT_FAILED)))
                 return message.get("result")
-    except control.DaemonUnreachable:
+    except protocol.DaemonUnreachable:
         live.close()
         _no_daemon_at(path)
-    except control.ControlError as exc:
+    except protocol.ControlError as exc:
         live.close()
         fail(str(exc), exc.code)
     finally:
@@ -243,7 +244,8 @@ def up(manifest: Path | None, names: tuple[str, ...], no_wait: bool, timeout: fl
 @click.argument("names", nargs=-1)
 def down(manifest: Path | None, names: tuple[str, ...]) -> None:
     """Stop services (all by default) and what depends on them, in reverse order."""
-    from supervisord_lite.core import protocol as control
+    from supervisord_lite.core import protocol
+    from supervisord_lite.cli import transport
     from supervisord_lite.cli.render import plural
 
     from supervisord_lite.cli.client import socket_for_path
@@ -252,11 +254,11 @@ def down(manifest: Path | None, names: tuple[str, ...]) -> None:
     if not path.exists():
         fail(f"{path}: no such manifest file", EXIT_USAGE)
     try:  # the daemon checks the names, and works even while the file does not validate
-        result = control.call(socket_for_path(path), "down", {"names": list(names)}, timeout=None)
-    except control.DaemonUnreachable:
+        result = transport.call(socket_for_path(path), "down", {"names": list(names)}, timeout=None)
+    except protocol.DaemonUnreachable:
         click.echo(f"no daemon is running for {path}: nothing to stop")
         return
-    except control.ControlError as exc:
+    except protocol.ControlError as exc:
         fail(str(exc), exc.code)
     stopped = result["stopped"]
     if not stopped:
@@ -281,7 +283,8 @@ def restart(manifest: Path | None, names: tuple[str, ...], with_dependents: bool
 @click.option("--watch", "-w", is_flag=True, help="Keep showing the live state (Ctrl-C ends it).")
 def status(manifest: Path | None, as_json: bool, watch: bool) -> None:
     """Every service: tier, port, state, pid, uptime, restarts, health, URL."""
-    from supervisord_lite.core import protocol as control
+    from supervisord_lite.core import protocol
+    from supervisord_lite.cli import transport
     from supervisord_lite.cli.render import (
         STATUS_COLUMNS,
         STATUS_DROP_ORDER,
@@ -305,11 +308,11 @@ def status(manifest: Path | None, as_json: bool, watch: bool) -> None:
     if not path.exists():
         fail(f"{path}: no such manifest file", EXIT_USAGE)
     try:
-        data = control.call(socket_for_path(path), "status", {}, timeout=10)
-    except control.DaemonUnreachable:
+        data = transport.call(socket_for_path(path), "status", {}, timeout=10)
+    except protocol.DaemonUnreachable:
         _load(manifest)  # an invalid manifest is the first thing to say
         _no_daemon_at(path)
-    except control.ControlError as exc:
+    except protocol.ControlError as exc:
         fail(str(exc), exc.code)
     if data.get("manifest_mtime") != path.stat().st_mtime:
         _say_manifest_changed(path)
@@ -350,7 +353,7 @@ def status(manifest: Path | None, as_json: bool, watch: bool) -> None:
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
 def logs(manifest: Path | None, name: str, lines: int, follow: bool) -> None:
     """A service's output, with timestamps (from state_dir/logs/NAME.log)."""
-    from supervisord_lite.cli.client import tail_file
+    from supervisord_lite.host.files import tail_file
 
     m = _load(manifest)
     _check_names(m, (name,))
@@ -399,17 +402,18 @@ def _follow(path: Path) -> None:
 @manifest_option
 def reload(manifest: Path | None) -> None:
     """Re-read the manifest and apply the difference."""
-    from supervisord_lite.core import protocol as control
+    from supervisord_lite.core import protocol
+    from supervisord_lite.cli import transport
     from supervisord_lite.cli.client import socket_for_path
 
     path = resolve_manifest_path(manifest)
     if not path.exists():
         fail(f"{path}: no such manifest file", EXIT_USAGE)
     try:
-        result = control.call(socket_for_path(path), "reload", {}, timeout=None)
-    except control.DaemonUnreachable:
+        result = transport.call(socket_for_path(path), "reload", {}, timeout=None)
+    except protocol.DaemonUnreachable:
         fail(f"no daemon is running for {path} (start one with `svc up -f {path}`)", EXIT_NO_DAEMON)
-    except control.ControlError as exc:
+    except protocol.ControlError as exc:
         fail(str(exc), exc.code)
     parts = [f"{k}: {', '.join(v)}" for k, v in result.items() if v]
     click.echo("reloaded" + (f" ({'; '.join(parts)})" if parts else ": no changes"))
@@ -436,21 +440,22 @@ def daemon(manifest: Path | None, json_logs: bool | None) -> None:
 @click.option("--timeout", type=float, default=120.0, show_default=True)
 def shutdown(manifest: Path | None, timeout: float) -> None:
     """Stop every service and end the daemon."""
-    from supervisord_lite.core import protocol as control
+    from supervisord_lite.core import protocol
+    from supervisord_lite.cli import transport
     from supervisord_lite.cli.client import call, socket_of
 
     m = _load(manifest)
     try:
         result = call(m, "shutdown", {})
-    except control.DaemonUnreachable:
+    except protocol.DaemonUnreachable:
         click.echo(f"no daemon is running for {m.path}")
         return
-    except control.ControlError as exc:
+    except protocol.ControlError as exc:
         fail(str(exc), exc.code)
     pid = int(result["pid"])
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _alive(pid) and not control.ping(socket_of(m), timeout=0.2):
+        if not _alive(pid) and not transport.ping(socket_of(m), timeout=0.2):
             click.echo(f"daemon {pid} stopped")
             return
         time.sleep(0.05)

@@ -28,7 +28,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from supervisord_lite.core import protocol as control
+from supervisord_lite.core import protocol
+from supervisord_lite.cli import transport
 from supervisord_lite.cli.render import STATE_STYLE, human_duration, says_state, state_text
 from supervisord_lite.core.snapshot import ServiceSnapshot, SupervisorSnapshot
 from supervisord_lite.core.states import ServiceState
@@ -271,10 +272,10 @@ def change_lines(
 def _snapshots(sock: Path, usage: bool) -> Iterator[SupervisorSnapshot]:
     """The daemon's snapshot at every change; DaemonUnreachable / ControlError as control raises."""
     # the daemon sends a snapshot or a heartbeat at least every 2 s: silence for 15 s means it hangs
-    for message in control.request(sock, "watch", {"usage": usage}, timeout=15.0):
+    for message in transport.request(sock, "watch", {"usage": usage}, timeout=15.0):
         if message.get("done"):
             if not message.get("ok"):
-                raise control.ControlError(message.get("error", "the daemon refused to watch"), int(message.get("code", 1)))
+                raise protocol.ControlError(message.get("error", "the daemon refused to watch"), int(message.get("code", 1)))
             return
         progress = message.get("progress")
         if isinstance(progress, dict):
@@ -297,14 +298,14 @@ def _follow(sock: Path, usage: bool) -> Iterator[SupervisorSnapshot | None]:
                 first = False
                 yield snap
             raise _Lost()
-        except (control.DaemonUnreachable, _Lost, control.ControlError) as exc:
-            if first and isinstance(exc, control.DaemonUnreachable):
+        except (protocol.DaemonUnreachable, _Lost, protocol.ControlError) as exc:
+            if first and isinstance(exc, protocol.DaemonUnreachable):
                 raise
-            if isinstance(exc, control.ControlError) and first:
+            if isinstance(exc, protocol.ControlError) and first:
                 raise
             first = False
         yield None
-        while not control.ping(sock, timeout=1.0):
+        while not transport.ping(sock, timeout=1.0):
             time.sleep(RECONNECT_SECONDS)
 
 
@@ -314,10 +315,10 @@ def run_watch(sock: Path, manifest_label: str) -> int:
         if sys.stdout.isatty():
             return _watch_terminal(sock, manifest_label)
         return _watch_lines(sock)
-    except control.DaemonUnreachable:
+    except protocol.DaemonUnreachable:
         print(f"svc: no daemon is running for {manifest_label} (start one with `svc up -f {manifest_label}`)", file=sys.stderr)
         return EXIT_NO_DAEMON
-    except control.ControlError as exc:
+    except protocol.ControlError as exc:
         print(f"svc: {exc}", file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:

@@ -87,12 +87,12 @@ def check(manifest: Path | None) -> None:
         ManifestError,
         check_manifest,
         locate,
-        port_warnings,
         read_manifest_text,
     )
+    from supervisord_lite.host.portinfo import port_warnings
 
     path = resolve_manifest_path(manifest)
-    loaded, problems = check_manifest(path, probe_ports=False)
+    loaded, problems = check_manifest(path)
     if loaded is not None:
         busy = port_warnings(loaded, _own_pids(_live_snapshot(loaded)))
         try:

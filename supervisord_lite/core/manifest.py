@@ -986,40 +986,6 @@ def one_line(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-def port_warnings(m: Manifest, own_pids: Collection[int] = frozenset()) -> list[Problem]:
-    """Ports of the manifest that a process outside it already listens on.
-
-    ``own_pids``: processes of ours (the daemon's children); a listener that is one
-    of them or descends from one is not reported.
-    """
-    from supervisord_lite.host import portinfo
-
-    busy = portinfo.listening_ports()
-    found = []
-    for spec in m.services.values():
-        if spec.port is None or spec.port not in busy:
-            continue
-        listener = portinfo.listener_on(spec.port)
-        if listener is None or (
-            listener.pid is not None and any(portinfo.belongs_to(listener.pid, own) for own in own_pids)
-        ):
-            continue
-        if spec.status is Status.DEPRECATED:
-            effect = "the deprecated service may still be running by hand"
-        else:
-            effect = f"{spec.name} will not start while it is there"
-        found.append(
-            Problem(
-                "warning",
-                str(m.path),
-                spec.name,
-                "port",
-                f"port {spec.port} is already in use by {one_line(listener.describe())}; {effect}",
-            )
-        )
-    return found
-
-
 def locate(problems: Iterable[Problem], path: Path, text: str) -> list[Problem]:
     """The problems found on a loaded manifest (which knows only its absolute path),
     named like the loader's: the file as the user gave it, with the line and column
@@ -1038,9 +1004,10 @@ def locate(problems: Iterable[Problem], path: Path, text: str) -> list[Problem]:
 
 
 def check_manifest(
-    path: Path, *, probe_ports: bool = True, own_pids: Collection[int] = frozenset()
+    path: Path, *, live_checks: Callable[[Manifest], list[Problem]] | None = None
 ) -> tuple[Manifest | None, list[Problem]]:
-    """Everything ``svc check`` reports: errors, then warnings (ports in use, missing env files)."""
+    """Everything ``svc check`` reports: errors, then warnings (missing env files, and
+    whatever ``live_checks`` finds on this machine, such as ports already in use)."""
     try:
         text = read_manifest_text(path)
         manifest, problems = analyse(text, path)
@@ -1048,8 +1015,8 @@ def check_manifest(
         return None, exc.problems
     if manifest is not None:
         extra = env_file_warnings(manifest)
-        if probe_ports:
-            extra += port_warnings(manifest, own_pids)
+        if live_checks is not None:
+            extra += live_checks(manifest)
         problems = problems + locate(extra, path, text)
     return manifest, sorted(problems, key=lambda p: not p.is_error)
 

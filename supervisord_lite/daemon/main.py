@@ -21,13 +21,17 @@ from typing import Any
 import anyio
 import structlog
 
-from supervisord_lite.core import protocol as control
+from supervisord_lite.daemon import control_server
+from supervisord_lite.core import paths
+from supervisord_lite.core import protocol
 from supervisord_lite.core import graph
 from supervisord_lite.daemon import sdnotify
 from supervisord_lite.core.manifest import ManifestError, load_manifest
 from supervisord_lite.core.model import Manifest
 from supervisord_lite.core.states import GOOD_STATES
-from supervisord_lite.runtime.supervisor import Supervisor, read_state
+from supervisord_lite.host.files import tail_file
+from supervisord_lite.host.recovery import read_state, survivors
+from supervisord_lite.runtime.supervisor import Supervisor
 
 log = structlog.get_logger("daemon")
 
@@ -108,10 +112,7 @@ async def reap_predecessor(manifest: Manifest) -> list[str]:
         if stopped:
             log.warning("stopped processes left by a previous daemon", service=name, pids=stopped)
     # and any process of ours the file does not name (the daemon died between two writes)
-    from supervisord_lite.runtime.process import scan_instances
-    from supervisord_lite.runtime.supervisor import instance_prefix
-
-    leftovers = await anyio.to_thread.run_sync(scan_instances, instance_prefix(manifest.supervisor.state_dir))
+    leftovers = await anyio.to_thread.run_sync(survivors, manifest.supervisor.state_dir)
     for instance_id in leftovers:
         stopped = await stop_orphans(instance_id=instance_id, sig=signal.SIGTERM, timeout=10.0)
         if stopped:
@@ -121,7 +122,7 @@ async def reap_predecessor(manifest: Manifest) -> list[str]:
 
 
 class Daemon:
-    """Answers control requests (the control.Handler protocol) for one Supervisor."""
+    """Answers control requests (the control_server.Handler protocol) for one Supervisor."""
 
     def __init__(self, manifest_path: Path, supervisor: Supervisor, metrics: Any = None) -> None:
         self.manifest_path = manifest_path
@@ -135,7 +136,7 @@ class Daemon:
     async def handle(self, op: str, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         method = getattr(self, f"op_{op}", None)
         if method is None:
-            raise control.ControlError(f"unknown request {op!r}", 2)
+            raise protocol.ControlError(f"unknown request {op!r}", 2)
         async for message in method(args):
             yield message
 
@@ -151,7 +152,7 @@ class Daemon:
         try:
             start_set = self.sup.up(names)
         except (KeyError, ValueError) as exc:
-            raise control.ControlError(_message(exc), 2) from None
+            raise protocol.ControlError(_message(exc), 2) from None
         if not args.get("wait", True):
             yield _done({"services": start_set})
             return
@@ -161,14 +162,14 @@ class Daemon:
     async def op_restart(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         names = _names(args)
         if not names:
-            raise control.ControlError("restart needs at least one service name", 2)
+            raise protocol.ControlError("restart needs at least one service name", 2)
         try:
             _check_known(self.sup.manifest, names)
             if args.get("dependents"):
                 names = sorted(set(names) | {d for n in names for d in graph.dependents(self.sup.manifest, n)})
             start_set = self.sup.restart(names)
         except (KeyError, ValueError) as exc:
-            raise control.ControlError(_message(exc), 2) from None
+            raise protocol.ControlError(_message(exc), 2) from None
         async for message in self._progress(start_set):
             yield message
 
@@ -179,7 +180,7 @@ class Daemon:
                 _check_known(self.sup.manifest, names)
             stopped = await self.sup.down(names)
         except (KeyError, ValueError) as exc:
-            raise control.ControlError(_message(exc), 2) from None
+            raise protocol.ControlError(_message(exc), 2) from None
         yield _done({"stopped": stopped, "services": [s.to_dict() for s in self.sup.snapshot().services if s.name in stopped]})
 
     async def op_reload(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -193,7 +194,7 @@ class Daemon:
         name = str(args.get("name", ""))
         runner = self.sup.runners.get(name)
         if runner is None:
-            raise control.ControlError(f"no service named {name!r} in {self.sup.manifest.path}", 2)
+            raise protocol.ControlError(f"no service named {name!r} in {self.sup.manifest.path}", 2)
         yield _done({"lines": runner.log.tail(_int_arg(args, "n", 20))})
 
     async def op_watch(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -236,10 +237,10 @@ class Daemon:
             except ManifestError as exc:
                 self.sup.reloads_error += 1
                 log.error("reload refused: invalid manifest; the running one stays", errors=str(exc))
-                raise control.ControlError(f"reload refused, the running manifest stays:\n{exc}", 2) from None
+                raise protocol.ControlError(f"reload refused, the running manifest stays:\n{exc}", 2) from None
             if not new.services and self.sup.manifest.services:
                 self.sup.reloads_error += 1
-                raise control.ControlError(
+                raise protocol.ControlError(
                     f"reload refused, the running manifest stays: {self.manifest_path} now lists no services "
                     "(a file caught half-written?); to stop everything, use `svc down`",
                     2,
@@ -267,21 +268,21 @@ def _names(args: dict[str, Any]) -> list[str] | None:
     if not names:
         return None
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise control.ControlError("'names' must be a list of service names", 2)
+        raise protocol.ControlError("'names' must be a list of service names", 2)
     return names
 
 
 def _int_arg(args: dict[str, Any], key: str, default: int) -> int:
     value = args.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise control.ControlError(f"{key!r} must be a whole number, got {value!r}", 2)
+        raise protocol.ControlError(f"{key!r} must be a whole number, got {value!r}", 2)
     return value
 
 
 def _float_arg(args: dict[str, Any], key: str, default: float) -> float:
     value = args.get(key, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e6:
-        raise control.ControlError(f"{key!r} must be a number of seconds above 0, got {value!r}", 2)
+        raise protocol.ControlError(f"{key!r} must be a number of seconds above 0, got {value!r}", 2)
     return float(value)
 
 
@@ -340,11 +341,11 @@ async def _run_locked(manifest_path: Path, manifest: Manifest) -> int:
         except MetricsAddressError as exc:
             raise StartupError(str(exc)) from None
     daemon = Daemon(manifest_path, supervisor, metrics)
-    sock_path = control.socket_path_for(manifest.supervisor.state_dir)
+    sock_path = paths.socket_path_for(manifest.supervisor.state_dir)
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(supervisor.run)
-            await tg.start(lambda task_status: control.serve(sock_path, daemon, task_status=task_status, on_error=lambda m: log.error(m)))
+            await tg.start(lambda task_status: control_server.serve(sock_path, daemon, task_status=task_status, on_error=lambda m: log.error(m)))
             tg.start_soon(_signals, daemon)
             tg.start_soon(_watchdog)
             log.info("daemon ready", pid=os.getpid(), manifest=str(manifest.path), socket=str(sock_path),
@@ -377,7 +378,6 @@ def _status_page_routes(supervisor: Supervisor, snapshot: Any) -> dict[str, Any]
         from supervisord_lite.daemon.statuspage import routes
     except ImportError:
         return {}
-    from supervisord_lite.cli.client import tail_file
 
     def tail(name: str, n: int) -> list[str]:
         manifest = supervisor.manifest
@@ -395,7 +395,7 @@ async def _signals(daemon: Daemon) -> None:
                 log.info("SIGHUP: reloading the manifest")
                 try:
                     await daemon.reload()
-                except control.ControlError:
+                except protocol.ControlError:
                     pass  # already logged; the running manifest stays
             else:
                 log.info("signal: shutting down", signal=signal.Signals(signum).name)

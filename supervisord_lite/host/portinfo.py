@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import os
 import pwd
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+
+from supervisord_lite.core.manifest import Problem, one_line
+from supervisord_lite.core.model import Manifest, Status
 
 _TCP_LISTEN = "0A"
 _PROC_TABLES = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
@@ -144,3 +148,35 @@ def belongs_to(listener_pid: int, root_pid: int, pgid: int | None = None) -> boo
         except OSError:
             pass
     return any(p.pid == listener_pid for p in process_tree(root_pid))
+
+
+def port_warnings(m: Manifest, own_pids: Collection[int] = frozenset()) -> list[Problem]:
+    """Ports of the manifest that a process outside it already listens on.
+
+    ``own_pids``: processes of ours (the daemon's children); a listener that is one
+    of them or descends from one is not reported.
+    """
+    busy = listening_ports()
+    found = []
+    for spec in m.services.values():
+        if spec.port is None or spec.port not in busy:
+            continue
+        listener = listener_on(spec.port)
+        if listener is None or (
+            listener.pid is not None and any(belongs_to(listener.pid, own) for own in own_pids)
+        ):
+            continue
+        if spec.status is Status.DEPRECATED:
+            effect = "the deprecated service may still be running by hand"
+        else:
+            effect = f"{spec.name} will not start while it is there"
+        found.append(
+            Problem(
+                "warning",
+                str(m.path),
+                spec.name,
+                "port",
+                f"port {spec.port} is already in use by {one_line(listener.describe())}; {effect}",
+            )
+        )
+    return found

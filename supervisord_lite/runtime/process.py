@@ -30,7 +30,6 @@ import subprocess
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 from pathlib import Path
 
@@ -38,6 +37,15 @@ import anyio
 import anyio.abc
 import psutil
 
+from supervisord_lite.host.proctable import (
+    CTIME_TOLERANCE,
+    ProcEntry,
+    ProcTable,
+    find_instance_processes,
+    read_proc_table,
+    scan_instances,
+    verified,
+)
 from supervisord_lite.runtime.logs import ServiceLog, get_logger
 from supervisord_lite.core.model import ServiceSpec
 
@@ -66,8 +74,6 @@ OUTPUT_DRAIN = 0.2  # after the main process exits, how long wait() lets the pum
 KILL_GRACE = 5.0  # after SIGKILL, how long to wait for the kernel to remove the processes
 KILL_ROUNDS = 4  # SIGKILL sweeps: processes forked during the stop get caught by a later round
 ADOPTED_EXIT_UNKNOWN = 255  # returncode of an adopted process: not our child, its status is lost
-_CTIME_TOLERANCE = 0.02  # seconds; /proc start times have clock-tick (10 ms) resolution
-_INSTANCE_KEY = b"SVC_INSTANCE="
 
 _log = get_logger(component="process")
 
@@ -229,132 +235,6 @@ def _user_kwargs(spec: ServiceSpec) -> dict[str, object]:
     )
 
 
-# -- the process table -----------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ProcEntry:
-    """One process as the kernel listed it at snapshot time."""
-
-    pid: int
-    ppid: int
-    pgid: int
-    create_time: float  # unix time, computed the way psutil does
-    zombie: bool
-
-
-class ProcTable(dict[int, ProcEntry]):
-    """pid -> ProcEntry for every process, plus each one's SVC_INSTANCE, read on demand
-    (reading another process's environment costs more than its stat line)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._instances: dict[int, str | None] = {}
-        self._index: tuple[dict[int, list[int]], dict[int, list[int]]] | None = None
-        self._by_instance: dict[str, list[int]] = {}
-        self._by_instance_since: float | None = None
-
-    def index(self) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
-        """(parent pid -> child pids, pgid -> member pids), built once per table: many
-        services stopping together share one table, and must not each walk all of it."""
-        if self._index is None:
-            children: dict[int, list[int]] = {}
-            by_pgid: dict[int, list[int]] = {}
-            for e in self.values():
-                children.setdefault(e.ppid, []).append(e.pid)
-                by_pgid.setdefault(e.pgid, []).append(e.pid)
-            self._index = (children, by_pgid)
-        return self._index
-
-    def instance_members(self, instance_id: str, since: float) -> list[int]:
-        """Pids started at or after ``since`` whose SVC_INSTANCE is ``instance_id``."""
-        if self._by_instance_since is None or since < self._by_instance_since:
-            found: dict[str, list[int]] = {}
-            for e in self.values():
-                if e.create_time >= since:
-                    instance = self.instance(e.pid)
-                    if instance:
-                        found.setdefault(instance, []).append(e.pid)
-            self._by_instance, self._by_instance_since = found, since
-        return [p for p in self._by_instance.get(instance_id, ()) if self[p].create_time >= since]
-
-    def instance(self, pid: int) -> str | None:
-        """The process's SVC_INSTANCE, or None (none set, unreadable, or gone)."""
-        if pid not in self._instances:
-            self._instances[pid] = _read_instance(pid)
-        return self._instances[pid]
-
-
-_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-_boot_time: float | None = None
-
-
-def _read_file(path: str, limit: int) -> bytes | None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        return os.read(fd, limit)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
-def _read_instance(pid: int) -> str | None:
-    environ = _read_file(f"/proc/{pid}/environ", 1 << 20)
-    if environ is None:
-        try:
-            return psutil.Process(pid).environ().get("SVC_INSTANCE")
-        except psutil.Error:
-            return None
-    at = environ.find(_INSTANCE_KEY)
-    while at > 0 and environ[at - 1] != 0:
-        at = environ.find(_INSTANCE_KEY, at + 1)
-    if at < 0:
-        return None
-    start = at + len(_INSTANCE_KEY)
-    end = environ.find(b"\0", start)
-    return environ[start : end if end >= 0 else len(environ)].decode("utf-8", errors="replace")
-
-
-def read_proc_table() -> ProcTable:
-    """Every process on the machine (pid, parent, group, start time), one pass over /proc."""
-    global _boot_time
-    if not os.path.isdir("/proc/self"):
-        return _read_proc_table_psutil()
-    if _boot_time is None:
-        _boot_time = psutil.boot_time()
-    table = ProcTable()
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        stat = _read_file(f"/proc/{name}/stat", 4096)
-        if not stat:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        try:
-            state, ppid, pgid, start_ticks = fields[0], int(fields[1]), int(fields[2]), int(fields[19])
-        except (IndexError, ValueError):
-            continue
-        pid = int(name)
-        table[pid] = ProcEntry(pid, ppid, pgid, start_ticks / _CLK_TCK + _boot_time, state == b"Z")
-    return table
-
-
-def _read_proc_table_psutil() -> ProcTable:
-    table = ProcTable()
-    for p in psutil.process_iter(["ppid", "create_time", "status"]):
-        try:
-            table[p.pid] = ProcEntry(
-                p.pid, p.info["ppid"] or 0, os.getpgid(p.pid), p.info["create_time"] or 0.0, p.info["status"] == psutil.STATUS_ZOMBIE
-            )
-        except (OSError, psutil.Error):
-            continue
-    return table
-
-
 class _Batch:
     __slots__ = ("done", "table")
 
@@ -383,17 +263,6 @@ async def snapshot_processes() -> ProcTable:
         finally:
             batch.done.set()
     return batch.table
-
-
-def _verified(entry: ProcEntry) -> psutil.Process | None:
-    """A psutil handle on ``entry``'s process, or None when that pid is gone or reused."""
-    try:
-        proc = psutil.Process(entry.pid)
-        if abs(proc.create_time() - entry.create_time) > _CTIME_TOLERANCE:
-            return None
-        return proc
-    except psutil.Error:
-        return None
 
 
 def _is_gone(proc: psutil.Process) -> bool:
@@ -446,40 +315,6 @@ async def _wait_one_gone(proc: psutil.Process) -> None:
         delay = min(delay * 2, 0.05)
 
 
-# -- instance lookup (adoption, escaped descendants) --------------------------------
-
-
-def find_instance_processes(instance_id: str, table: ProcTable | None = None) -> list[psutil.Process]:
-    """Live processes carrying ``SVC_INSTANCE=instance_id`` (children of a previous daemon,
-    double-forked daemons). Needs root or the same uid to see them."""
-    if not instance_id:
-        return []
-    table = read_proc_table() if table is None else table
-    found = []
-    for entry in table.values():
-        if not entry.zombie and entry.pid != os.getpid() and table.instance(entry.pid) == instance_id:
-            proc = _verified(entry)
-            if proc is not None:
-                found.append(proc)
-    return found
-
-
-def scan_instances(prefix: str = "", table: ProcTable | None = None) -> dict[str, list[psutil.Process]]:
-    """Every SVC_INSTANCE value starting with ``prefix`` -> its live processes, in one scan."""
-    table = read_proc_table() if table is None else table
-    found: dict[str, list[psutil.Process]] = {}
-    for entry in table.values():
-        if entry.zombie or entry.pid == os.getpid():
-            continue
-        instance = table.instance(entry.pid)
-        if instance is None or not instance.startswith(prefix):
-            continue
-        proc = _verified(entry)
-        if proc is not None:
-            found.setdefault(instance, []).append(proc)
-    return found
-
-
 async def kill_instance(
     instance_id: str,
     *,
@@ -499,9 +334,9 @@ async def kill_instance(
     owner = _Tree(instance_id=instance_id, create_time=min((c for _, c in hints), default=0.0) - 1.0)
     for pid, ctime in hints:
         entry = table.get(pid)
-        if entry is None or entry.zombie or abs(entry.create_time - ctime) > _CTIME_TOLERANCE:
+        if entry is None or entry.zombie or abs(entry.create_time - ctime) > CTIME_TOLERANCE:
             continue  # gone, or the pid now belongs to another process
-        proc = _verified(entry)
+        proc = verified(entry)
         if proc is not None:
             owner.known[pid] = proc
             if entry.pgid == pid:
@@ -546,9 +381,9 @@ class _Tree:
         if leader is None:
             return True
         if pgid == self.main_pid:
-            return abs(leader.create_time - self.create_time) <= _CTIME_TOLERANCE
+            return abs(leader.create_time - self.create_time) <= CTIME_TOLERANCE
         known = self.known.get(pgid)
-        return known is not None and abs(known.create_time() - leader.create_time) <= _CTIME_TOLERANCE
+        return known is not None and abs(known.create_time() - leader.create_time) <= CTIME_TOLERANCE
 
     def collect(self, table: ProcTable) -> dict[int, psutil.Process]:
         """Members alive in ``table``, verified against pid reuse (main excluded)."""
@@ -562,7 +397,7 @@ class _Tree:
             member_pids.update(p for p in table.instance_members(self.instance_id, self.create_time - 1.0) if p != me)
         for pid, proc in self.known.items():
             entry = table.get(pid)
-            if entry is not None and abs(entry.create_time - proc.create_time()) <= _CTIME_TOLERANCE:
+            if entry is not None and abs(entry.create_time - proc.create_time()) <= CTIME_TOLERANCE:
                 member_pids.add(pid)
         roots = set(member_pids)
         if self.main_pid is not None and self.main_alive():
@@ -579,8 +414,8 @@ class _Tree:
             if pid in (0, 1, me, self.main_pid) or entry is None or entry.zombie:
                 continue
             proc = self.known.get(pid)
-            if proc is None or abs(proc.create_time() - entry.create_time) > _CTIME_TOLERANCE:
-                proc = _verified(entry)
+            if proc is None or abs(proc.create_time() - entry.create_time) > CTIME_TOLERANCE:
+                proc = verified(entry)
             if proc is not None:
                 result[pid] = proc
         self.known.update(result)
@@ -643,7 +478,7 @@ class _Tree:
             for proc in members.values():
                 _signal(proc, signal.SIGKILL)
             main_entry = table.get(self.main_pid) if main_left and self.main_pid is not None else None
-            main_proc = _verified(main_entry) if main_entry is not None else None
+            main_proc = verified(main_entry) if main_entry is not None else None
             if main_proc is not None:  # in case it moved out of its own group
                 _signal(main_proc, signal.SIGKILL)
         _log.warning("processes survived SIGKILL", instance=self.instance_id, pids=sorted(members))
@@ -731,7 +566,7 @@ class ServiceProcess:
         return rc
 
     async def _wait_adopted(self) -> None:
-        proc = _verified(ProcEntry(self.pid, 0, self.pgid, self.create_time, False))
+        proc = verified(ProcEntry(self.pid, 0, self.pgid, self.create_time, False))
         if proc is not None:
             await _wait_one_gone(proc)
         self._adopted_rc = ADOPTED_EXIT_UNKNOWN
@@ -776,7 +611,7 @@ class ServiceProcess:
 def _is_gone_pid(pid: int, create_time: float) -> bool:
     try:
         proc = psutil.Process(pid)
-        if abs(proc.create_time() - create_time) > _CTIME_TOLERANCE:
+        if abs(proc.create_time() - create_time) > CTIME_TOLERANCE:
             return True
         return proc.status() == psutil.STATUS_ZOMBIE
     except psutil.Error:

@@ -13,7 +13,6 @@ snapshots that the control server, the metrics and the CLI read.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import re
@@ -33,6 +32,8 @@ from supervisord_lite.core import graph
 from supervisord_lite.host import portinfo
 from supervisord_lite.runtime import probes
 from supervisord_lite.runtime.logs import ServiceLog
+from supervisord_lite.core.paths import instance_prefix
+from supervisord_lite.host.recovery import write_state
 from supervisord_lite.core.model import DependencyRestart, Kind, Manifest, ServiceSpec, Status
 from supervisord_lite.core.policy import AfterExit, BackoffState, StartLimiter, after_exit, describe_exit
 from supervisord_lite.runtime.process import ServiceProcess, SpawnError, spawn
@@ -1037,13 +1038,10 @@ class Supervisor:
         }
 
     def _write_state_file(self, data: dict[str, Any]) -> None:
-        path = self.manifest.supervisor.state_file
-        tmp = path.with_suffix(".tmp")
         try:
-            tmp.write_text(json.dumps(data))
-            os.replace(tmp, path)
+            write_state(self.manifest.supervisor.state_file, data)
         except OSError as exc:
-            log.error("cannot write state file", path=str(path), error=str(exc))
+            log.error("cannot write state file", path=str(self.manifest.supervisor.state_file), error=str(exc))
 
 
 def _mtime(path: Path) -> float | None:
@@ -1056,19 +1054,3 @@ def _mtime(path: Path) -> float | None:
 def _runtime_view(spec: ServiceSpec) -> ServiceSpec:
     """The spec without what only people read: changing those never restarts a service."""
     return replace(spec, description="", url="", title="", export=type(spec.export)())
-
-
-def instance_prefix(state_dir: Path) -> str:
-    """The start of every SVC_INSTANCE marker of this manifest's services."""
-    import hashlib
-
-    return "svc" + hashlib.sha1(os.fsencode(state_dir.resolve())).hexdigest()[:8] + "-"
-
-
-def read_state(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-

@@ -16,7 +16,10 @@ from typing import Any
 import anyio
 import pytest
 
-from supervisord_lite.core import protocol as control
+from supervisord_lite.daemon import control_server
+from supervisord_lite.core import paths
+from supervisord_lite.core import protocol
+from supervisord_lite.cli import transport
 from tests.conftest import raw_exchange
 
 
@@ -37,18 +40,18 @@ class EchoHandler:
         elif op == "boom":
             raise RuntimeError("kaboom")
         else:
-            raise control.ControlError(f"unknown request {op!r}", 2)
+            raise protocol.ControlError(f"unknown request {op!r}", 2)
 
 
 def short_sock(tmp_path: Path) -> Path:
-    return control.socket_path_for(tmp_path / "state")
+    return paths.socket_path_for(tmp_path / "state")
 
 
 async def _with_server(tmp_path: Path, body: Any) -> EchoHandler:
     handler = EchoHandler()
     path = short_sock(tmp_path)
     async with anyio.create_task_group() as tg:
-        await tg.start(lambda task_status: control.serve(path, handler, task_status=task_status))
+        await tg.start(lambda task_status: control_server.serve(path, handler, task_status=task_status))
         try:
             await anyio.to_thread.run_sync(body, path)
         finally:
@@ -59,16 +62,16 @@ async def _with_server(tmp_path: Path, body: Any) -> EchoHandler:
 @pytest.mark.anyio
 async def test_request_answer_and_streaming(tmp_path: Path) -> None:
     def body(path: Path) -> None:
-        assert control.call(path, "ping")["pid"] == os.getpid()
-        messages = list(control.request(path, "count", {"n": 3}))
+        assert transport.call(path, "ping")["pid"] == os.getpid()
+        messages = list(transport.request(path, "count", {"n": 3}))
         assert [m.get("progress") for m in messages[:-1]] == [0, 1, 2]
         assert messages[-1] == {"done": True, "ok": True, "result": "counted"}
-        with pytest.raises(control.ControlError, match="unknown request 'nope'") as err:
-            control.call(path, "nope")
+        with pytest.raises(protocol.ControlError, match="unknown request 'nope'") as err:
+            transport.call(path, "nope")
         assert err.value.code == 2
-        with pytest.raises(control.ControlError, match="internal error: kaboom"):
-            control.call(path, "boom")
-        assert control.ping(path)  # still serving after a handler blew up
+        with pytest.raises(protocol.ControlError, match="internal error: kaboom"):
+            transport.call(path, "boom")
+        assert transport.ping(path)  # still serving after a handler blew up
 
     handler = await _with_server(tmp_path, body)
     assert handler.calls[:2] == ["ping", "count"]
@@ -92,7 +95,7 @@ async def test_stale_socket_file_is_replaced(tmp_path: Path) -> None:
     dead = socket.socket(socket.AF_UNIX)
     dead.bind(str(path))  # a socket file nobody listens on, as a crashed daemon leaves
     dead.close()
-    await _with_server(tmp_path, lambda p: control.call(p, "ping"))
+    await _with_server(tmp_path, lambda p: transport.call(p, "ping"))
 
 
 @pytest.mark.anyio
@@ -103,7 +106,7 @@ async def test_hostile_input_gets_an_error_and_the_server_keeps_serving(tmp_path
             "not json": raw_exchange(path, b"{op: ping}\n"),
             "not an object": raw_exchange(path, b"[1,2]\n"),
             "no op": raw_exchange(path, b'{"args": {}}\n'),
-            "huge line": raw_exchange(path, b"x" * (control.MAX_REQUEST + 10)),
+            "huge line": raw_exchange(path, b"x" * (protocol.MAX_REQUEST + 10)),
             "cut off": raw_exchange(path, b'{"op": "pi'),
         }
         for what, raw in answers.items():
@@ -118,11 +121,11 @@ async def test_hostile_input_gets_an_error_and_the_server_keeps_serving(tmp_path
             s.connect(str(path))
             idle.append(s)
         try:
-            assert control.call(path, "ping")["pid"] == os.getpid()
+            assert transport.call(path, "ping")["pid"] == os.getpid()
         finally:
             for s in idle:
                 s.close()
-        assert control.ping(path)
+        assert transport.ping(path)
 
     await _with_server(tmp_path, body)
 
@@ -156,7 +159,7 @@ async def test_another_uid_is_refused(tmp_path: Path) -> None:
 
     try:
         async with anyio.create_task_group() as tg:
-            await tg.start(lambda task_status: control.serve(path, handler, task_status=task_status))
+            await tg.start(lambda task_status: control_server.serve(path, handler, task_status=task_status))
             try:
                 await anyio.to_thread.run_sync(body)
             finally:
@@ -168,6 +171,6 @@ async def test_another_uid_is_refused(tmp_path: Path) -> None:
 
 def test_long_state_dir_gets_a_short_socket_path(tmp_path: Path) -> None:
     deep = tmp_path / ("x" * 120)
-    path = control.socket_path_for(deep)
+    path = paths.socket_path_for(deep)
     assert len(str(path)) < 108
-    assert path == control.socket_path_for(deep)  # client and daemon agree
+    assert path == paths.socket_path_for(deep)  # client and daemon agree

@@ -17,7 +17,8 @@ from collections import Counter
 import psutil
 import pytest
 
-from supervisord_lite.core import protocol as control
+from supervisord_lite.core import paths
+from supervisord_lite.cli import transport
 from tests.conftest import FAKES, free_ports, wait_until
 from tests.integration.harness import Platform, port_accepts, wait_gone
 from tests.reliability.conftest import Usage, daemon_usage
@@ -79,7 +80,7 @@ def test_100_services_under_random_sigkills_for_30s_all_recover_and_nothing_leak
     up = platform.svc("up", timeout=120)
     assert up.returncode == 0, up.stderr[-3000:]
     up_seconds = time.monotonic() - t0
-    sock = control.socket_path_for(platform.state_dir)
+    sock = paths.socket_path_for(platform.state_dir)
     rng = random.Random(2024)
     kills: Counter[str] = Counter()
     killed: set[tuple[int, float]] = set()
@@ -87,7 +88,7 @@ def test_100_services_under_random_sigkills_for_30s_all_recover_and_nothing_leak
     def churn(seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            snap = control.call(sock, "status", {"usage": False}, timeout=10)
+            snap = transport.call(sock, "status", {"usage": False}, timeout=10)
             ready = [(s["name"], s["pid"]) for s in snap["services"] if s["state"] == "ready" and s["pid"]]
             for name, pid in rng.sample(ready, min(len(ready), rng.randint(0, 3))):
                 if kill_if_ours(platform, name, pid, killed):

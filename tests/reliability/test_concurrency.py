@@ -19,7 +19,8 @@ from typing import Any
 import psutil
 import pytest
 
-from supervisord_lite.core import protocol as control
+from supervisord_lite.core import paths
+from supervisord_lite.cli import transport
 from tests.conftest import wait_until
 from tests.integration.harness import Platform, wait_gone
 
@@ -70,7 +71,7 @@ class Client(threading.Thread):
 
     def __init__(self, platform: Platform, op: str, args: dict[str, Any]) -> None:
         super().__init__(daemon=True)
-        self.sock = control.socket_path_for(platform.state_dir)
+        self.sock = paths.socket_path_for(platform.state_dir)
         self.op, self.args = op, args
         self.first = threading.Event()
         self.messages: list[dict[str, Any]] = []
@@ -78,7 +79,7 @@ class Client(threading.Thread):
 
     def run(self) -> None:
         try:
-            for message in control.request(self.sock, self.op, self.args, timeout=60):
+            for message in transport.request(self.sock, self.op, self.args, timeout=60):
                 self.messages.append(message)
                 self.first.set()
         except BaseException as exc:  # reported by finish()

@@ -17,7 +17,8 @@ import time
 import psutil
 import pytest
 
-from supervisord_lite.core import protocol as control
+from supervisord_lite.core import paths
+from supervisord_lite.cli import transport
 from tests.conftest import FAKES, wait_until
 from tests.integration.harness import Platform
 from tests.reliability.conftest import daemon_usage
@@ -65,13 +66,13 @@ def test_flood_of_50_mb_keeps_status_fast_rotates_logs_and_bounds_memory(platfor
     daemon = psutil.Process(platform.daemon_pid())
     baseline = daemon_usage(platform)
     logs = platform.state_dir / "logs"
-    sock = control.socket_path_for(platform.state_dir)
+    sock = paths.socket_path_for(platform.state_dir)
 
     def cli_status() -> None:
         result = platform.svc("status", "--json")
         assert result.returncode == 0, result.stderr
 
-    pollers = [Poller(cli_status) for _ in range(2)] + [Poller(lambda: control.call(sock, "status", {}, timeout=5))]
+    pollers = [Poller(cli_status) for _ in range(2)] + [Poller(lambda: transport.call(sock, "status", {}, timeout=5))]
     peak_rss = baseline.rss
     for p in pollers:
         p.start()

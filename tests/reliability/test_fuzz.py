@@ -19,7 +19,7 @@ import tomli_w
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from supervisord_lite.core import protocol as control
+from supervisord_lite.core import protocol
 from supervisord_lite.daemon.main import Daemon
 from supervisord_lite.core.manifest import ManifestError, load_manifest
 from supervisord_lite.runtime.supervisor import Supervisor
@@ -50,8 +50,8 @@ ARGS = st.fixed_dictionaries(
 @given(st.binary(max_size=300))
 def test_parse_request_on_random_bytes_raises_only_control_error(line: bytes) -> None:
     try:
-        op, args = control.parse_request(line)
-    except control.ControlError as exc:
+        op, args = protocol.parse_request(line)
+    except protocol.ControlError as exc:
         assert exc.code == 2 and str(exc).startswith("invalid request")
         return
     assert isinstance(op, str) and op and isinstance(args, dict)
@@ -62,8 +62,8 @@ def test_parse_request_on_random_bytes_raises_only_control_error(line: bytes) ->
 def test_parse_request_on_any_json_raises_only_control_error(message: Any) -> None:
     for line in (json.dumps(message).encode(), json.dumps(message).encode()[:-1]):  # whole, and cut short
         try:
-            op, args = control.parse_request(line)
-        except control.ControlError as exc:
+            op, args = protocol.parse_request(line)
+        except protocol.ControlError as exc:
             assert exc.code == 2 and str(exc)
             continue
         assert isinstance(op, str) and isinstance(args, dict)
@@ -71,8 +71,8 @@ def test_parse_request_on_any_json_raises_only_control_error(message: Any) -> No
 
 def test_parse_request_refuses_json_nested_past_the_recursion_limit() -> None:
     deep = b'{"op": "status", "args": ' + b'{"a": ' * 100_000 + b"1" + b"}" * 100_000 + b"}"
-    with pytest.raises(control.ControlError, match="nested too deeply") as err:
-        control.parse_request(deep)
+    with pytest.raises(protocol.ControlError, match="nested too deeply") as err:
+        protocol.parse_request(deep)
     assert err.value.code == 2
 
 
@@ -116,7 +116,7 @@ async def _drive(manifest_path: Path, op: str, args: dict[str, Any]) -> list[dic
 def test_request_handler_refuses_bad_requests_only_with_control_error(inert_manifest: Path, op: str, args: dict[str, Any]) -> None:
     try:
         messages = anyio.run(_drive, inert_manifest, op, args)
-    except control.ControlError as exc:
+    except protocol.ControlError as exc:
         assert exc.code in (1, 2) and str(exc)
         return
     assert messages, f"{op} {args} answered nothing"

@@ -23,7 +23,8 @@ from contextlib import contextmanager
 import psutil
 import pytest
 
-from supervisord_lite.core import protocol as control
+from supervisord_lite.core import paths
+from supervisord_lite.cli import transport
 from tests.conftest import raw_exchange as exchange
 from tests.conftest import wait_until
 from tests.integration.harness import SVC, Platform
@@ -49,7 +50,7 @@ def test_hostile_requests_get_an_error_or_a_close_and_supervision_goes_on(platfo
     platform.write()
     platform.svc("up", check=True)
     daemon = platform.daemon_pid()
-    sock = control.socket_path_for(platform.state_dir)
+    sock = paths.socket_path_for(platform.state_dir)
     rng = random.Random(5)
 
     payloads: dict[str, tuple[bytes, bool]] = {
@@ -118,7 +119,7 @@ def test_a_thousand_idle_connections_neither_crash_nor_block_the_daemon(platform
     assert up.returncode == 0, up.stderr
     daemon = psutil.Process(platform.daemon_pid())
     assert daemon.rlimit(psutil.RLIMIT_NOFILE) == (DAEMON_FD_LIMIT, DAEMON_FD_LIMIT)
-    sock = os.fspath(control.socket_path_for(platform.state_dir))
+    sock = os.fspath(paths.socket_path_for(platform.state_dir))
     before = daemon_usage(platform)
 
     idle: list[socket.socket] = []
@@ -134,7 +135,7 @@ def test_a_thousand_idle_connections_neither_crash_nor_block_the_daemon(platform
             latencies = []
             for _ in range(5):
                 t0 = time.monotonic()
-                control.call(control.socket_path_for(platform.state_dir), "status", timeout=5)
+                transport.call(paths.socket_path_for(platform.state_dir), "status", timeout=5)
                 latencies.append(time.monotonic() - t0)
             assert max(latencies) < 1.0, latencies
             assert platform.svc("status").returncode == 0

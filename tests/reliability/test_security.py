@@ -19,7 +19,9 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from supervisord_lite.core import protocol as control
+from supervisord_lite.core import paths
+from supervisord_lite.core import protocol
+from supervisord_lite.cli import transport
 from supervisord_lite.core.model import SupervisorSpec
 from tests.conftest import ROOT, free_port, wait_until
 from tests.integration.harness import Platform, platform_other_users_can_enter, port_accepts
@@ -60,7 +62,7 @@ def test_the_real_daemon_refuses_another_user(shared_platform: Platform) -> None
     platform.write()
     os.chmod(platform.manifest, 0o644)
     platform.svc("up", check=True)
-    sock = control.socket_path_for(platform.state_dir)
+    sock = paths.socket_path_for(platform.state_dir)
     assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
     nobody = pwd.getpwnam("nobody")
     found = _python_for(nobody)
@@ -127,8 +129,8 @@ def test_logs_cannot_be_read_outside_state_dir(platform: Platform) -> None:
         assert result.returncode == 2, (name, result)
         assert PASSWD_MARK not in result.stdout + result.stderr
         assert "no service named" in result.stderr
-    with pytest.raises(control.ControlError) as err:
-        control.call(control.socket_path_for(platform.state_dir), "tail", {"name": "../../etc/passwd"})
+    with pytest.raises(protocol.ControlError) as err:
+        transport.call(paths.socket_path_for(platform.state_dir), "tail", {"name": "../../etc/passwd"})
     assert err.value.code == 2
     # nor through the status page beside /metrics
     wait_until(lambda: port_accepts(port), timeout=5, what="the metrics endpoint")

@@ -4,7 +4,7 @@
     host      facts about this machine        core
     runtime   the running supervisor (anyio)  core, host
     daemon    the daemon process's edges      core, host, runtime
-    cli       the `svc` command               core, host (never runtime or daemon)
+    cli       the `svc` command               core, host, export (never runtime or daemon)
     export    rendering for other engines     core
 
 Every import is checked, at module level and inside functions, so a lazy import
@@ -25,7 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "host": {"core", "host"},
     "runtime": {"core", "host", "runtime"},
     "daemon": {"core", "host", "runtime", "daemon"},
-    "cli": {"core", "host", "cli"},
+    "cli": {"core", "host", "cli", "export"},
     "export": {"core", "export"},
 }
 # third-party libraries a layer must not load (the pure core stays importable anywhere;

@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -16,6 +15,7 @@ import tomli_w
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from supervisord_lite.host.portinfo import port_warnings
 from supervisord_lite.core.manifest import (
     SERVICE_KEYS,
     ManifestError,
@@ -332,7 +332,7 @@ def test_check_warns_about_a_foreign_listener_naming_pid_and_command(tmp_path: P
     path = tmp_path / "svc.toml"
     path.write_text(f'[services.api]\nport = {port}\ncommand = "serve"\nenv_file = "missing.env"\n')
     try:
-        m, problems = check_manifest(path)
+        m, problems = check_manifest(path, live_checks=port_warnings)
         assert m is not None
         by_key = {p.key: p for p in problems}
         assert set(by_key) == {"port", "env_file"} and all(p.severity == "warning" for p in problems)
@@ -340,9 +340,9 @@ def test_check_warns_about_a_foreign_listener_naming_pid_and_command(tmp_path: P
         assert "pytest" in by_key["port"].message or sys.executable in by_key["port"].message
         assert str(tmp_path / "missing.env") in by_key["env_file"].message
 
-        _, mine = check_manifest(path, own_pids={os.getpid()})
+        _, mine = check_manifest(path, live_checks=lambda m: port_warnings(m, {os.getpid()}))
         assert [p.key for p in mine] == ["env_file"]
-        _, unprobed = check_manifest(path, probe_ports=False)
+        _, unprobed = check_manifest(path)
         assert [p.key for p in unprobed] == ["env_file"]
     finally:
         listener.close()
@@ -360,7 +360,7 @@ def test_check_warnings_name_the_file_as_given_with_the_line_of_the_key(
     )
     monkeypatch.chdir(tmp_path)
     try:
-        _, problems = check_manifest(Path("svc.toml"))
+        _, problems = check_manifest(Path("svc.toml"), live_checks=port_warnings)
     finally:
         listener.close()
     lines = sorted(str(p).split(": warning: ")[0] for p in problems)

@@ -1,0 +1,72 @@
+"""The control socket's client half: one request, its answer lines.
+
+Plain blocking sockets, so the command line never imports anyio.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from supervisord_lite.core.exitcodes import ExitCode
+from supervisord_lite.core.protocol import ControlError, DaemonUnreachable, encode
+
+
+def ping(path: Path, timeout: float = 1.0) -> bool:
+    try:
+        for message in request(path, "ping", {}, timeout=timeout):
+            if message.get("done"):
+                return bool(message.get("ok"))
+    except (DaemonUnreachable, ControlError):
+        return False
+    return False
+
+
+def request(path: Path, op: str, args: dict[str, Any], *, timeout: float | None = 30.0) -> Iterator[dict[str, Any]]:
+    """Send one request and yield every answer line (the last has ``done``)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(os.fspath(path))
+    except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError, socket.timeout) as exc:
+        sock.close()
+        raise DaemonUnreachable(str(exc)) from None
+    except OSError as exc:  # permission denied, a full backlog (EAGAIN), ...
+        sock.close()
+        raise ControlError(f"cannot connect to {path}: {exc.strerror or exc}", ExitCode.NO_DAEMON) from None
+    with sock:
+        try:
+            sock.sendall(encode({"op": op, "args": args}))
+        except (BrokenPipeError, ConnectionResetError):
+            raise ControlError(f"the daemon closed the connection during {op!r}", ExitCode.FAILED) from None
+        buffer = b""
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except socket.timeout:
+                raise ControlError(f"the daemon did not answer {op!r} within {timeout:g}s", ExitCode.FAILED) from None
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                raise ControlError(f"the daemon closed the connection during {op!r}", ExitCode.FAILED)
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                message = json.loads(line)
+                yield message
+                if message.get("done"):
+                    return
+
+
+def call(path: Path, op: str, args: dict[str, Any] | None = None, *, timeout: float | None = 30.0) -> Any:
+    """One request, its final result; ControlError when the daemon says no."""
+    for message in request(path, op, args or {}, timeout=timeout):
+        if message.get("done"):
+            if message.get("ok"):
+                return message.get("result")
+            raise ControlError(message.get("error", "unknown error"), int(message.get("code", ExitCode.FAILED)))
+    raise ControlError(f"no answer to {op!r}", ExitCode.FAILED)
