@@ -32,6 +32,7 @@ from supervisord_lite.core.states import GOOD_STATES
 from supervisord_lite.host.files import tail_file
 from supervisord_lite.host.recovery import read_state, survivors
 from supervisord_lite.runtime.supervisor import Supervisor
+from supervisord_lite.runtime.termination import stop_orphans
 
 log = structlog.get_logger("daemon")
 
@@ -92,8 +93,6 @@ async def reap_predecessor(manifest: Manifest) -> list[str]:
     that every child inherits, never by name; the services they belonged to are then
     started again by this daemon.
     """
-    from supervisord_lite.runtime.process import stop_orphans
-
     state = read_state(manifest.supervisor.state_file)
     processes = state.get("processes") or {}
     if not isinstance(processes, dict):

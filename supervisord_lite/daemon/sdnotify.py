@@ -6,9 +6,11 @@ takes newline-separated ``KEY=value`` lines (``READY=1``, ``STATUS=...``,
 the abstract namespace. Outside systemd every call is a no-op that returns False,
 so the daemon calls these unconditionally.
 
-The supervisor must not pass these variables on to the services it starts
-(``SYSTEMD_VARIABLES``): a service that speaks the protocol itself (PostgreSQL
-built with systemd support does) would otherwise notify systemd about *our* unit.
+These variables are the daemon's alone: ``service_environment`` keeps every name in
+``core.systemdenv.SYSTEMD_VARIABLES`` from the services, so one that speaks the
+protocol itself (PostgreSQL built with systemd support does) cannot notify systemd
+about *our* unit. This module reads them from the daemon's own ``os.environ``, which
+nothing strips.
 """
 
 from __future__ import annotations
@@ -16,9 +18,6 @@ from __future__ import annotations
 import os
 import socket
 import time
-
-#: Variables systemd sets for the daemon alone; strip them from children's env.
-SYSTEMD_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 
 def _address(value: str) -> str | bytes:

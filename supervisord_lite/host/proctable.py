@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import psutil
 
 CTIME_TOLERANCE = 0.02  # seconds; /proc start times have clock-tick (10 ms) resolution
 _INSTANCE_KEY = b"SVC_INSTANCE="
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,11 +70,37 @@ class ProcTable(dict[int, ProcEntry]):
         return self._instances[pid]
 
 
-_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100  # the unit of /proc/PID/stat times
 _boot_time: float | None = None
 
 
-def _read_file(path: str, limit: int) -> bytes | None:
+class StatFields(NamedTuple):
+    """What the process table and the resource sampler need from one ``/proc/PID/stat`` line."""
+
+    state: bytes  # b"R", b"S", b"Z"...
+    ppid: int
+    pgid: int
+    cpu_ticks: int  # utime + stime + cutime + cstime: its own CPU and that of reaped children
+    start_ticks: int  # start time, in CLK_TCK since boot
+
+
+def parse_stat(stat: bytes) -> StatFields | None:
+    """The fields of a ``/proc/PID/stat`` line, or None when it is cut short or malformed.
+
+    Fields are counted from the last ``)``: the command name before it may hold
+    spaces and parentheses."""
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    try:
+        cpu_ticks = int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+        return StatFields(fields[0], int(fields[1]), int(fields[2]), cpu_ticks, int(fields[19]))
+    except (IndexError, ValueError):
+        return None
+
+
+def read_proc_file(path: str, limit: int = 4096) -> bytes | None:
+    """Up to ``limit`` bytes of a /proc file, or None when the process is gone or hidden.
+
+    ``os.open``/``os.read``: about half the cost of ``open()`` for these tiny files."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
@@ -88,7 +114,7 @@ def _read_file(path: str, limit: int) -> bytes | None:
 
 
 def _read_instance(pid: int) -> str | None:
-    environ = _read_file(f"/proc/{pid}/environ", 1 << 20)
+    environ = read_proc_file(f"/proc/{pid}/environ", 1 << 20)
     if environ is None:
         try:
             return psutil.Process(pid).environ().get("SVC_INSTANCE")
@@ -115,16 +141,12 @@ def read_proc_table() -> ProcTable:
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
-        stat = _read_file(f"/proc/{name}/stat", 4096)
-        if not stat:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        try:
-            state, ppid, pgid, start_ticks = fields[0], int(fields[1]), int(fields[2]), int(fields[19])
-        except (IndexError, ValueError):
+        stat = read_proc_file(f"/proc/{name}/stat")
+        fields = parse_stat(stat) if stat else None
+        if fields is None:
             continue
         pid = int(name)
-        table[pid] = ProcEntry(pid, ppid, pgid, start_ticks / _CLK_TCK + _boot_time, state == b"Z")
+        table[pid] = ProcEntry(pid, fields.ppid, fields.pgid, fields.start_ticks / CLK_TCK + _boot_time, fields.state == b"Z")
     return table
 
 

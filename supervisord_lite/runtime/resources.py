@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import psutil
 
+from supervisord_lite.host.proctable import CLK_TCK, parse_stat, read_proc_file
+
 _PROC = "/proc"
 
 
@@ -38,35 +40,23 @@ class TreeUsage:
 _Row = tuple[int, int, int, float]
 
 
-def _read(path: str) -> bytes:
-    # os.open/os.read: about half the cost of open() for these tiny files.
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return os.read(fd, 4096)
-    finally:
-        os.close(fd)
-
-
 def _rows_procfs() -> Iterator[_Row]:
     page = os.sysconf("SC_PAGE_SIZE")
-    tick = float(os.sysconf("SC_CLK_TCK"))
+    tick = float(CLK_TCK)
     for name in os.listdir(_PROC):
         if not name.isdigit():
             continue
-        try:
-            stat = _read(f"{_PROC}/{name}/stat")
-            # The RSS in `stat` is the kernel's per-CPU approximation (it lags by
-            # ~100 kB on 6.x kernels); `statm` has the exact figure `ps` shows.
-            statm = _read(f"{_PROC}/{name}/statm")
-        except OSError:
+        stat = read_proc_file(f"{_PROC}/{name}/stat")
+        # The RSS in `stat` is the kernel's per-CPU approximation (it lags by
+        # ~100 kB on 6.x kernels); `statm` has the exact figure `ps` shows.
+        statm = read_proc_file(f"{_PROC}/{name}/statm")
+        if stat is None or statm is None:
             continue  # gone since listdir
-        # Fields after the command name, which may hold spaces and ')'.
-        rest = stat[stat.rfind(b")") + 2 :].split()
+        fields = parse_stat(stat)
         resident = statm.split()
-        if len(rest) < 15 or len(resident) < 2:
+        if fields is None or len(resident) < 2:
             continue
-        cpu = (int(rest[11]) + int(rest[12]) + int(rest[13]) + int(rest[14])) / tick
-        yield int(name), int(rest[1]), int(resident[1]) * page, cpu
+        yield int(name), fields.ppid, int(resident[1]) * page, fields.cpu_ticks / tick
 
 
 def _rows_psutil() -> Iterator[_Row]:

@@ -36,7 +36,8 @@ from supervisord_lite.core.paths import instance_prefix
 from supervisord_lite.host.recovery import write_state
 from supervisord_lite.core.model import DependencyRestart, Kind, Manifest, ServiceSpec, Status
 from supervisord_lite.core.policy import AfterExit, BackoffState, StartLimiter, after_exit, describe_exit
-from supervisord_lite.runtime.process import ServiceProcess, SpawnError, spawn
+from supervisord_lite.runtime.service_process import ServiceProcess
+from supervisord_lite.runtime.spawn import SpawnError, spawn
 from supervisord_lite.core.snapshot import ServiceSnapshot, SupervisorSnapshot
 from supervisord_lite.core.states import (
     GOOD_STATES,

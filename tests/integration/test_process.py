@@ -20,21 +20,16 @@ import anyio
 import psutil
 import pytest
 
-from supervisord_lite.runtime.logs import ServiceLog
+from supervisord_lite.core.envfiles import parse_env_file
 from supervisord_lite.core.model import ServiceSpec
-from supervisord_lite.runtime.process import (
-    MAX_LINE_CHARS,
-    ServiceProcess,
-    SpawnError,
-    adopt,
-    find_instance_processes,
-    kill_instance,
-    parse_env_file,
-    scan_instances,
-    service_environment,
-    spawn,
-    stop_orphans,
-)
+from supervisord_lite.core.systemdenv import SYSTEMD_VARIABLES
+from supervisord_lite.host.proctable import find_instance_processes, scan_instances
+from supervisord_lite.runtime import environment
+from supervisord_lite.runtime.environment import SpawnError, service_environment
+from supervisord_lite.runtime.logs import ServiceLog
+from supervisord_lite.runtime.service_process import ServiceProcess, adopt
+from supervisord_lite.runtime.spawn import MAX_LINE_CHARS, spawn
+from supervisord_lite.runtime.termination import kill_instance, stop_orphans
 from tests.conftest import FAKES, PYTHON, free_port
 
 pytestmark = pytest.mark.anyio
@@ -192,6 +187,13 @@ def test_service_environment_layers(tmp_path: Path) -> None:
     assert "SVC_INSTANCE" not in service_environment(spec, base={"SVC_INSTANCE": "inherited"})
 
 
+def test_service_environment_drops_the_daemons_systemd_variables() -> None:
+    base = {name: "x" for name in SYSTEMD_VARIABLES} | {"PATH": "/bin"}
+    env = service_environment(spec_for("api", ["x"]), base=base)
+    assert not set(SYSTEMD_VARIABLES) & set(env), "systemd set these for the daemon's unit, not for its services"
+    assert env["PATH"] == "/bin"
+
+
 # -- spawning ---------------------------------------------------------------------
 
 
@@ -268,12 +270,10 @@ async def test_other_spawn_errors_are_clear(tmp_path: Path, instance: str) -> No
 
 def test_a_user_other_than_ours_needs_root(monkeypatch: pytest.MonkeyPatch) -> None:
     """As a non-root daemon, `user` naming someone else is refused before anything runs."""
-    from supervisord_lite.runtime import process
-
-    monkeypatch.setattr(process.os, "geteuid", lambda: 65534 if os.getuid() == 0 else os.getuid())
+    monkeypatch.setattr(environment.os, "geteuid", lambda: 65534 if os.getuid() == 0 else os.getuid())
     other = "root" if os.getuid() != 0 else "daemon"
     with pytest.raises(SpawnError, match=rf"web: cannot run as user '{other}' \(key 'user'\): the daemon runs as .*not root"):
-        process._user_kwargs(spec_for("web", ["true"], user=other))
+        environment.user_kwargs(spec_for("web", ["true"], user=other))
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")

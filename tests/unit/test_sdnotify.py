@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from supervisord_lite.core.systemdenv import SYSTEMD_VARIABLES
 from supervisord_lite.daemon import sdnotify
 
 
@@ -91,3 +93,11 @@ def test_watchdog_interval(monkeypatch: pytest.MonkeyPatch) -> None:
     for bad in ("0", "-5", "soon", ""):
         monkeypatch.setenv("WATCHDOG_USEC", bad)
         assert sdnotify.watchdog_interval() is None, bad
+
+
+def test_every_variable_read_here_is_kept_from_the_services() -> None:
+    """What sdnotify reads is the daemon's unit's; services must not inherit it."""
+    source = Path(sdnotify.__file__).read_text()
+    read = set(re.findall(r"os\.environ\.get\(\"([A-Z_]+)\"", source))
+    assert read == {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"}
+    assert read <= set(SYSTEMD_VARIABLES)
