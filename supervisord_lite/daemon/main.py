@@ -202,7 +202,7 @@ class Daemon:
         last: Any = None
         heartbeat = _float_arg(args, "heartbeat", 2.0)
         while True:
-            changed = self.sup._changed
+            changed = self.sup.next_change()
             snap = self.sup.snapshot(with_usage=bool(args.get("usage", False))).to_dict()
             if snap != last:
                 yield {"progress": snap}
@@ -373,7 +373,7 @@ async def _run_locked(manifest_path: Path, manifest: Manifest) -> int:
 
 
 def _status_page_routes(supervisor: Supervisor, snapshot: Any) -> dict[str, Any]:
-    """The read-only status page beside /metrics (issue 9), when it is built."""
+    """The read-only status page beside /metrics, when it is built."""
     try:
         from supervisord_lite.daemon.statuspage import routes
     except ImportError:
@@ -417,7 +417,7 @@ async def _status_lines(sup: Supervisor) -> None:
         return
     last = ""
     while True:
-        changed = sup._changed
+        changed = sup.next_change()
         counts: dict[str, int] = {}
         for s in sup.snapshot().services:
             counts[s.state.value] = counts.get(s.state.value, 0) + 1
