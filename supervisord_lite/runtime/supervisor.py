@@ -3,7 +3,7 @@
 The ``Supervisor`` holds one ``Runner`` per service, turns `up`/`down`/`restart`/
 `reload` requests into runner requests in dependency and tier order, publishes
 immutable snapshots that the control server, the metrics and the CLI read, and
-keeps the state file a successor reads after a crash.
+keeps the state file a successor reads after a crash (its format: ``host.recovery``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from supervisord_lite.core.model import Manifest, ServiceSpec
 from supervisord_lite.core.paths import instance_prefix
 from supervisord_lite.core.snapshot import ServiceSnapshot, SupervisorSnapshot
 from supervisord_lite.core.states import GOOD_STATES, TRANSIENT_STATES, ServiceState
-from supervisord_lite.host.recovery import write_state
+from supervisord_lite.host.recovery import DaemonState, RecordedProcess, write_state
 from supervisord_lite.runtime import probes
 from supervisord_lite.runtime.portsweep import PortSweep
 from supervisord_lite.runtime.runner import Runner
@@ -349,31 +349,32 @@ class Supervisor:
         while True:
             await self._state_dirty.wait()
             self._state_dirty = anyio.Event()
-            data = self._state_data()
+            state = self.recovery_state()
             # a rename can take milliseconds on some filesystems: not on the event loop
-            await anyio.to_thread.run_sync(self._write_state_file, data)
+            await anyio.to_thread.run_sync(self._write_state_file, state)
             await anyio.sleep(0.2)
 
-    def _state_data(self) -> dict[str, Any]:
-        return {
-            "daemon_pid": os.getpid(),
-            "manifest": str(self.manifest.path),
-            "wanted": [r.spec.name for r in self._runner_list if r.wanted],
-            "processes": {
-                r.spec.name: {
-                    "pid": r.proc.pid,
-                    "pgid": r.proc.pgid,
-                    "create_time": r.proc.create_time,
-                    "instance_id": r.instance_id,
-                }
+    def recovery_state(self) -> DaemonState:
+        """What a successor needs if this daemon dies now: what is wanted, what runs."""
+        return DaemonState(
+            daemon_pid=os.getpid(),
+            manifest=str(self.manifest.path),
+            wanted=tuple(r.spec.name for r in self._runner_list if r.wanted),
+            processes={
+                r.spec.name: RecordedProcess(
+                    pid=r.proc.pid,
+                    pgid=r.proc.pgid,
+                    create_time=r.proc.create_time,
+                    instance_id=r.instance_id,
+                )
                 for r in self._runner_list
                 if r.proc is not None and r.proc.returncode is None
             },
-        }
+        )
 
-    def _write_state_file(self, data: dict[str, Any]) -> None:
+    def _write_state_file(self, state: DaemonState) -> None:
         try:
-            write_state(self.manifest.supervisor.state_file, data)
+            write_state(self.manifest.supervisor.state_file, state)
         except OSError as exc:
             log.error("cannot write state file", path=str(self.manifest.supervisor.state_file), error=str(exc))
 
