@@ -30,9 +30,9 @@ from supervisord_lite.core.manifest import ManifestError, load_manifest
 from supervisord_lite.core.model import Manifest
 from supervisord_lite.core.states import GOOD_STATES
 from supervisord_lite.host.files import tail_file
-from supervisord_lite.host.recovery import read_state, survivors
+from supervisord_lite.host.recovery import remove_state
+from supervisord_lite.runtime.recovery import reap_predecessor
 from supervisord_lite.runtime.supervisor import Supervisor
-from supervisord_lite.runtime.termination import stop_orphans
 
 log = structlog.get_logger("daemon")
 
@@ -83,41 +83,6 @@ class DaemonLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-
-
-async def reap_predecessor(manifest: Manifest) -> list[str]:
-    """Stop every process a crashed predecessor left behind; return what it wanted running.
-
-    Survivors cannot be supervised (their output pipe died with the old daemon), so
-    they are stopped, by recorded pid and start time and by the SVC_INSTANCE marker
-    that every child inherits, never by name; the services they belonged to are then
-    started again by this daemon.
-    """
-    state = read_state(manifest.supervisor.state_file)
-    processes = state.get("processes") or {}
-    if not isinstance(processes, dict):
-        processes = {}
-    for name, info in processes.items():
-        if not isinstance(info, dict):
-            continue
-        spec = manifest.services.get(name)
-        stopped = await stop_orphans(
-            instance_id=str(info.get("instance_id", "")),
-            pid=info.get("pid"),
-            create_time=info.get("create_time"),
-            sig=spec.stop_signal if spec else signal.SIGTERM,
-            timeout=spec.stop_timeout if spec else 10.0,
-        )
-        if stopped:
-            log.warning("stopped processes left by a previous daemon", service=name, pids=stopped)
-    # and any process of ours the file does not name (the daemon died between two writes)
-    leftovers = await anyio.to_thread.run_sync(survivors, manifest.supervisor.state_dir)
-    for instance_id in leftovers:
-        stopped = await stop_orphans(instance_id=instance_id, sig=signal.SIGTERM, timeout=10.0)
-        if stopped:
-            log.warning("stopped processes left by a previous daemon", instance=instance_id, pids=stopped)
-    wanted = state.get("wanted") or []
-    return [n for n in wanted if isinstance(n, str) and n in manifest.services and manifest.services[n].is_active]
 
 
 class Daemon:
@@ -201,7 +166,7 @@ class Daemon:
         last: Any = None
         heartbeat = _float_arg(args, "heartbeat", 2.0)
         while True:
-            changed = self.sup._changed
+            changed = self.sup.next_change()
             snap = self.sup.snapshot(with_usage=bool(args.get("usage", False))).to_dict()
             if snap != last:
                 yield {"progress": snap}
@@ -363,16 +328,13 @@ async def _run_locked(manifest_path: Path, manifest: Manifest) -> int:
     finally:
         if server is not None:
             server.stop()
-        try:
-            manifest.supervisor.state_file.unlink()
-        except OSError:
-            pass
+        remove_state(manifest.supervisor.state_file)
     log.info("daemon stopped")
     return EXIT_OK
 
 
 def _status_page_routes(supervisor: Supervisor, snapshot: Any) -> dict[str, Any]:
-    """The read-only status page beside /metrics (issue 9), when it is built."""
+    """The read-only status page beside /metrics, when it is built."""
     try:
         from supervisord_lite.daemon.statuspage import routes
     except ImportError:
@@ -416,7 +378,7 @@ async def _status_lines(sup: Supervisor) -> None:
         return
     last = ""
     while True:
-        changed = sup._changed
+        changed = sup.next_change()
         counts: dict[str, int] = {}
         for s in sup.snapshot().services:
             counts[s.state.value] = counts.get(s.state.value, 0) + 1

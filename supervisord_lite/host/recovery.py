@@ -5,34 +5,115 @@ and every running service's pid, group, start time and instance marker. It is th
 successor's guide, not its only one: every service process carries
 ``SVC_INSTANCE=<prefix><id>`` (the prefix derived from the state_dir), so a daemon
 that died between two writes still leaves nothing a successor cannot find.
+
+The record format lives here, next to its reader, so that what the daemon writes
+and what its successor reads back cannot drift apart. Stopping the survivors needs
+the runtime's process-tree termination: ``runtime.recovery`` does that part.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from supervisord_lite.core.model import Manifest
 from supervisord_lite.core.paths import instance_prefix
 from supervisord_lite.host.proctable import scan_instances
 
 
-def read_state(path: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RecordedProcess:
+    """One running service as the state file records it.
+
+    Read back from a file, a field that is missing or of the wrong type is None (or
+    "" for the instance id): the successor then finds the process by what is left."""
+
+    pid: int | None
+    pgid: int | None
+    create_time: float | None
+    instance_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pid": self.pid, "pgid": self.pgid, "create_time": self.create_time, "instance_id": self.instance_id}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RecordedProcess:
+        instance_id = data.get("instance_id", "")
+        return cls(
+            pid=_whole_number(data.get("pid")),
+            pgid=_whole_number(data.get("pgid")),
+            create_time=_number(data.get("create_time")),
+            instance_id=instance_id if isinstance(instance_id, str) else "",
+        )
+
+
+@dataclass(frozen=True)
+class DaemonState:
+    """The whole state file: who wrote it, what was wanted, what was running."""
+
+    daemon_pid: int | None = None
+    manifest: str = ""
+    wanted: tuple[str, ...] = ()
+    processes: Mapping[str, RecordedProcess] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "daemon_pid": self.daemon_pid,
+            "manifest": self.manifest,
+            "wanted": list(self.wanted),
+            "processes": {name: record.to_dict() for name, record in self.processes.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DaemonState:
+        """Whatever parses of a file a crashed daemon (or a person) left; never raises."""
+        wanted = data.get("wanted")
+        processes = data.get("processes")
+        manifest = data.get("manifest", "")
+        return cls(
+            daemon_pid=_whole_number(data.get("daemon_pid")),
+            manifest=manifest if isinstance(manifest, str) else "",
+            wanted=tuple(n for n in wanted if isinstance(n, str)) if isinstance(wanted, list) else (),
+            processes={
+                name: RecordedProcess.from_dict(info)
+                for name, info in (processes.items() if isinstance(processes, dict) else ())
+                if isinstance(name, str) and isinstance(info, dict)
+            },
+        )
+
+    def wanted_services(self, manifest: Manifest) -> list[str]:
+        """What was wanted that ``manifest`` still lists as active (the successor starts those)."""
+        return [n for n in self.wanted if n in manifest.services and manifest.services[n].is_active]
+
+
+def read_state(path: Path) -> DaemonState:
+    """The state file at ``path``; an empty state when it is missing or unreadable."""
     try:
         data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
-        return {}
+        return DaemonState()
+    return DaemonState.from_dict(data) if isinstance(data, dict) else DaemonState()
 
 
-def write_state(path: Path, data: dict[str, Any]) -> None:
+def write_state(path: Path, state: DaemonState) -> None:
     """Replace the state file atomically (a reader sees the old file or the new one)."""
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
+    tmp.write_text(json.dumps(state.to_dict()))
     os.replace(tmp, path)
+
+
+def remove_state(path: Path) -> None:
+    """After a clean stop nothing is left to recover: no file for a successor to read."""
+    try:
+        path.unlink()
+    except OSError:
+        pass
 
 
 def survivors(state_dir: Path) -> dict[str, list[psutil.Process]]:
@@ -51,3 +132,11 @@ def leftover_services(state_dir: Path) -> list[str]:
             except psutil.Error:
                 continue
     return sorted(names)
+
+
+def _whole_number(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
