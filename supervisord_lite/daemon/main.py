@@ -373,7 +373,7 @@ async def _run_locked(manifest_path: Path, manifest: Manifest) -> int:
 
 
 def _status_page_routes(supervisor: Supervisor, snapshot: Any) -> dict[str, Any]:
-    """The read-only status page beside /metrics (issue 9), when it is built."""
+    """The read-only status page beside /metrics, when it is built."""
     try:
         from supervisord_lite.daemon.statuspage import routes
     except ImportError:
