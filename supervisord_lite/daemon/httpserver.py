@@ -1,5 +1,5 @@
 """The daemon's HTTP endpoint at ``supervisor.metrics``: /metrics, /healthz, and
-whatever else the daemon routes there (the status page and /api/status, issue 9).
+whatever else the daemon routes there (the status page and /api/status).
 A route ending in "/" also serves the paths below it (``/api/logs/NAME``).
 
 A stdlib ``ThreadingHTTPServer`` in a daemon thread is enough: every handler reads

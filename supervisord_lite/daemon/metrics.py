@@ -1,4 +1,4 @@
-"""Prometheus metrics of the supervisor (spec section 6).
+"""Prometheus metrics of the supervisor.
 
 Everything about services is read at scrape time from ONE immutable
 ``SupervisorSnapshot`` (``SupervisorCollector``), so a scrape never sees a
@@ -47,7 +47,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PROBE_BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 #: Every ``svc_*`` family of the snapshot, in exposition order: (name, type, help).
-#: Names are part of the contract (spec section 6): dashboards and alerts use them.
+#: Names are part of the contract (the README lists them): dashboards and alerts use them.
 FAMILIES: tuple[tuple[str, str, str], ...] = (
     ("svc_info", "gauge", "The supervisor: its name, manifest and version."),
     ("svc_port_up", "gauge", "1 when the last probe of the service's port succeeded."),

@@ -1,4 +1,4 @@
-"""The status page in a real browser (issue 9): Debian's chromium, headless, driven
+"""The status page in a real browser: Debian's chromium, headless, driven
 through Debian's chromium-driver by Selenium.
 
 A small platform runs under a real daemon: the page lists every service by tier,

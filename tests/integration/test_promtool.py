@@ -209,8 +209,8 @@ def test_dashboard_and_alerts_use_only_metrics_that_exist() -> None:
     used -= {"svc_who"}  # the command named in an alert's description
     assert used, "no svc_ metric found"
     assert used <= exported_names(), f"unknown metrics: {sorted(used - exported_names())}"
-    # every family the spec names is shown somewhere
-    spec = {
+    # every family the README promises is shown somewhere
+    promised = {
         "svc_port_up",
         "svc_port_conflict",
         "svc_service_state",
@@ -222,7 +222,7 @@ def test_dashboard_and_alerts_use_only_metrics_that_exist() -> None:
         "svc_manifest_reloads_total",
         "svc_port_probe_duration_seconds_bucket",
     }
-    assert spec <= used, f"not on the dashboard or in alerts: {sorted(spec - used)}"
+    assert promised <= used, f"not on the dashboard or in alerts: {sorted(promised - used)}"
 
 
 def test_the_state_timeline_names_every_state() -> None:

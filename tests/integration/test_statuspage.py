@@ -1,5 +1,5 @@
-"""The status page and its JSON API (issue 9), and that `svc status`, `svc ports`
-and /metrics tell the same live health (issue 4).
+"""The status page and its JSON API, and that `svc status`, `svc ports` and
+/metrics tell the same live health.
 
 The first tests serve the page's routes from a real MetricsServer over hand-made
 snapshots; the last ones run a real daemon (the Platform harness) with the

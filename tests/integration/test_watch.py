@@ -1,4 +1,4 @@
-"""`svc status --watch` (issue 9): the pure formatters, then the real command
+"""`svc status --watch`: the pure formatters, then the real command
 against a real daemon, through a pipe (one line per change) and through a
 pseudo-terminal (the live table), killing a service and seeing the change appear.
 """

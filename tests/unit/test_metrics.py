@@ -1,4 +1,4 @@
-"""The metrics of spec section 6, read from hand-made snapshots."""
+"""The ``svc_*`` metric families (names dashboards and alerts rely on), read from hand-made snapshots."""
 
 from __future__ import annotations
 

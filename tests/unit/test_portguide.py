@@ -17,7 +17,7 @@ from tests.conftest import ROOT
 REFERENCE = ROOT / "tests" / "fixtures" / "port-allocation-guide.md"
 BIZOSAAS = ROOT / "config" / "bizosaas.toml"
 
-# The old guide's "⚠️ Check" meant "probably running"; the issue makes them active.
+# The old guide's "⚠️ Check" meant "probably running"; the manifest now lists those services as active.
 STATUS = {"✅ Active": "✅ Active", "⚠️ Check": "✅ Active", "❌ Shutdown": "❌ Deprecated"}
 
 

@@ -1,4 +1,4 @@
-"""The pure state machine: every legal path of spec section 3, and illegal moves refused."""
+"""The pure state machine: every legal path of a service's lifecycle, and illegal moves refused."""
 
 from __future__ import annotations
 

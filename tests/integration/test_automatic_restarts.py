@@ -1,82 +1,15 @@
-"""Issue 8: one-shot tasks, log-line readiness, jittered backoff, slow retry out of
-failed, dependency restarts, memory limits and file watching, with real processes."""
+"""When the daemon restarts a service on its own, with real processes: jittered backoff,
+a slow retry out of failed, dependency restarts, memory limits and file watching."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
 import time
 
-
 from tests.conftest import FAKES, free_ports, wait_until
-from tests.integration.harness import DEMO, Platform
-
-
-def test_oneshot_migration_finishes_before_its_dependent_spawns(platform: Platform) -> None:
-    platform.add("db", tier="infra")
-    platform.services["migrate"] = {
-        "tier": "app", "kind": "oneshot", "depends_on": ["db"],
-        "command": f"{DEMO} --record {platform.records} --oneshot 0.4",
-    }
-    platform.add("api", depends_on=["migrate"])
-    platform.write()
-
-    result = platform.svc("up")
-    assert result.returncode == 0, result.stderr
-    status = platform.status()
-    assert status["migrate"]["state"] == "exited" and status["migrate"]["exit_code"] == 0
-    assert status["api"]["state"] == "ready"
-    finished = [r for r in platform.events(name="migrate") if r["event"] in ("exiting", "done", "finished", "exited")]
-    spawned_api = platform.events("spawned", "api")[0]["time"]
-    assert finished, platform.events(name="migrate")
-    assert spawned_api > finished[-1]["time"]
-
-    # `svc up` again does not re-run a finished task; `svc restart` does
-    assert platform.svc("up").returncode == 0
-    assert len(platform.events("spawned", "migrate")) == 1
-    assert platform.svc("restart", "migrate").returncode == 0
-    assert len(platform.events("spawned", "migrate")) == 2
-
-
-def test_failed_oneshot_blocks_its_dependents_with_the_reason(platform: Platform) -> None:
-    platform.services["migrate"] = {
-        "tier": "infra", "kind": "oneshot", "failed_retry": 0,
-        "command": f"{DEMO} --record {platform.records} --oneshot 0.1 --exit-code 4",
-    }
-    platform.add("api", depends_on=["migrate"])
-    platform.write()
-    result = platform.svc("up")
-    assert result.returncode == 1
-    assert "migrate: failed: exited with code 4" in result.stderr
-    api = platform.status()["api"]
-    assert api["state"] == "waiting" and "migrate (failed: exited with code 4)" in api["reason"]
-    assert platform.events("spawned", "api") == []
-
-
-def test_log_ready_service_is_not_ready_one_line_early(platform: Platform) -> None:
-    lines = platform.root / "lines.jsonl"
-    platform.services["model"] = {
-        "tier": "app", "command": [sys.executable, str(FAKES / "slow_log_ready.py"), str(lines)],
-        "ready": {"log": "^READY"},
-    }
-    platform.write()
-    assert platform.svc("up").returncode == 0
-    status = platform.status()["model"]
-    printed = {json.loads(x)["line"]: json.loads(x)["time"] for x in lines.read_text().splitlines()}
-    assert status["ready_at"] >= printed["READY to serve"]
-    assert status["ready_at"] - printed["READY to serve"] < 0.25  # and noticed promptly
-
-
-def test_log_ready_combines_with_the_port(platform: Platform) -> None:
-    # the port opens first; the service is ready only once the line also appears
-    platform.add("api", args="--ready-line 'caches warm' --delay 0.2", ready={"log": "caches warm"})
-    platform.write()
-    assert platform.svc("up").returncode == 0
-    status = platform.status()["api"]
-    listening = platform.events("listening", "api")[0]["time"]
-    assert status["ready_at"] >= listening and status["port_up"] is True
+from tests.integration.harness import Platform
 
 
 def test_crashing_together_does_not_restart_in_lockstep(platform: Platform) -> None:

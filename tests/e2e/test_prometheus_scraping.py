@@ -1,4 +1,4 @@
-"""Issue 4, end to end: a real daemon scraped by a real Prometheus.
+"""Live health as Prometheus sees it: a real daemon scraped by a real Prometheus.
 
 The daemon (started by the real `svc up`) serves /metrics on a free loopback port;
 Prometheus (Debian package `prometheus`) scrapes it every second. A supervised
