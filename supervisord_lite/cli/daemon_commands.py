@@ -26,7 +26,8 @@ from supervisord_lite.core.model import Manifest
 
 
 def _load(manifest_path: Path | None) -> Manifest:
-    from supervisord_lite.core.manifest import ManifestError, load_manifest
+    from supervisord_lite.core.manifest import load_manifest
+    from supervisord_lite.core.problems import ManifestError
 
     path = resolve_manifest_path(manifest_path)
     try:
@@ -67,7 +68,8 @@ def _no_daemon_at(path: Path) -> None:
 
 
 def _say_manifest_changed(path: Path) -> None:
-    from supervisord_lite.core.manifest import ManifestError, load_manifest
+    from supervisord_lite.core.manifest import load_manifest
+    from supervisord_lite.core.problems import ManifestError
 
     try:
         load_manifest(path)
@@ -81,7 +83,8 @@ def _daemon_socket(manifest: Path | None) -> tuple[Path, Path]:
     """The manifest path and its daemon's socket, even when the file no longer validates
     (the daemon keeps the last good manifest; say so, and still reach it)."""
     from supervisord_lite.cli.client import socket_for_path, socket_of
-    from supervisord_lite.core.manifest import ManifestError, load_manifest
+    from supervisord_lite.core.manifest import load_manifest
+    from supervisord_lite.core.problems import ManifestError
 
     path = resolve_manifest_path(manifest)
     try:

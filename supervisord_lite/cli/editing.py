@@ -17,15 +17,11 @@ from typing import Any, Literal
 
 import tomli_w
 
-from supervisord_lite.core.manifest import (
-    DEFAULT_TIER,
-    ManifestError,
-    Problem,
-    one_line,
-    parse_manifest,
-    read_manifest_text,
-)
-from supervisord_lite.core.model import Manifest
+from supervisord_lite.core.manifest import parse_manifest
+from supervisord_lite.core.model import DEFAULT_TIER, Manifest
+from supervisord_lite.core.problems import ManifestError, Problem
+from supervisord_lite.core.toml_source import read_manifest_text
+from supervisord_lite.core.wording import one_line
 
 PortChoice = int | Literal["auto"] | None
 

@@ -23,7 +23,7 @@ from supervisord_lite.cli.app import (
 )
 
 if TYPE_CHECKING:
-    from supervisord_lite.core.manifest import Problem
+    from supervisord_lite.core.problems import Problem
     from supervisord_lite.core.model import Manifest, ServiceSpec
     from supervisord_lite.core.snapshot import ServiceSnapshot
 
@@ -62,7 +62,8 @@ def _echo_problems(problems: list[Problem], err: bool) -> None:
 
 
 def _load_or_exit(path: Path) -> Manifest:
-    from supervisord_lite.core.manifest import ManifestError, load_manifest
+    from supervisord_lite.core.manifest import load_manifest
+    from supervisord_lite.core.problems import ManifestError
 
     try:
         return load_manifest(path)
@@ -83,12 +84,10 @@ def check(manifest: Path | None) -> None:
 
     Warns about ports some process outside the manifest already listens on.
     """
-    from supervisord_lite.core.manifest import (
-        ManifestError,
-        check_manifest,
-        locate,
-        read_manifest_text,
-    )
+    from supervisord_lite.core.locate import locate
+    from supervisord_lite.core.manifest import check_manifest
+    from supervisord_lite.core.problems import ManifestError
+    from supervisord_lite.core.toml_source import read_manifest_text
     from supervisord_lite.host.portinfo import port_warnings
 
     path = resolve_manifest_path(manifest)
@@ -112,7 +111,7 @@ def config(manifest: Path | None) -> None:
     """Print the resolved manifest, defaults filled in, as TOML."""
     import tomli_w
 
-    from supervisord_lite.core.manifest import manifest_to_dict
+    from supervisord_lite.core.serialise import manifest_to_dict
 
     loaded = _load_or_exit(resolve_manifest_path(manifest))
     click.echo(tomli_w.dumps(manifest_to_dict(loaded)), nl=False)
@@ -144,7 +143,8 @@ def ports(manifest: Path | None, fmt: str) -> None:
 
 def _declaring_service(path: Path, port: int) -> tuple[Manifest, ServiceSpec | None] | None:
     """The manifest (when one is found and valid) and its service on ``port``."""
-    from supervisord_lite.core.manifest import ManifestError, load_manifest
+    from supervisord_lite.core.manifest import load_manifest
+    from supervisord_lite.core.problems import ManifestError
 
     if not path.is_file():
         return None
@@ -162,7 +162,7 @@ def _declaring_service(path: Path, port: int) -> tuple[Manifest, ServiceSpec | N
 def who(port: int, manifest: Path | None) -> None:
     """Say which process listens on PORT (and which service of ours declares it)."""
     from supervisord_lite.host import portinfo
-    from supervisord_lite.core.manifest import one_line
+    from supervisord_lite.core.wording import one_line
 
     path = resolve_manifest_path(manifest)
     found = _declaring_service(path, port)
@@ -250,7 +250,7 @@ def add(
     a taken name or port, an unknown tier or dependency, a port in use.
     """
     from supervisord_lite.cli.editing import add_service
-    from supervisord_lite.core.manifest import ManifestError
+    from supervisord_lite.core.problems import ManifestError
 
     path = resolve_manifest_path(manifest)
     try:

@@ -1,6 +1,6 @@
 """The typed, immutable model of a manifest.
 
-Everything here is plain data: the loader (``manifest.py``) builds it, every other
+Everything here is plain data: the loader (``manifest.py`` and the section readers it calls) builds it, every other
 module reads it. Placeholders (``{port}``, ``{name}``, ``{state_dir}``) are already
 expanded and relative paths already resolved against the manifest's folder.
 
@@ -15,6 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+
+
+DEFAULT_TIER = "default"  # the tier of every service while the manifest declares no [tiers]
 
 
 class RestartPolicy(enum.StrEnum):

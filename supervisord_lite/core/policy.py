@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import random
+import signal
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -34,8 +35,6 @@ def after_exit(policy: RestartPolicy, kind: Kind, returncode: int) -> AfterExit:
 
 def describe_exit(returncode: int) -> str:
     if returncode < 0:
-        import signal
-
         try:
             name = signal.Signals(-returncode).name
         except ValueError:

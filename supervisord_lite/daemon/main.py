@@ -26,8 +26,9 @@ from supervisord_lite.core import paths
 from supervisord_lite.core import protocol
 from supervisord_lite.core import graph
 from supervisord_lite.daemon import sdnotify
-from supervisord_lite.core.manifest import ManifestError, load_manifest
+from supervisord_lite.core.manifest import load_manifest
 from supervisord_lite.core.model import Manifest
+from supervisord_lite.core.problems import ManifestError
 from supervisord_lite.core.states import GOOD_STATES
 from supervisord_lite.host.files import tail_file
 from supervisord_lite.host.recovery import remove_state

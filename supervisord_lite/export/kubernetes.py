@@ -17,7 +17,7 @@ import re
 import signal
 from typing import Any
 
-from supervisord_lite.core.manifest import Problem
+from supervisord_lite.core.problems import Problem
 from supervisord_lite.core.model import Manifest, ProbeSpec, RestartPolicy, ServiceSpec
 from supervisord_lite.export.common import (
     ExportError,

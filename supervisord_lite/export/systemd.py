@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from supervisord_lite.core.manifest import Problem
+from supervisord_lite.core.problems import Problem
 from supervisord_lite.core.model import Kind, Manifest, RestartPolicy, ServiceSpec, Tier
 from supervisord_lite.export.common import (
     ExportError,

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import psutil
 
-from supervisord_lite.core.manifest import Problem, one_line
 from supervisord_lite.core.model import Manifest, Status
+from supervisord_lite.core.problems import Problem
+from supervisord_lite.core.wording import one_line
 
 _TCP_LISTEN = "0A"
 _PROC_TABLES = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))

@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 from supervisord_lite.core import protocol
 from supervisord_lite.daemon.main import Daemon
-from supervisord_lite.core.manifest import ManifestError, load_manifest
+from supervisord_lite.core.manifest import load_manifest
+from supervisord_lite.core.problems import ManifestError
 from supervisord_lite.runtime.supervisor import Supervisor
 
 JSON = st.recursive(

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from supervisord_lite.cli.editing import add_service, plan_addition
-from supervisord_lite.core.manifest import ManifestError, load_manifest
+from supervisord_lite.core.manifest import load_manifest
+from supervisord_lite.core.problems import ManifestError
 
 FILE = Path("/srv/svc.toml")
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from supervisord_lite.core.manifest import analyse, manifest_to_dict, parse_manifest
+from supervisord_lite.core.manifest import analyse, parse_manifest
+from supervisord_lite.core.serialise import manifest_to_dict
 from supervisord_lite.core.model import ExportSpec
 
 FILE = Path("/srv/app/svc.toml")

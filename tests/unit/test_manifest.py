@@ -16,17 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from supervisord_lite.host.portinfo import port_warnings
-from supervisord_lite.core.manifest import (
-    SERVICE_KEYS,
-    ManifestError,
-    Problem,
-    analyse,
-    check_manifest,
-    load_manifest,
-    manifest_to_dict,
-    parse_manifest,
-)
+from supervisord_lite.core.manifest import analyse, check_manifest, load_manifest, parse_manifest
 from supervisord_lite.core.model import Kind, RestartPolicy, Status
+from supervisord_lite.core.problems import ManifestError, Problem
+from supervisord_lite.core.serialise import manifest_to_dict
+from supervisord_lite.core.services import SERVICE_KEYS
 from tests.conftest import ROOT
 
 FILE = Path("/srv/app/svc.toml")

@@ -1,0 +1,270 @@
+"""One ``[services.NAME]`` table as the model's ``ServiceSpec``.
+
+The keys are read in groups (description, process, readiness, liveness, restart
+policy, dependencies, watch, export). Every key left out, or given a bad value that
+is reported, takes the model's default from ``core/model.py``; the few defaults that
+depend on other keys (a ready probe on the port, a oneshot's restart policy, the
+supervisor's probe_interval) are said where they are applied.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from supervisord_lite.core.export_section import ExportDefaults, service_export
+from supervisord_lite.core.locate import ProblemLog
+from supervisord_lite.core.model import (
+    DEFAULT_TIER,
+    Backoff,
+    DependencyRestart,
+    Kind,
+    ProbeSpec,
+    RestartPolicy,
+    ServiceSpec,
+    Status,
+    SupervisorSpec,
+    Tier,
+)
+from supervisord_lite.core.tables import TableReader
+from supervisord_lite.core.values import Placeholders, env_table, parse_signal, resolve_path, split_command
+from supervisord_lite.core.wording import describe, did_you_mean
+
+SERVICE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+SERVICE_KEYS = (
+    "tier", "port", "command", "title", "description", "url", "status", "replaced_by", "kind",
+    "ready", "ready_timeout", "health", "probe_interval", "unhealthy_threshold", "depends_on",
+    "restart", "start_limit", "start_limit_window", "backoff", "failed_retry", "env", "env_file",
+    "cwd", "stop_signal", "stop_timeout", "user", "on_dependency_restart", "max_memory", "watch",
+    "watch_ignore", "export",
+)  # fmt: skip
+PROBE_KEYS = ("tcp", "http", "exec", "log", "after", "timeout")
+BACKOFF_KEYS = ("first", "max", "reset_after")
+
+# The model's defaults (core/model.py): every key a service table leaves out takes
+# its value from these. name, tier and command have no default; the values given
+# here for them are never read.
+_MODEL = ServiceSpec(name="", tier=DEFAULT_TIER, command=())
+_PROBE_MODEL = ProbeSpec()
+
+
+def service_section(
+    problems: ProblemLog,
+    name: str,
+    data: Any,
+    tiers: Mapping[str, Tier] | None,
+    sup: SupervisorSpec,
+    base: Path,
+    export_defaults: ExportDefaults,
+) -> ServiceSpec | None:
+    """The service ``name`` of a manifest in folder ``base``, or None when its table is
+    not a table. ``tiers`` is None when the manifest declares none."""
+    path = ("services", name)
+    if not SERVICE_NAME.fullmatch(name):
+        problems.error(
+            path,
+            f'"{name}" is not a valid service name: use letters, digits, "_", "." and "-" (not first: "." and "-")',
+        )
+    if not isinstance(data, dict):
+        problems.error(path, f"expected a table of service settings, got {describe(data)}")
+        return None
+    t = TableReader(problems, path, data, SERVICE_KEYS)
+    status = t.choice("status", Status, _MODEL.status)
+    tier = _tier(t, tiers)
+    port = (t.integer("port", 0, 1, 65535) or None) if "port" in data else _MODEL.port
+    subst = _placeholders(t, name, port, sup)
+    kind = t.choice("kind", Kind, _MODEL.kind)
+    return ServiceSpec(
+        name=name,
+        tier=tier,
+        port=port,
+        status=status,
+        kind=kind,
+        **_description(t, subst, status),
+        **_process(t, subst, status, base),
+        **_readiness(t, port, subst),
+        **_liveness(t, port, subst, sup),
+        **_restart_policy(t, kind),
+        **_dependencies(t),
+        watch=_watch_patterns(t, "watch", base),
+        watch_ignore=_watch_patterns(t, "watch_ignore", base),
+        export=service_export(problems, t, export_defaults, subst, base),
+    )
+
+
+def _tier(t: TableReader, tiers: Mapping[str, Tier] | None) -> str:
+    """Required once the manifest declares tiers; until then every service is in the default one."""
+    tier = t.string("tier", DEFAULT_TIER if tiers is None else "")
+    if isinstance(t.data.get("tier", ""), str):  # a wrong type is reported already
+        if tiers is None and tier != DEFAULT_TIER:
+            t.error("tier", f'unknown tier "{tier}": the manifest declares no [tiers.{tier}] table')
+        elif tiers is not None and "tier" not in t.data:
+            t.problems.error(t.path, f'missing key "tier" (one of: {", ".join(tiers)})')
+        elif tiers is not None and tier not in tiers:
+            t.error("tier", f'unknown tier "{tier}"{did_you_mean(tier, tiers)} (tiers: {", ".join(tiers)})')
+    return tier
+
+
+def _placeholders(t: TableReader, name: str, port: int | None, sup: SupervisorSpec) -> Placeholders:
+    # A bad port is reported once: "{port}" elsewhere must not add "the service has no port".
+    port_text = str(port) if port else (str(t.data["port"]) if "port" in t.data else None)
+    return Placeholders(t.problems, {"name": name, "port": port_text, "state_dir": str(sup.state_dir)})
+
+
+def _description(t: TableReader, subst: Placeholders, status: Status) -> dict[str, Any]:
+    """What people read about the service, and what replaces it once deprecated."""
+    replaced_by = t.optional_string("replaced_by")
+    if replaced_by is not None and status is Status.ACTIVE:
+        t.problems.warning(t.at("replaced_by"), 'replaced_by has no effect unless status = "deprecated"')
+    return {
+        "title": t.string("title", _MODEL.title),
+        "description": t.string("description", _MODEL.description),
+        "url": subst.expand(t.at("url"), t.string("url", _MODEL.url)),
+        "replaced_by": replaced_by,
+    }
+
+
+def _process(t: TableReader, subst: Placeholders, status: Status, base: Path) -> dict[str, Any]:
+    """How the process is started, limited and stopped."""
+    raw_env = t.table("env")
+    env = env_table(t.problems, t.at("env"), raw_env, subst.expand) if raw_env is not None else None
+    env_file = t.optional_string("env_file")
+    return {
+        "command": _command(t, subst, status),
+        "env": MappingProxyType(env) if env is not None else _MODEL.env,
+        "env_file": resolve_path(base, env_file) if env_file else _MODEL.env_file,
+        "cwd": resolve_path(base, t.string("cwd", str(_MODEL.cwd))),
+        "user": t.optional_string("user"),
+        "stop_signal": t.read("stop_signal", _MODEL.stop_signal, "a signal", parse_signal),
+        "stop_timeout": t.duration("stop_timeout", _MODEL.stop_timeout),
+        "max_memory": t.optional_size("max_memory"),
+    }
+
+
+def _command(t: TableReader, subst: Placeholders, status: Status) -> tuple[str, ...]:
+    """Required, except of a deprecated service (which never starts)."""
+    if "command" in t.data:
+        argv = split_command(t.problems, t.at("command"), t.data["command"])
+        return tuple(subst.expand(t.at("command"), arg) for arg in argv or ())
+    if status is not Status.DEPRECATED:
+        message = 'missing key "command" (a string such as "uvicorn app:app --port {port}" or an array)'
+        t.problems.error(t.path, message)
+    return ()
+
+
+def _readiness(t: TableReader, port: int | None, subst: Placeholders) -> dict[str, Any]:
+    """Without a ready table, a service with a port is ready once the port accepts connections."""
+    ready = _probe(t, "ready", port, subst, liveness=False) if "ready" in t.data else None
+    return {
+        "ready": ready or ProbeSpec(tcp=port is not None),
+        "ready_timeout": t.duration("ready_timeout", _MODEL.ready_timeout, positive=True),
+    }
+
+
+def _liveness(t: TableReader, port: int | None, subst: Placeholders, sup: SupervisorSpec) -> dict[str, Any]:
+    """The probe_interval defaults to the supervisor's, not the model's."""
+    health = _probe(t, "health", port, subst, liveness=True) if "health" in t.data else _MODEL.health
+    return {
+        "health": health,
+        "probe_interval": t.duration("probe_interval", sup.probe_interval, positive=True),
+        "unhealthy_threshold": t.integer("unhealthy_threshold", _MODEL.unhealthy_threshold, low=1),
+    }
+
+
+def _probe(t: TableReader, key: str, port: int | None, subst: Placeholders, liveness: bool) -> ProbeSpec | None:
+    """The ready (``liveness`` false) or health probe table ``key``; None when it is not a table."""
+    problems, path, data = t.problems, t.at(key), t.data[key]
+    if not isinstance(data, dict):
+        problems.error(path, f'expected a table such as {{ http = "/health" }}, got {describe(data)}')
+        return None
+    p = TableReader(problems, path, data, PROBE_KEYS)
+    tcp = p.boolean("tcp", port is not None)
+    if tcp and port is None:
+        p.error("tcp", "tcp = true needs a port, and the service has none")
+        tcp = False
+    if "tcp" in data and not tcp and port is not None and not liveness:
+        p.error("tcp", "a service with a port is ready only once its port accepts connections; remove tcp = false")
+    http = p.optional_string("http")
+    if http is not None:
+        if not http.startswith("/"):
+            p.error("http", f'expected a path starting with "/", such as "/health", got "{http}"')
+        elif port is None:
+            p.error("http", "an http probe needs a port, and the service has none")
+        http = subst.expand(p.at("http"), http)
+    exec_ = _PROBE_MODEL.exec
+    if "exec" in data:
+        argv = split_command(problems, p.at("exec"), data["exec"])
+        exec_ = tuple(subst.expand(p.at("exec"), arg) for arg in argv) if argv else None
+    log = p.optional_string("log")
+    after = p.duration("after", 0.0) if "after" in data else _PROBE_MODEL.after
+    if liveness:
+        for only_ready in ("log", "after"):
+            if only_ready in data:
+                message = f"{only_ready} only makes sense for ready; a liveness probe can use tcp, http and exec"
+                p.error(only_ready, message)
+        log = after = None
+    elif log is not None:
+        _check_pattern(p, log)
+    timeout = p.duration("timeout", _PROBE_MODEL.timeout, positive=True)
+    spec = ProbeSpec(tcp=tcp, http=http, exec=exec_, log=log, after=after, timeout=timeout)
+    if liveness and not (spec.tcp or spec.http or spec.exec):
+        problems.error(path, "a health probe needs at least one of tcp, http, exec")
+    return spec
+
+
+def _check_pattern(p: TableReader, log: str) -> None:
+    try:
+        re.compile(log)
+    except (re.error, OverflowError, RecursionError) as exc:
+        p.error("log", f"invalid regular expression {log!r}: {exc}")
+
+
+def _restart_policy(t: TableReader, kind: Kind) -> dict[str, Any]:
+    """When and how fast a service that stopped starts again; a oneshot is not restarted by default."""
+    default_restart = RestartPolicy.NO if kind is Kind.ONESHOT else _MODEL.restart
+    return {
+        "restart": t.choice("restart", RestartPolicy, default_restart),
+        "start_limit": t.integer("start_limit", _MODEL.start_limit, low=0),
+        "start_limit_window": t.duration("start_limit_window", _MODEL.start_limit_window, positive=True),
+        "backoff": _backoff(t),
+        "failed_retry": t.duration("failed_retry", _MODEL.failed_retry),
+    }
+
+
+def _backoff(t: TableReader) -> Backoff:
+    default = _MODEL.backoff
+    if (raw := t.table("backoff")) is None:
+        return default
+    b = TableReader(t.problems, t.at("backoff"), raw, BACKOFF_KEYS)
+    backoff = Backoff(
+        first=b.duration("first", default.first),
+        max=b.duration("max", default.max),
+        reset_after=b.duration("reset_after", default.reset_after),
+    )
+    if backoff.first > backoff.max:
+        b.error("first", f"the first delay ({backoff.first:g}s) is longer than max ({backoff.max:g}s)")
+    return backoff
+
+
+def _dependencies(t: TableReader) -> dict[str, Any]:
+    return {
+        "depends_on": tuple(dict.fromkeys(t.strings("depends_on"))),
+        "on_dependency_restart": t.choice("on_dependency_restart", DependencyRestart, _MODEL.on_dependency_restart),
+    }
+
+
+def _watch_patterns(t: TableReader, key: str, base: Path) -> tuple[str, ...]:
+    """Glob patterns relative to the manifest folder; one that leaves it is an error."""
+    kept = []
+    for pattern in t.strings(key):
+        target = resolve_path(base, pattern)
+        if not pattern.strip():
+            t.error(key, "a watch pattern is empty")
+        elif target != base and base not in target.parents:
+            t.error(key, f'"{pattern}" points outside the manifest folder {base}')
+        else:
+            kept.append(target.relative_to(base).as_posix())
+    return tuple(kept)
