@@ -26,6 +26,7 @@ from supervisord_lite.core.manifest import (
     read_manifest_text,
 )
 from supervisord_lite.core.model import Manifest
+from supervisord_lite.host import portinfo
 
 PortChoice = int | Literal["auto"] | None
 
@@ -158,8 +159,6 @@ def add_service(
 
     An explicit port that some process already listens on is refused too, naming it.
     """
-    from supervisord_lite.host import portinfo
-
     text = read_manifest_text(path)
     busy = portinfo.listening_ports()
     addition = plan_addition(
