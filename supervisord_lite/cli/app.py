@@ -1,25 +1,33 @@
 """The ``svc`` command: the click group and what every subcommand shares.
 
-Subcommands live in ``cli_manifest`` (work without a daemon: check, config, ports,
-who, add) and ``cli_daemon`` (talk to the daemon: up, down, status, ...). Heavy
-modules (anyio, the supervisor) are imported inside the commands that need them,
-so ``svc status`` stays fast.
+Subcommands live in ``manifest_commands`` (work without a daemon: check, config,
+ports, who, add), ``daemon_commands`` (talk to the daemon: up, down, status, ...)
+and ``export_commands``. Every one of them is imported for ``svc --help``, so the
+heavy modules (the manifest loader, the control client, rich, the exporters) are
+imported inside the functions that use them; each such import says so.
+
+What every command says the same way lives here: a failure (``fail``), a broken
+manifest (``load_or_fail``, the lines of ``svc check``), no daemon (``fail_no_daemon``)
+and a refusal from the daemon (``daemon_errors``).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_NO_DAEMON = 3
+from supervisord_lite.core.exitcodes import ExitCode
+from supervisord_lite.core.protocol import ControlError, DaemonUnreachable
+
+if TYPE_CHECKING:
+    from supervisord_lite.core.problems import ManifestError, Problem
+    from supervisord_lite.core.model import Manifest
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,9 +67,76 @@ def resolve_manifest_path(explicit: Path | None) -> Path:
     return Path("svc.toml")
 
 
-def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+def fail(message: str, code: int = ExitCode.FAILED) -> NoReturn:
     click.echo(f"svc: {message}", err=True)
     sys.exit(code)
+
+
+# ----------------------------------------------------------------------------- a broken manifest
+
+
+def echo_problems(problems: list[Problem], *, err: bool) -> None:
+    """One problem a line (``file:line:col: error: key: message``), errors in red."""
+    for problem in problems:
+        click.secho(str(problem), fg="red" if problem.is_error else "yellow", err=err)
+
+
+def load_or_fail(path: Path) -> Manifest:
+    """The manifest at ``path``; when it is missing or invalid, its problems as ``svc check``
+    prints them (on stderr) and exit 2. Every command that needs a valid manifest loads it here."""
+    from supervisord_lite.core.manifest import load_manifest  # lazy: keeps svc --help fast
+    from supervisord_lite.core.problems import ManifestError
+
+    try:
+        return load_manifest(path)
+    except ManifestError as exc:
+        from supervisord_lite.cli.render import manifest_summary_line  # lazy: only a broken manifest needs it
+
+        echo_problems(exc.problems, err=True)
+        click.echo(manifest_summary_line(path, None, exc.problems), err=True)
+        sys.exit(ExitCode.USAGE)
+
+
+def require_manifest_file(path: Path) -> None:
+    """Exit 2 as ``load_or_fail`` does when there is no file at ``path`` (commands that reach a
+    running daemon go on with a file that does not validate: the daemon keeps the last good one)."""
+    if not path.exists():
+        load_or_fail(path)
+
+
+def warn_not_validating(path: Path, exc: ManifestError) -> None:
+    click.echo(f"warning: {path} does not validate (the daemon keeps running the last good one):\n{exc}", err=True)
+
+
+# ----------------------------------------------------------------------------- talking to the daemon
+
+
+def fail_no_daemon(path: Path) -> NoReturn:
+    """Exit 3, and say so when a daemon died leaving its services running."""
+    from supervisord_lite.cli.client import leftovers_of  # lazy: it reads /proc with psutil
+
+    message = f"no daemon is running for {path} (start one with `svc up -f {path}`)"
+    left = leftovers_of(path)
+    if left:
+        message += (
+            f"\na previous daemon died leaving {len(left)} service(s) running ({', '.join(sorted(left))}); "
+            "`svc up` stops them and starts them again under a new daemon"
+        )
+    fail(message, ExitCode.NO_DAEMON)
+
+
+@contextmanager
+def daemon_errors(path: Path, when_absent: Callable[[], NoReturn] | None = None) -> Iterator[None]:
+    """Requests to the daemon of the manifest at ``path``: when none runs, ``when_absent()``
+    (by default: exit 3, ``fail_no_daemon``); when it refuses, its message and exit code."""
+    try:
+        yield
+    except DaemonUnreachable:
+        if when_absent is not None:
+            when_absent()
+        fail_no_daemon(path)
+    except ControlError as exc:
+        fail(str(exc), exc.code)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -1,4 +1,11 @@
-"""Finding, starting and asking the daemon of a manifest (the CLI side)."""
+"""Finding, starting and asking the daemon of a manifest (the CLI side).
+
+Every request the CLI makes has its function here (``ping``, ``status``, ``up``,
+``restart``, ``down``, ``reload``, ``shutdown``, ``watch``), built on
+``transport.call``/``request``: the op names and their arguments are written
+once. Each takes the daemon's socket and raises ``DaemonUnreachable`` when no
+daemon answers, ``ControlError`` (with the exit code) when it refuses.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +13,96 @@ import os
 import subprocess
 import sys
 import time
+import tomllib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from supervisord_lite.core import paths
-from supervisord_lite.core import protocol
 from supervisord_lite.cli import transport
+from supervisord_lite.core import paths
+from supervisord_lite.core.exitcodes import ExitCode
 from supervisord_lite.core.model import Manifest
+from supervisord_lite.core.protocol import ControlError, DaemonUnreachable
+from supervisord_lite.core.snapshot import ServiceSnapshot, SupervisorSnapshot
 from supervisord_lite.host.files import tail_file
 from supervisord_lite.host.recovery import leftover_services
-from supervisord_lite.core.snapshot import SupervisorSnapshot
+
+#: What ``up`` and ``restart`` call with the services whose state changed, as they wait.
+OnProgress = Callable[[list[ServiceSnapshot]], None]
+
+
+# ----------------------------------------------------------------------------- the requests
+
+
+def ping(sock: Path, *, timeout: float = 1.0) -> dict[str, Any]:
+    """The daemon's pid and manifest path."""
+    return transport.call(sock, "ping", {}, timeout=timeout)
+
+
+def is_serving(sock: Path, *, timeout: float = 1.0) -> bool:
+    """True when a daemon on ``sock`` answers (one that refuses this user counts as none)."""
+    try:
+        ping(sock, timeout=timeout)
+    except (DaemonUnreachable, ControlError):
+        return False
+    return True
+
+
+def status(sock: Path, *, timeout: float = 10.0) -> dict[str, Any]:
+    """The daemon's snapshot as it sent it (``svc status --json`` prints it as is)."""
+    return transport.call(sock, "status", {}, timeout=timeout)
+
+
+def _progress_of(on_progress: OnProgress) -> Callable[[Any], None]:
+    return lambda payload: on_progress([ServiceSnapshot.from_dict(d) for d in payload])
+
+
+def up(
+    sock: Path, names: tuple[str, ...], *, wait: bool, on_progress: OnProgress, timeout: float | None = None
+) -> dict[str, Any]:
+    """Start ``names`` (every active service when empty); with ``wait``, return once they settled."""
+    args = {"names": list(names), "wait": wait}
+    return transport.call(sock, "up", args, timeout=timeout, on_progress=_progress_of(on_progress))
+
+
+def restart(sock: Path, names: tuple[str, ...], *, dependents: bool, on_progress: OnProgress) -> dict[str, Any]:
+    """Stop then start ``names`` (and what depends on them with ``dependents``); return once they settled."""
+    args = {"names": list(names), "dependents": dependents}
+    return transport.call(sock, "restart", args, timeout=None, on_progress=_progress_of(on_progress))
+
+
+def down(sock: Path, names: tuple[str, ...]) -> dict[str, Any]:
+    """Stop ``names`` (every service when empty) and what depends on them."""
+    return transport.call(sock, "down", {"names": list(names)}, timeout=None)
+
+
+def reload(sock: Path) -> dict[str, list[str]]:
+    """Make the daemon re-read its manifest; what was added, removed, changed."""
+    return transport.call(sock, "reload", {}, timeout=None)
+
+
+def shutdown(sock: Path) -> dict[str, Any]:
+    """Ask the daemon to stop every service and exit; its pid (it is still stopping)."""
+    return transport.call(sock, "shutdown", {})
+
+
+def watch(sock: Path, *, usage: bool) -> Iterator[SupervisorSnapshot]:
+    """The daemon's snapshot at every change, for as long as it runs; ends when it closes the stream."""
+    # the daemon sends a snapshot or a heartbeat at least every 2 s: silence for 15 s means it hangs
+    for message in transport.request(sock, "watch", {"usage": usage}, timeout=15.0):
+        if message.get("done"):
+            transport.final_result(message)  # raises when the daemon refused
+            return
+        progress = message.get("progress")
+        if isinstance(progress, dict):
+            yield SupervisorSnapshot.from_dict(progress)
+
+
+# ----------------------------------------------------------------------------- finding and starting the daemon
 
 
 class DaemonStartError(Exception):
-    def __init__(self, message: str, code: int = 1) -> None:
+    def __init__(self, message: str, code: int = ExitCode.FAILED) -> None:
         super().__init__(message)
         self.code = code
 
@@ -34,8 +117,6 @@ def state_dir_for_path(manifest_path: Path) -> Path:
     `svc reload`, `status` and `down` must reach the running daemon when the file is
     broken (the daemon keeps the last good manifest and refuses the bad one itself);
     only ``[supervisor] state_dir`` is read here."""
-    import tomllib
-
     state_dir = ".svc"
     try:
         data = tomllib.loads(manifest_path.read_text())
@@ -60,10 +141,9 @@ def leftovers_of(manifest_path: Path) -> list[str]:
 def fetch_snapshot(manifest: Manifest, timeout: float = 5.0) -> SupervisorSnapshot | None:
     """The daemon's live state, or None when no daemon runs for this manifest."""
     try:
-        result = transport.call(socket_of(manifest), "status", {}, timeout=timeout)
-    except (protocol.DaemonUnreachable, protocol.ControlError):
+        return SupervisorSnapshot.from_dict(status(socket_of(manifest), timeout=timeout))
+    except (DaemonUnreachable, ControlError):
         return None
-    return SupervisorSnapshot.from_dict(result)
 
 
 def daemon_log_path(manifest: Manifest) -> Path:
@@ -79,19 +159,20 @@ def ensure_daemon(manifest: Manifest, timeout: float = 20.0) -> bool:
     """
     sock = socket_of(manifest)
     try:
-        transport.call(sock, "ping", {}, timeout=1.0)
+        ping(sock, timeout=1.0)
         return False
-    except protocol.DaemonUnreachable:
+    except DaemonUnreachable:
         pass
-    except protocol.ControlError as exc:
-        if exc.code == 3:  # a daemon runs but will not serve us (another user's): starting a second cannot help
-            raise DaemonStartError(str(exc), 3) from None
+    except ControlError as exc:
+        if exc.code == ExitCode.NO_DAEMON:  # a daemon runs but will not serve us (another user's): starting a second cannot help
+            raise DaemonStartError(str(exc), ExitCode.NO_DAEMON) from None
     state_dir = manifest.supervisor.state_dir
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
         log_file = open(daemon_log_path(manifest), "ab")
     except OSError as exc:
-        raise DaemonStartError(f"{manifest.path}: supervisor.state_dir: cannot write to {state_dir}: {exc.strerror or exc}", 2) from None
+        message = f"{manifest.path}: supervisor.state_dir: cannot write to {state_dir}: {exc.strerror or exc}"
+        raise DaemonStartError(message, ExitCode.USAGE) from None
     with log_file:
         child = subprocess.Popen(
             [sys.executable, "-m", "supervisord_lite.daemon", "-f", str(manifest.path.resolve()), "--json-logs"],
@@ -106,14 +187,15 @@ def ensure_daemon(manifest: Manifest, timeout: float = 20.0) -> bool:
     deadline = time.monotonic() + timeout
     child_gone_at: float | None = None
     while time.monotonic() < deadline:
-        if transport.ping(sock, timeout=0.5):
+        if is_serving(sock, timeout=0.5):
             return child.poll() is None
         code = child.poll()
         if code is not None:
             # it may have lost the race to another daemon that is starting: give that one a moment
             child_gone_at = child_gone_at or time.monotonic()
-            if time.monotonic() - child_gone_at > 5.0 or code not in (0, 1):
-                raise DaemonStartError(_startup_failure(manifest, code), 2 if code == 2 else 1)
+            if time.monotonic() - child_gone_at > 5.0 or code not in (ExitCode.OK, ExitCode.FAILED):
+                exit_code = ExitCode.USAGE if code == ExitCode.USAGE else ExitCode.FAILED
+                raise DaemonStartError(_startup_failure(manifest, code), exit_code)
         time.sleep(0.02)
     raise DaemonStartError(f"the daemon did not answer within {timeout:g}s; see {daemon_log_path(manifest)}")
 
@@ -126,6 +208,3 @@ def _startup_failure(manifest: Manifest, code: int) -> str:
     details = "\n".join(f"  {line}" for line in lines[-10:])
     return f"the daemon could not start (exit {code}); last lines of {daemon_log_path(manifest)}:\n{details}"
 
-
-def call(manifest: Manifest, op: str, args: dict[str, Any] | None = None, timeout: float | None = 30.0) -> Any:
-    return transport.call(socket_of(manifest), op, args or {}, timeout=timeout)

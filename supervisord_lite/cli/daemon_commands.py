@@ -1,80 +1,60 @@
-"""`svc up|down|restart|status|logs|reload|daemon|shutdown`: thin clients of the daemon."""
+"""`svc up|down|restart|status|logs|reload|daemon|shutdown`: thin clients of the daemon.
+
+This module is imported for `svc --help`: the control client, the manifest loader,
+the renderers and rich are imported inside the commands that use them.
+"""
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from supervisord_lite.cli.app import (
-    EXIT_FAILED,
-    EXIT_NO_DAEMON,
-    EXIT_OK,
-    EXIT_USAGE,
+    daemon_errors,
     fail,
+    fail_no_daemon,
+    load_or_fail,
     long_manifest_option,
     main,
     manifest_option,
+    require_manifest_file,
     resolve_manifest_path,
+    warn_not_validating,
 )
-from supervisord_lite.core.model import Manifest
+from supervisord_lite.core.exitcodes import ExitCode
+from supervisord_lite.host.files import tail_file
 
-
-def _load(manifest_path: Path | None) -> Manifest:
-    from supervisord_lite.core.manifest import load_manifest
-    from supervisord_lite.core.problems import ManifestError
-
-    path = resolve_manifest_path(manifest_path)
-    try:
-        return load_manifest(path)
-    except ManifestError as exc:
-        click.echo(str(exc), err=True)
-        sys.exit(EXIT_USAGE)
+if TYPE_CHECKING:
+    from supervisord_lite.core.model import Manifest
+    from supervisord_lite.core.snapshot import ServiceSnapshot, SupervisorSnapshot
 
 
 def _check_names(manifest: Manifest, names: tuple[str, ...]) -> None:
     unknown = [n for n in names if n not in manifest.services]
     if unknown:
-        import difflib
-
         hints = []
         for n in unknown:
             close = difflib.get_close_matches(n, list(manifest.services), n=1)
             hints.append(f"{n!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        fail(f"{manifest.path}: no service named {', '.join(hints)}", EXIT_USAGE)
-
-
-def _no_daemon(manifest: Manifest) -> None:
-    _no_daemon_at(manifest.path)
-
-
-def _no_daemon_at(path: Path) -> None:
-    """Exit 3, and say so when a daemon died leaving its services running."""
-    from supervisord_lite.cli.client import leftovers_of
-
-    message = f"no daemon is running for {path} (start one with `svc up -f {path}`)"
-    left = leftovers_of(path)
-    if left:
-        message += (
-            f"\na previous daemon died leaving {len(left)} service(s) running ({', '.join(sorted(left))}); "
-            "`svc up` stops them and starts them again under a new daemon"
-        )
-    fail(message, EXIT_NO_DAEMON)
+        fail(f"{manifest.path}: no service named {', '.join(hints)}", ExitCode.USAGE)
 
 
 def _say_manifest_changed(path: Path) -> None:
-    from supervisord_lite.core.manifest import load_manifest
+    from supervisord_lite.core.manifest import load_manifest  # lazy: keeps svc --help fast
     from supervisord_lite.core.problems import ManifestError
 
     try:
         load_manifest(path)
     except ManifestError as exc:
-        click.echo(f"warning: {path} does not validate (the daemon keeps running the last good one):\n{exc}", err=True)
+        warn_not_validating(path, exc)
         return
     click.echo(f"note: {path} changed since the daemon loaded it; `svc reload` applies the changes", err=True)
 
@@ -82,22 +62,21 @@ def _say_manifest_changed(path: Path) -> None:
 def _daemon_socket(manifest: Path | None) -> tuple[Path, Path]:
     """The manifest path and its daemon's socket, even when the file no longer validates
     (the daemon keeps the last good manifest; say so, and still reach it)."""
-    from supervisord_lite.cli.client import socket_for_path, socket_of
+    from supervisord_lite.cli.client import socket_for_path, socket_of  # lazy: keeps svc --help fast
     from supervisord_lite.core.manifest import load_manifest
     from supervisord_lite.core.problems import ManifestError
 
     path = resolve_manifest_path(manifest)
+    require_manifest_file(path)
     try:
         return path, socket_of(load_manifest(path))
     except ManifestError as exc:
-        if not path.exists():
-            fail(str(exc), EXIT_USAGE)
-        click.echo(f"warning: {path} does not validate (the daemon keeps running the last good one):\n{exc}", err=True)
+        warn_not_validating(path, exc)
         return path, socket_for_path(path)
 
 
 def _ensure_daemon(manifest: Manifest) -> None:
-    from supervisord_lite.cli.client import DaemonStartError, ensure_daemon
+    from supervisord_lite.cli.client import DaemonStartError, ensure_daemon  # lazy: keeps svc --help fast
 
     try:
         if ensure_daemon(manifest):
@@ -111,46 +90,17 @@ def _target(manifest: Path | None, names: tuple[str, ...]) -> tuple[Path, Path]:
 
     A running daemon is found from the file's state_dir alone and checks the names
     itself; the whole manifest is validated only when a daemon has to be started."""
-    from supervisord_lite.cli import transport
-    from supervisord_lite.cli.client import socket_for_path, socket_of
+    from supervisord_lite.cli.client import is_serving, socket_for_path, socket_of  # lazy: keeps svc --help fast
 
     path = resolve_manifest_path(manifest)
     if path.exists():
         sock = socket_for_path(path)
-        if transport.ping(sock, timeout=1.0):
+        if is_serving(sock, timeout=1.0):
             return path, sock
-    m = _load(manifest)
+    m = load_or_fail(path)
     _check_names(m, names)
     _ensure_daemon(m)
     return m.path, socket_of(m)
-
-
-def _stream(target: tuple[Path, Path], op: str, args: dict[str, Any], timeout: float | None = None) -> Any:
-    """Run a progress-reporting request; render progress; return the final result."""
-    from supervisord_lite.core import protocol
-    from supervisord_lite.cli import transport
-    from supervisord_lite.core.snapshot import ServiceSnapshot
-
-    path, sock = target
-    live = _Progress(sys.stdout.isatty())
-    try:
-        for message in transport.request(sock, op, args, timeout=timeout):
-            if "progress" in message:
-                live.update([ServiceSnapshot.from_dict(d) for d in message["progress"]])
-            elif message.get("done"):
-                live.close()
-                if not message.get("ok"):
-                    fail(message.get("error", "failed"), int(message.get("code", EXIT_FAILED)))
-                return message.get("result")
-    except protocol.DaemonUnreachable:
-        live.close()
-        _no_daemon_at(path)
-    except protocol.ControlError as exc:
-        live.close()
-        fail(str(exc), exc.code)
-    finally:
-        live.close()
-    fail(f"no answer to {op}")
 
 
 class _Progress:
@@ -159,14 +109,20 @@ class _Progress:
     def __init__(self, tty: bool) -> None:
         self.tty = tty
         self.seen: dict[str, str] | None = None  # None until the first message
-        self.current: dict[str, Any] = {}
+        self.current: dict[str, ServiceSnapshot] = {}
         self.settled_at: dict[str, float] = {}
         self.started = time.monotonic()
         self._live: Any = None
         self._closed = False
 
-    def update(self, services: list[Any]) -> None:
-        from supervisord_lite.cli.render import progress_line
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()  # before anything else is printed: a live table would draw over it
+
+    def update(self, services: list[ServiceSnapshot]) -> None:
+        from supervisord_lite.cli.render import progress_line  # lazy: keeps svc --help fast
 
         if self.tty:
             for s in services:  # the daemon sends only what changed; keep the whole table
@@ -182,8 +138,8 @@ class _Progress:
                 self.seen[s.name] = key
                 click.echo(progress_line(s))
 
-    def _draw(self, services: list[Any]) -> None:
-        from rich.live import Live
+    def _draw(self, services: list[ServiceSnapshot]) -> None:
+        from rich.live import Live  # lazy: rich is slow to import, and only a terminal needs it
         from rich.table import Table
 
         from supervisord_lite.cli.render import STATE_STYLE, state_text
@@ -215,17 +171,29 @@ class _Progress:
             self._closed = True
 
 
-def _finish(result: dict[str, Any], verb: str) -> None:
-    from supervisord_lite.cli.render import failure_report, summary_line
+def _finish(result: dict[str, Any]) -> NoReturn:
+    """The outcome of `svc up` or `svc restart`: how many are ready; what failed and why."""
+    from supervisord_lite.cli.render import failure_report, ready_count_line  # lazy: keeps svc --help fast
     from supervisord_lite.core.snapshot import ServiceSnapshot
 
     services = [ServiceSnapshot.from_dict(d) for d in result["services"]]
     if result.get("all_ready"):
-        click.echo(summary_line(services))
-        sys.exit(EXIT_OK)
-    click.echo(summary_line(services), err=True)
+        click.echo(ready_count_line(services))
+        sys.exit(ExitCode.OK)
+    click.echo(ready_count_line(services), err=True)
     click.echo(failure_report(services, result.get("tails", {})), err=True)
-    sys.exit(EXIT_FAILED)
+    sys.exit(ExitCode.FAILED)
+
+
+def _nothing_to_stop(path: Path) -> NoReturn:
+    click.echo(f"no daemon is running for {path}: nothing to stop")
+    sys.exit(ExitCode.OK)
+
+
+def _invalid_or_no_daemon(path: Path) -> NoReturn:
+    """Why `svc status` has nothing to show: an invalid manifest is the first thing to say."""
+    load_or_fail(path)
+    fail_no_daemon(path)
 
 
 @main.command()
@@ -235,11 +203,15 @@ def _finish(result: dict[str, Any], verb: str) -> None:
 @click.option("--timeout", type=float, default=None, help="Give up waiting after this many seconds.")
 def up(manifest: Path | None, names: tuple[str, ...], no_wait: bool, timeout: float | None) -> None:
     """Start services (all active ones by default) in order and wait until ready."""
-    result = _stream(_target(manifest, names), "up", {"names": list(names), "wait": not no_wait}, timeout=timeout)
+    from supervisord_lite.cli import client  # lazy: keeps svc --help fast
+
+    path, sock = _target(manifest, names)
+    with daemon_errors(path), _Progress(sys.stdout.isatty()) as progress:
+        result = client.up(sock, names, wait=not no_wait, timeout=timeout, on_progress=progress.update)
     if no_wait:
         click.echo(f"starting {len(result['services'])} services")
         return
-    _finish(result, "up")
+    _finish(result)
 
 
 @main.command()
@@ -247,22 +219,14 @@ def up(manifest: Path | None, names: tuple[str, ...], no_wait: bool, timeout: fl
 @click.argument("names", nargs=-1)
 def down(manifest: Path | None, names: tuple[str, ...]) -> None:
     """Stop services (all by default) and what depends on them, in reverse order."""
-    from supervisord_lite.core import protocol
-    from supervisord_lite.cli import transport
+    from supervisord_lite.cli import client  # lazy: keeps svc --help fast
     from supervisord_lite.cli.render import plural
 
-    from supervisord_lite.cli.client import socket_for_path
-
     path = resolve_manifest_path(manifest)
-    if not path.exists():
-        fail(f"{path}: no such manifest file", EXIT_USAGE)
-    try:  # the daemon checks the names, and works even while the file does not validate
-        result = transport.call(socket_for_path(path), "down", {"names": list(names)}, timeout=None)
-    except protocol.DaemonUnreachable:
-        click.echo(f"no daemon is running for {path}: nothing to stop")
-        return
-    except protocol.ControlError as exc:
-        fail(str(exc), exc.code)
+    require_manifest_file(path)
+    # the daemon checks the names, and works even while the file does not validate
+    with daemon_errors(path, when_absent=partial(_nothing_to_stop, path)):
+        result = client.down(client.socket_for_path(path), names)
     stopped = result["stopped"]
     if not stopped:
         click.echo("nothing was running" + (f" of {', '.join(names)}" if names else ""))
@@ -276,8 +240,12 @@ def down(manifest: Path | None, names: tuple[str, ...]) -> None:
 @click.option("--with-dependents", is_flag=True, help="Also restart what depends on them.")
 def restart(manifest: Path | None, names: tuple[str, ...], with_dependents: bool) -> None:
     """Stop then start services (dependents untouched unless asked)."""
-    result = _stream(_target(manifest, names), "restart", {"names": list(names), "dependents": with_dependents})
-    _finish(result, "restart")
+    from supervisord_lite.cli import client  # lazy: keeps svc --help fast
+
+    path, sock = _target(manifest, names)
+    with daemon_errors(path), _Progress(sys.stdout.isatty()) as progress:
+        result = client.restart(sock, names, dependents=with_dependents, on_progress=progress.update)
+    _finish(result)
 
 
 @main.command()
@@ -286,9 +254,38 @@ def restart(manifest: Path | None, names: tuple[str, ...], with_dependents: bool
 @click.option("--watch", "-w", is_flag=True, help="Keep showing the live state (Ctrl-C ends it).")
 def status(manifest: Path | None, as_json: bool, watch: bool) -> None:
     """Every service: tier, port, state, pid, uptime, restarts, health, URL."""
-    from supervisord_lite.core import protocol
-    from supervisord_lite.cli import transport
-    from supervisord_lite.cli.render import (
+    if watch:
+        _watch(manifest)
+    from supervisord_lite.cli import client  # lazy: keeps svc --help fast
+    from supervisord_lite.core.snapshot import SupervisorSnapshot
+
+    # fast path: find the daemon from the file's state_dir alone; validate the whole
+    # manifest only when the daemon is not there or the file changed since it loaded it
+    path = resolve_manifest_path(manifest)
+    require_manifest_file(path)
+    with daemon_errors(path, when_absent=partial(_invalid_or_no_daemon, path)):
+        data = client.status(client.socket_for_path(path), timeout=10)
+    if data.get("manifest_mtime") != path.stat().st_mtime:
+        _say_manifest_changed(path)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    _show_status(SupervisorSnapshot.from_dict(data))
+
+
+def _watch(manifest: Path | None) -> NoReturn:
+    from supervisord_lite.cli.live import run_watch  # lazy: rich, and only --watch needs it
+
+    path, sock = _daemon_socket(manifest)
+    with daemon_errors(path):
+        sys.exit(run_watch(sock, str(path)))
+
+
+def _show_status(snap: SupervisorSnapshot) -> None:
+    """The status table (colours, and whole columns left out to fit, on a terminal), then
+    why each service that needs a look is where it is."""
+    from supervisord_lite.cli.render import (  # lazy: keeps svc --help fast
+        STATE_STYLE,
         STATUS_COLUMNS,
         STATUS_DROP_ORDER,
         attention_lines,
@@ -296,39 +293,11 @@ def status(manifest: Path | None, as_json: bool, watch: bool) -> None:
         plain_table,
         status_rows,
     )
-    from supervisord_lite.core.snapshot import SupervisorSnapshot
 
-    if watch:
-        from supervisord_lite.cli.live import run_watch
-
-        path, sock = _daemon_socket(manifest)
-        sys.exit(run_watch(sock, str(path)))
-    from supervisord_lite.cli.client import socket_for_path
-
-    # fast path: find the daemon from the file's state_dir alone; validate the whole
-    # manifest only when the daemon is not there or the file changed since it loaded it
-    path = resolve_manifest_path(manifest)
-    if not path.exists():
-        fail(f"{path}: no such manifest file", EXIT_USAGE)
-    try:
-        data = transport.call(socket_for_path(path), "status", {}, timeout=10)
-    except protocol.DaemonUnreachable:
-        _load(manifest)  # an invalid manifest is the first thing to say
-        _no_daemon_at(path)
-    except protocol.ControlError as exc:
-        fail(str(exc), exc.code)
-    if data.get("manifest_mtime") != path.stat().st_mtime:
-        _say_manifest_changed(path)
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
-        return
-    snap = SupervisorSnapshot.from_dict(data)
     rows = status_rows(snap, time.time())
     if sys.stdout.isatty():
-        from rich.console import Console
+        from rich.console import Console  # lazy: rich is slow to import, and only a terminal needs it
         from rich.table import Table
-
-        from supervisord_lite.cli.render import STATE_STYLE
 
         console = Console()
         shown = fit_columns(STATUS_COLUMNS, rows, console.width, STATUS_DROP_ORDER)
@@ -356,9 +325,7 @@ def status(manifest: Path | None, as_json: bool, watch: bool) -> None:
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
 def logs(manifest: Path | None, name: str, lines: int, follow: bool) -> None:
     """A service's output, with timestamps (from state_dir/logs/NAME.log)."""
-    from supervisord_lite.host.files import tail_file
-
-    m = _load(manifest)
+    m = load_or_fail(resolve_manifest_path(manifest))
     _check_names(m, (name,))
     path = m.supervisor.logs_dir / f"{name}.log"
     for line in tail_file(path, lines):
@@ -405,19 +372,12 @@ def _follow(path: Path) -> None:
 @manifest_option
 def reload(manifest: Path | None) -> None:
     """Re-read the manifest and apply the difference."""
-    from supervisord_lite.core import protocol
-    from supervisord_lite.cli import transport
-    from supervisord_lite.cli.client import socket_for_path
+    from supervisord_lite.cli import client  # lazy: keeps svc --help fast
 
     path = resolve_manifest_path(manifest)
-    if not path.exists():
-        fail(f"{path}: no such manifest file", EXIT_USAGE)
-    try:
-        result = transport.call(socket_for_path(path), "reload", {}, timeout=None)
-    except protocol.DaemonUnreachable:
-        fail(f"no daemon is running for {path} (start one with `svc up -f {path}`)", EXIT_NO_DAEMON)
-    except protocol.ControlError as exc:
-        fail(str(exc), exc.code)
+    require_manifest_file(path)
+    with daemon_errors(path):
+        result = client.reload(client.socket_for_path(path))
     parts = [f"{k}: {', '.join(v)}" for k, v in result.items() if v]
     click.echo("reloaded" + (f" ({'; '.join(parts)})" if parts else ": no changes"))
 
@@ -443,22 +403,16 @@ def daemon(manifest: Path | None, json_logs: bool | None) -> None:
 @click.option("--timeout", type=float, default=120.0, show_default=True)
 def shutdown(manifest: Path | None, timeout: float) -> None:
     """Stop every service and end the daemon."""
-    from supervisord_lite.core import protocol
-    from supervisord_lite.cli import transport
-    from supervisord_lite.cli.client import call, socket_of
+    from supervisord_lite.cli import client  # lazy: keeps svc --help fast
 
-    m = _load(manifest)
-    try:
-        result = call(m, "shutdown", {})
-    except protocol.DaemonUnreachable:
-        click.echo(f"no daemon is running for {m.path}")
-        return
-    except protocol.ControlError as exc:
-        fail(str(exc), exc.code)
+    m = load_or_fail(resolve_manifest_path(manifest))
+    sock = client.socket_of(m)
+    with daemon_errors(m.path, when_absent=partial(_nothing_to_stop, m.path)):
+        result = client.shutdown(sock)
     pid = int(result["pid"])
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _alive(pid) and not transport.ping(socket_of(m), timeout=0.2):
+        if not _alive(pid) and not client.is_serving(sock, timeout=0.2):
             click.echo(f"daemon {pid} stopped")
             return
         time.sleep(0.05)

@@ -22,6 +22,7 @@ from supervisord_lite.core.model import DEFAULT_TIER, Manifest
 from supervisord_lite.core.problems import ManifestError, Problem
 from supervisord_lite.core.toml_source import read_manifest_text
 from supervisord_lite.core.wording import one_line
+from supervisord_lite.host import portinfo
 
 PortChoice = int | Literal["auto"] | None
 
@@ -154,8 +155,6 @@ def add_service(
 
     An explicit port that some process already listens on is refused too, naming it.
     """
-    from supervisord_lite.host import portinfo
-
     text = read_manifest_text(path)
     busy = portinfo.listening_ports()
     addition = plan_addition(

@@ -10,14 +10,8 @@ from pathlib import Path
 
 import click
 
-from supervisord_lite.cli.app import (
-    EXIT_FAILED,
-    EXIT_USAGE,
-    fail,
-    main,
-    manifest_option,
-    resolve_manifest_path,
-)
+from supervisord_lite.cli.app import fail, load_or_fail, main, manifest_option, resolve_manifest_path
+from supervisord_lite.core.exitcodes import ExitCode
 
 TARGETS = ("compose", "kubernetes", "systemd")
 
@@ -58,11 +52,9 @@ def export(
     Deprecated and disabled services are left out, with a comment. An invalid
     manifest is refused (exit 2) with the messages of svc check.
     """
-    from supervisord_lite.cli.manifest_commands import _load_or_exit
-    from supervisord_lite.export import DEFAULT_WAIT_IMAGE, ExportError, export_manifest
+    from supervisord_lite.export import DEFAULT_WAIT_IMAGE, ExportError, export_manifest  # lazy: keeps svc --help fast
 
-    path = resolve_manifest_path(manifest)
-    loaded = _load_or_exit(path)
+    loaded = load_or_fail(resolve_manifest_path(manifest))
     out_dir = output if output is not None else Path("export") / target
     try:
         result = export_manifest(
@@ -75,9 +67,9 @@ def export(
         if exc.hint:
             click.echo(exc.hint, err=True)
         count = len(exc.problems)
-        fail(f"nothing exported to {target} ({count} problem{'s' if count != 1 else ''})", EXIT_USAGE)
+        fail(f"nothing exported to {target} ({count} problem{'s' if count != 1 else ''})", ExitCode.USAGE)
     except OSError as exc:
-        fail(f"cannot write to {out_dir}: {exc.strerror or exc}", EXIT_FAILED)
+        fail(f"cannot write to {out_dir}: {exc.strerror or exc}", ExitCode.FAILED)
     for removed in result.removed:
         click.echo(f"removed {removed} (left from an earlier export)")
     for written in result.written:

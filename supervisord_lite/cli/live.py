@@ -28,13 +28,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from supervisord_lite.core import protocol
-from supervisord_lite.cli import transport
-from supervisord_lite.cli.render import STATE_STYLE, human_duration, says_state, state_text
+from rich.console import Console, Group
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from supervisord_lite.cli import client
+from supervisord_lite.cli.render import STATE_STYLE, fit_columns, human_duration, says_state, state_text
+from supervisord_lite.core.exitcodes import ExitCode
+from supervisord_lite.core.protocol import ControlError, DaemonUnreachable
 from supervisord_lite.core.snapshot import ServiceSnapshot, SupervisorSnapshot
 from supervisord_lite.core.states import ServiceState
 
-EXIT_OK, EXIT_NO_DAEMON = 0, 3
 RECONNECT_SECONDS = 1.0
 
 S = ServiceState
@@ -58,7 +64,6 @@ STATE_ORDER = sorted(ServiceState, key=lambda s: (SEVERITY[s], list(ServiceState
 COLUMNS = ("SERVICE", "TIER", "PORT", "STATE", "UPTIME", "RESTARTS", "PROBE", "CPU", "MEM", "URL")
 #: What a narrow terminal gives up first; SERVICE, PORT and STATE always stay.
 DROP_ORDER = ("CPU", "MEM", "URL", "PROBE", "UPTIME", "RESTARTS", "TIER")
-_GAP = 2  # rich puts one space of padding on each side of an inner column edge
 
 
 # ----------------------------------------------------------------------------- pure
@@ -132,24 +137,8 @@ def _cells(s: ServiceSnapshot, now: float, cpu: Mapping[str, float]) -> tuple[st
     )
 
 
-def fitting_columns(rows: Sequence[Sequence[str]], width: int | None) -> list[str]:
-    """The columns that fit in ``width`` without cutting cells, dropping the least
-    needed first (``DROP_ORDER``); every column when ``width`` is None."""
-    natural = {col: max([len(col), *(len(r[i]) for r in rows)]) for i, col in enumerate(COLUMNS)}
-    shown = list(COLUMNS)
-    if width is None:
-        return shown
-    for col in DROP_ORDER:
-        if sum(natural[c] for c in shown) + _GAP * (len(shown) - 1) <= width:
-            break
-        shown.remove(col)
-    return shown
-
-
-def footer(snap: SupervisorSnapshot, *, note: str = "") -> Any:
+def footer(snap: SupervisorSnapshot, *, note: str = "") -> Text:
     """``3 ready · 1 backoff · 1 failed`` in the states' colours, plus a note."""
-    from rich.text import Text
-
     counts: dict[ServiceState, int] = {}
     for s in snap.services:
         counts[s.state] = counts.get(s.state, 0) + 1
@@ -175,23 +164,20 @@ def status_table(
     max_rows: int | None = None,
     note: str = "",
     width: int | None = None,
-) -> Any:
+) -> Group:
     """The watch screen: the table (failing first, at most ``max_rows`` rows) and the footer.
 
     With ``width`` (the terminal's), columns that do not fit are left out, least needed
     first, rather than every cell being cut to a few letters; a last line names them.
     """
-    from rich.console import Group
-    from rich.table import Table
-
     services = order_services(snap.services)
     hidden: list[ServiceSnapshot] = []
     if max_rows is not None and len(services) > max_rows:
         keep = max(max_rows - 1, 0)
         services, hidden = services[:keep], services[keep:]
     rows = [_cells(s, now, cpu) for s in services]
-    shown = fitting_columns(rows, width)
-    index = [COLUMNS.index(col) for col in shown]
+    index = fit_columns(COLUMNS, rows, width, DROP_ORDER)
+    shown = [COLUMNS[i] for i in index]
 
     table = Table(title=title or None, title_justify="left", box=None, pad_edge=False, expand=False)
     for col in shown:
@@ -201,7 +187,7 @@ def status_table(
     state_at = COLUMNS.index("STATE")
     for s, cells in zip(services, rows):
         style = STATE_STYLE.get(s.state, "")
-        state = f"[{style}]{_escape(cells[state_at])}[/]" if style else _escape(cells[state_at])
+        state = f"[{style}]{escape(cells[state_at])}[/]" if style else escape(cells[state_at])
         table.add_row(*(state if i == state_at else cells[i] for i in index))
     if hidden:
         states = ", ".join(sorted({s.state.value for s in hidden}))
@@ -210,16 +196,8 @@ def status_table(
     parts: list[Any] = [table, "", footer(snap, note=note)]
     left_out = [col for col in COLUMNS if col not in shown]
     if left_out:
-        from rich.text import Text
-
         parts.append(Text(f"too narrow for {', '.join(left_out)}", style="dim"))
     return Group(*parts)
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
 
 
 def _change_key(s: ServiceSnapshot) -> tuple[Any, ...]:
@@ -269,19 +247,6 @@ def change_lines(
 # ----------------------------------------------------------------------------- I/O
 
 
-def _snapshots(sock: Path, usage: bool) -> Iterator[SupervisorSnapshot]:
-    """The daemon's snapshot at every change; DaemonUnreachable / ControlError as control raises."""
-    # the daemon sends a snapshot or a heartbeat at least every 2 s: silence for 15 s means it hangs
-    for message in transport.request(sock, "watch", {"usage": usage}, timeout=15.0):
-        if message.get("done"):
-            if not message.get("ok"):
-                raise protocol.ControlError(message.get("error", "the daemon refused to watch"), int(message.get("code", 1)))
-            return
-        progress = message.get("progress")
-        if isinstance(progress, dict):
-            yield SupervisorSnapshot.from_dict(progress)
-
-
 class _Lost(Exception):
     """The daemon went away during the watch."""
 
@@ -294,35 +259,32 @@ def _follow(sock: Path, usage: bool) -> Iterator[SupervisorSnapshot | None]:
     first = True
     while True:
         try:
-            for snap in _snapshots(sock, usage):
+            for snap in client.watch(sock, usage=usage):
                 first = False
                 yield snap
             raise _Lost()
-        except (protocol.DaemonUnreachable, _Lost, protocol.ControlError) as exc:
-            if first and isinstance(exc, protocol.DaemonUnreachable):
+        except (DaemonUnreachable, _Lost, ControlError) as exc:
+            if first and isinstance(exc, DaemonUnreachable):
                 raise
-            if isinstance(exc, protocol.ControlError) and first:
+            if isinstance(exc, ControlError) and first:
                 raise
             first = False
         yield None
-        while not transport.ping(sock, timeout=1.0):
+        while not client.is_serving(sock, timeout=1.0):
             time.sleep(RECONNECT_SECONDS)
 
 
 def run_watch(sock: Path, manifest_label: str) -> int:
-    """Watch the daemon on ``sock`` until Ctrl-C; the exit code."""
+    """Watch the daemon on ``sock`` until Ctrl-C; the exit code.
+
+    Raises DaemonUnreachable (no daemon at the start) and ControlError (the daemon
+    refused at the start) for the command to report as every command does."""
     try:
         if sys.stdout.isatty():
             return _watch_terminal(sock, manifest_label)
         return _watch_lines(sock)
-    except protocol.DaemonUnreachable:
-        print(f"svc: no daemon is running for {manifest_label} (start one with `svc up -f {manifest_label}`)", file=sys.stderr)
-        return EXIT_NO_DAEMON
-    except protocol.ControlError as exc:
-        print(f"svc: {exc}", file=sys.stderr)
-        return exc.code
     except KeyboardInterrupt:
-        return EXIT_OK
+        return ExitCode.OK
 
 
 def _watch_lines(sock: Path) -> int:
@@ -341,14 +303,10 @@ def _watch_lines(sock: Path) -> int:
     except BrokenPipeError:  # `svc status --watch | head`: the reader is done
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit does not complain again
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _watch_terminal(sock: Path, manifest_label: str) -> int:
-    from rich.console import Console
-    from rich.live import Live
-    from rich.text import Text
-
     console = Console()
     cpu = CpuTracker()
     latest: list[Any] = [None, ""]  # snapshot, note; replaced whole, read by the refresh thread
@@ -377,4 +335,4 @@ def _watch_terminal(sock: Path, manifest_label: str) -> int:
                 cpu.update(snap, time.time())
                 latest[:] = [snap, ""]
             live.refresh()
-    return EXIT_OK
+    return ExitCode.OK

@@ -1,8 +1,8 @@
 """Commands that work without a daemon: ``svc check``, ``config``, ``ports``, ``who``, ``add``.
 
 Each is a thin shell: read arguments, call the pure core (manifest, portguide,
-editing), print, choose the exit code. Modules beyond click are imported inside
-the commands so that ``svc --help`` and the daemon commands stay fast.
+editing), print, choose the exit code. This module is imported for ``svc --help``:
+modules beyond click are imported inside the commands that use them.
 """
 
 from __future__ import annotations
@@ -14,63 +14,28 @@ from typing import TYPE_CHECKING
 import click
 
 from supervisord_lite.cli.app import (
-    EXIT_FAILED,
-    EXIT_USAGE,
+    echo_problems,
     fail,
+    load_or_fail,
     main,
     manifest_option,
     resolve_manifest_path,
 )
+from supervisord_lite.core.exitcodes import ExitCode
 
 if TYPE_CHECKING:
-    from supervisord_lite.core.problems import Problem
     from supervisord_lite.core.model import Manifest, ServiceSpec
     from supervisord_lite.core.snapshot import ServiceSnapshot
 
 
 def _live_snapshot(manifest: Manifest) -> dict[str, ServiceSnapshot] | None:
     """The running daemon's state per service, or None when no daemon answers."""
-    from supervisord_lite.cli.client import fetch_snapshot
+    from supervisord_lite.cli.client import fetch_snapshot  # lazy: keeps svc --help fast
 
     snapshot = fetch_snapshot(manifest, timeout=5.0)
     if snapshot is None:
         return None
     return {s.name: s for s in snapshot.services}
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}" + ("" if count == 1 else "s")
-
-
-def summary_line(path: Path, manifest: Manifest | None, problems: list[Problem]) -> str:
-    """``config/x.toml: 12 services, no problems`` or ``config/x.toml: 2 errors, 1 warning``."""
-    errors = sum(p.is_error for p in problems)
-    warnings = len(problems) - errors
-    parts = [_plural(len(manifest.services), "service")] if manifest is not None else []
-    if errors:
-        parts.append(_plural(errors, "error"))
-    if warnings:
-        parts.append(_plural(warnings, "warning"))
-    if not problems:
-        parts.append("no problems")
-    return f"{path}: {', '.join(parts)}"
-
-
-def _echo_problems(problems: list[Problem], err: bool) -> None:
-    for problem in problems:
-        click.secho(str(problem), fg="red" if problem.is_error else "yellow", err=err)
-
-
-def _load_or_exit(path: Path) -> Manifest:
-    from supervisord_lite.core.manifest import load_manifest
-    from supervisord_lite.core.problems import ManifestError
-
-    try:
-        return load_manifest(path)
-    except ManifestError as exc:
-        _echo_problems(exc.problems, err=True)
-        click.echo(summary_line(path, None, exc.problems), err=True)
-        sys.exit(EXIT_USAGE)
 
 
 def _own_pids(live: dict[str, ServiceSnapshot] | None) -> set[int]:
@@ -84,10 +49,11 @@ def check(manifest: Path | None) -> None:
 
     Warns about ports some process outside the manifest already listens on.
     """
-    from supervisord_lite.core.locate import locate
+    from supervisord_lite.core.locate import locate  # lazy: keeps svc --help fast
     from supervisord_lite.core.manifest import check_manifest
     from supervisord_lite.core.problems import ManifestError
     from supervisord_lite.core.toml_source import read_manifest_text
+    from supervisord_lite.cli.render import manifest_summary_line
     from supervisord_lite.host.portinfo import port_warnings
 
     path = resolve_manifest_path(manifest)
@@ -99,21 +65,21 @@ def check(manifest: Path | None) -> None:
         except ManifestError:  # the file went away since: keep them as they are
             pass
         problems = problems + busy
-    _echo_problems(problems, err=False)
-    click.echo(summary_line(path, loaded, problems))
+    echo_problems(problems, err=False)
+    click.echo(manifest_summary_line(path, loaded, problems))
     if any(p.is_error for p in problems):
-        sys.exit(EXIT_USAGE)
+        sys.exit(ExitCode.USAGE)
 
 
 @main.command()
 @manifest_option
 def config(manifest: Path | None) -> None:
     """Print the resolved manifest, defaults filled in, as TOML."""
-    import tomli_w
+    import tomli_w  # lazy: keeps svc --help fast
 
     from supervisord_lite.core.serialise import manifest_to_dict
 
-    loaded = _load_or_exit(resolve_manifest_path(manifest))
+    loaded = load_or_fail(resolve_manifest_path(manifest))
     click.echo(tomli_w.dumps(manifest_to_dict(loaded)), nl=False)
 
 
@@ -132,10 +98,10 @@ def ports(manifest: Path | None, fmt: str) -> None:
 
     With a running daemon, the status column shows each service's live state.
     """
-    from supervisord_lite.core import portguide
+    from supervisord_lite.core import portguide  # lazy: keeps svc --help fast
 
     path = resolve_manifest_path(manifest)
-    loaded = _load_or_exit(path)
+    loaded = load_or_fail(path)
     guide = portguide.build_guide(loaded, _live_snapshot(loaded), source=str(path))
     render = portguide.render_json if fmt == "json" else portguide.render_markdown
     click.echo(render(guide), nl=False)
@@ -143,7 +109,7 @@ def ports(manifest: Path | None, fmt: str) -> None:
 
 def _declaring_service(path: Path, port: int) -> tuple[Manifest, ServiceSpec | None] | None:
     """The manifest (when one is found and valid) and its service on ``port``."""
-    from supervisord_lite.core.manifest import load_manifest
+    from supervisord_lite.core.manifest import load_manifest  # lazy: keeps svc --help fast
     from supervisord_lite.core.problems import ManifestError
 
     if not path.is_file():
@@ -161,8 +127,8 @@ def _declaring_service(path: Path, port: int) -> tuple[Manifest, ServiceSpec | N
 @manifest_option
 def who(port: int, manifest: Path | None) -> None:
     """Say which process listens on PORT (and which service of ours declares it)."""
+    from supervisord_lite.core.wording import one_line  # lazy: keeps svc --help fast
     from supervisord_lite.host import portinfo
-    from supervisord_lite.core.wording import one_line
 
     path = resolve_manifest_path(manifest)
     found = _declaring_service(path, port)
@@ -170,7 +136,7 @@ def who(port: int, manifest: Path | None) -> None:
     declared = f"service {spec.name} of {path} declares it" if spec else ""
     listener = portinfo.listener_on(port)
     if listener is None:
-        fail(f"nothing listens on port {port}" + (f" ({declared})" if declared else ""), EXIT_FAILED)
+        fail(f"nothing listens on port {port}" + (f" ({declared})" if declared else ""), ExitCode.FAILED)
 
     click.echo(f"port:     {port}" + (f" ({listener.address})" if listener.address else ""))
     click.echo(f"pid:      {listener.pid if listener.pid is not None else 'unknown (run as root to see it)'}")
@@ -194,7 +160,7 @@ def who(port: int, manifest: Path | None) -> None:
 
 def _not_a_service(loaded: Manifest, path: Path, port: int, pid: int | None) -> str:
     """What ``svc who`` says of a port no service of the manifest declares."""
-    from supervisord_lite.cli.client import fetch_snapshot
+    from supervisord_lite.cli.client import fetch_snapshot  # lazy: keeps svc --help fast
 
     address = loaded.supervisor.metrics_address
     if address is not None and address[1] == port:
@@ -249,7 +215,7 @@ def add(
     Refuses (exit 2, file untouched) anything that would not pass svc check:
     a taken name or port, an unknown tier or dependency, a port in use.
     """
-    from supervisord_lite.cli.editing import add_service
+    from supervisord_lite.cli.editing import add_service  # lazy: keeps svc --help fast
     from supervisord_lite.core.problems import ManifestError
 
     path = resolve_manifest_path(manifest)
@@ -259,8 +225,8 @@ def add(
             depends_on=depends_on, description=description, url=url,
         )  # fmt: skip
     except ManifestError as exc:
-        _echo_problems(exc.problems, err=True)
-        fail(f"nothing written to {path}", EXIT_USAGE)
+        echo_problems(exc.problems, err=True)
+        fail(f"nothing written to {path}", ExitCode.USAGE)
     port_text = f", port {addition.port}" if addition.port is not None else ""
     click.echo(f"added service {name} to {path} (tier {addition.tier}{port_text})")
     if addition.manifest.services[name].is_active and _live_snapshot(addition.manifest) is not None:

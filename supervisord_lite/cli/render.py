@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from supervisord_lite.core.snapshot import ServiceSnapshot, SupervisorSnapshot
 from supervisord_lite.core.states import GOOD_STATES, ServiceState
+
+if TYPE_CHECKING:
+    from supervisord_lite.core.problems import Problem
+    from supervisord_lite.core.model import Manifest
 
 STATUS_COLUMNS = ("SERVICE", "TIER", "PORT", "STATE", "PID", "UPTIME", "RESTARTS", "HEALTH", "URL")
 
@@ -137,7 +143,8 @@ def failure_report(services: Sequence[ServiceSnapshot], tails: dict[str, list[st
     return "\n".join(out)
 
 
-def summary_line(services: Sequence[ServiceSnapshot]) -> str:
+def ready_count_line(services: Sequence[ServiceSnapshot]) -> str:
+    """``3/4 services ready``: the last line of `svc up` and `svc restart`."""
     good = sum(1 for s in services if s.state in GOOD_STATES)
     return f"{good}/{len(services)} services ready" if services else "nothing to start"
 
@@ -150,7 +157,10 @@ def fit_columns(
     header: Sequence[str], rows: Sequence[Sequence[str]], width: int | None, drop_order: Sequence[str], gap: int = 2
 ) -> list[int]:
     """Indexes of the columns that fit in ``width`` without cutting a cell, dropping
-    whole columns in ``drop_order``; every column when ``width`` is None."""
+    whole columns in ``drop_order``; every column when ``width`` is None.
+
+    Both `svc status` and `svc status --watch` fit their tables with it; ``gap`` is
+    what rich puts between two columns (one space of padding on each side)."""
     natural = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
     shown = list(range(len(header)))
     if width is None:
@@ -173,6 +183,20 @@ def attention_lines(services: Sequence[ServiceSnapshot]) -> list[str]:
         elif s.state is ServiceState.CONFLICT and s.conflict_pid:
             out.append(f"{s.name}: port {s.port} is held by pid {s.conflict_pid}: {s.conflict_cmdline}")
     return out
+
+
+def manifest_summary_line(path: Path, manifest: Manifest | None, problems: list[Problem]) -> str:
+    """``config/x.toml: 12 services, no problems`` or ``config/x.toml: 2 errors, 1 warning``."""
+    errors = sum(p.is_error for p in problems)
+    warnings = len(problems) - errors
+    parts = [plural(len(manifest.services), "service")] if manifest is not None else []
+    if errors:
+        parts.append(plural(errors, "error"))
+    if warnings:
+        parts.append(plural(warnings, "warning"))
+    if not problems:
+        parts.append("no problems")
+    return f"{path}: {', '.join(parts)}"
 
 
 def plural(n: int, word: str) -> str:

@@ -1,6 +1,7 @@
 """The control socket's client half: one request, its answer lines.
 
-Plain blocking sockets, so the command line never imports anyio.
+Plain blocking sockets, so the command line never imports anyio. This is the wire
+only; ``cli.client`` has one function per request the CLI makes.
 """
 
 from __future__ import annotations
@@ -8,22 +9,12 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from supervisord_lite.core.exitcodes import ExitCode
 from supervisord_lite.core.protocol import ControlError, DaemonUnreachable, encode
-
-
-def ping(path: Path, timeout: float = 1.0) -> bool:
-    try:
-        for message in request(path, "ping", {}, timeout=timeout):
-            if message.get("done"):
-                return bool(message.get("ok"))
-    except (DaemonUnreachable, ControlError):
-        return False
-    return False
 
 
 def request(path: Path, op: str, args: dict[str, Any], *, timeout: float | None = 30.0) -> Iterator[dict[str, Any]]:
@@ -62,11 +53,28 @@ def request(path: Path, op: str, args: dict[str, Any], *, timeout: float | None 
                     return
 
 
-def call(path: Path, op: str, args: dict[str, Any] | None = None, *, timeout: float | None = 30.0) -> Any:
-    """One request, its final result; ControlError when the daemon says no."""
+def call(
+    path: Path,
+    op: str,
+    args: dict[str, Any] | None = None,
+    *,
+    timeout: float | None = 30.0,
+    on_progress: Callable[[Any], None] | None = None,
+) -> Any:
+    """One request, its final result; ControlError when the daemon says no.
+
+    ``on_progress`` gets the payload of each progress line before the result
+    (``up`` and ``restart`` report every state change while they wait)."""
     for message in request(path, op, args or {}, timeout=timeout):
         if message.get("done"):
-            if message.get("ok"):
-                return message.get("result")
-            raise ControlError(message.get("error", "unknown error"), int(message.get("code", ExitCode.FAILED)))
+            return final_result(message)
+        if on_progress is not None and "progress" in message:
+            on_progress(message["progress"])
     raise ControlError(f"no answer to {op!r}", ExitCode.FAILED)
+
+
+def final_result(message: dict[str, Any]) -> Any:
+    """The result a request's last line carries; ControlError when the daemon refused."""
+    if message.get("ok"):
+        return message.get("result")
+    raise ControlError(message.get("error", "unknown error"), int(message.get("code", ExitCode.FAILED)))

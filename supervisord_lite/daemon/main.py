@@ -25,6 +25,7 @@ from supervisord_lite.daemon import control_server
 from supervisord_lite.core import paths
 from supervisord_lite.core import protocol
 from supervisord_lite.core import graph
+from supervisord_lite.core.exitcodes import ExitCode
 from supervisord_lite.daemon import sdnotify
 from supervisord_lite.core.manifest import load_manifest
 from supervisord_lite.core.model import Manifest
@@ -37,13 +38,10 @@ from supervisord_lite.runtime.supervisor import Supervisor
 
 log = structlog.get_logger("daemon")
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
 class StartupError(Exception):
     """The daemon cannot start; ``code`` is its exit status."""
 
-    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+    def __init__(self, message: str, code: int = ExitCode.USAGE) -> None:
         super().__init__(message)
         self.code = code
 
@@ -75,7 +73,7 @@ class DaemonLock:
         except BlockingIOError:
             other = os.read(fd, 32).decode(errors="replace").strip() or "?"
             os.close(fd)
-            raise StartupError(f"a daemon already runs for this manifest (pid {other}; lock {self.path})", EXIT_FAILED) from None
+            raise StartupError(f"a daemon already runs for this manifest (pid {other}; lock {self.path})", ExitCode.FAILED) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd
@@ -101,7 +99,7 @@ class Daemon:
     async def handle(self, op: str, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         method = getattr(self, f"op_{op}", None)
         if method is None:
-            raise protocol.ControlError(f"unknown request {op!r}", 2)
+            raise protocol.ControlError(f"unknown request {op!r}", ExitCode.USAGE)
         async for message in method(args):
             yield message
 
@@ -117,7 +115,7 @@ class Daemon:
         try:
             start_set = self.sup.up(names)
         except (KeyError, ValueError) as exc:
-            raise protocol.ControlError(_message(exc), 2) from None
+            raise protocol.ControlError(_message(exc), ExitCode.USAGE) from None
         if not args.get("wait", True):
             yield _done({"services": start_set})
             return
@@ -127,14 +125,14 @@ class Daemon:
     async def op_restart(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         names = _names(args)
         if not names:
-            raise protocol.ControlError("restart needs at least one service name", 2)
+            raise protocol.ControlError("restart needs at least one service name", ExitCode.USAGE)
         try:
             _check_known(self.sup.manifest, names)
             if args.get("dependents"):
                 names = sorted(set(names) | {d for n in names for d in graph.dependents(self.sup.manifest, n)})
             start_set = self.sup.restart(names)
         except (KeyError, ValueError) as exc:
-            raise protocol.ControlError(_message(exc), 2) from None
+            raise protocol.ControlError(_message(exc), ExitCode.USAGE) from None
         async for message in self._progress(start_set):
             yield message
 
@@ -145,7 +143,7 @@ class Daemon:
                 _check_known(self.sup.manifest, names)
             stopped = await self.sup.down(names)
         except (KeyError, ValueError) as exc:
-            raise protocol.ControlError(_message(exc), 2) from None
+            raise protocol.ControlError(_message(exc), ExitCode.USAGE) from None
         yield _done({"stopped": stopped, "services": [s.to_dict() for s in self.sup.snapshot().services if s.name in stopped]})
 
     async def op_reload(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -159,7 +157,7 @@ class Daemon:
         name = str(args.get("name", ""))
         runner = self.sup.runners.get(name)
         if runner is None:
-            raise protocol.ControlError(f"no service named {name!r} in {self.sup.manifest.path}", 2)
+            raise protocol.ControlError(f"no service named {name!r} in {self.sup.manifest.path}", ExitCode.USAGE)
         yield _done({"lines": runner.log.tail(_int_arg(args, "n", 20))})
 
     async def op_watch(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -202,13 +200,13 @@ class Daemon:
             except ManifestError as exc:
                 self.sup.reloads_error += 1
                 log.error("reload refused: invalid manifest; the running one stays", errors=str(exc))
-                raise protocol.ControlError(f"reload refused, the running manifest stays:\n{exc}", 2) from None
+                raise protocol.ControlError(f"reload refused, the running manifest stays:\n{exc}", ExitCode.USAGE) from None
             if not new.services and self.sup.manifest.services:
                 self.sup.reloads_error += 1
                 raise protocol.ControlError(
                     f"reload refused, the running manifest stays: {self.manifest_path} now lists no services "
                     "(a file caught half-written?); to stop everything, use `svc down`",
-                    2,
+                    ExitCode.USAGE,
                 )
             if new.supervisor != self.sup.manifest.supervisor:
                 log.warning("[supervisor] changes take effect at the next daemon start")
@@ -233,21 +231,21 @@ def _names(args: dict[str, Any]) -> list[str] | None:
     if not names:
         return None
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise protocol.ControlError("'names' must be a list of service names", 2)
+        raise protocol.ControlError("'names' must be a list of service names", ExitCode.USAGE)
     return names
 
 
 def _int_arg(args: dict[str, Any], key: str, default: int) -> int:
     value = args.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise protocol.ControlError(f"{key!r} must be a whole number, got {value!r}", 2)
+        raise protocol.ControlError(f"{key!r} must be a whole number, got {value!r}", ExitCode.USAGE)
     return value
 
 
 def _float_arg(args: dict[str, Any], key: str, default: float) -> float:
     value = args.get(key, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e6:
-        raise protocol.ControlError(f"{key!r} must be a number of seconds above 0, got {value!r}", 2)
+        raise protocol.ControlError(f"{key!r} must be a number of seconds above 0, got {value!r}", ExitCode.USAGE)
     return float(value)
 
 
@@ -331,7 +329,7 @@ async def _run_locked(manifest_path: Path, manifest: Manifest) -> int:
             server.stop()
         remove_state(manifest.supervisor.state_file)
     log.info("daemon stopped")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _status_page_routes(supervisor: Supervisor, snapshot: Any) -> dict[str, Any]:
@@ -400,11 +398,11 @@ def main(manifest_path: Path, json_logs: bool | None = None) -> int:
         return anyio.run(run_daemon, manifest_path)
     except ManifestError as exc:
         print(str(exc), file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except StartupError as exc:
         log.error("cannot start", error=str(exc))
         print(f"svc daemon: {exc}", file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
-        return EXIT_OK
+        return ExitCode.OK
 

@@ -126,6 +126,26 @@ def test_config_of_an_invalid_manifest_exits_2(tmp_path: Path) -> None:
     assert "services.api.command: the command is empty" in result.stderr
 
 
+@pytest.mark.parametrize(
+    "contents", ['[services.api]\nport = 70000\ncommand = ""\nprot = 1\n', '[services.api]\ncommand = "x\n', None]
+)
+def test_every_command_reports_a_broken_manifest_with_the_lines_of_check(tmp_path: Path, contents: str | None) -> None:
+    path = tmp_path / "svc.toml"
+    if contents is not None:
+        path.write_text(contents)
+    check = svc("check", "-f", str(path))
+    assert check.returncode == 2 and check.stdout.splitlines()[-1].startswith(f"{path}: ")
+    commands = [["up"], ["config"], ["ports"], ["export", "--to", "compose", "-o", str(tmp_path / "out")], ["status"],
+                ["shutdown"], ["logs", "api"]]
+    if contents is None:  # a file that is there but does not validate: these still reach a running daemon
+        commands += [["down"], ["reload"], ["status", "--watch"]]
+    for command in commands:
+        flag = "--manifest" if command[0] == "logs" else "-f"
+        result = svc(*command, flag, str(path), cwd=tmp_path)
+        assert (result.returncode, result.stdout, result.stderr) == (2, "", check.stdout), command
+    assert not (tmp_path / "out").exists() and not (tmp_path / ".svc").exists()  # nothing was started or written
+
+
 def test_ports_markdown_and_json() -> None:
     markdown = svc("ports", "-f", "config/bizosaas.toml")
     assert markdown.returncode == 0, markdown.stderr

@@ -19,7 +19,7 @@ import pytest
 from supervisord_lite.daemon import control_server
 from supervisord_lite.core import paths
 from supervisord_lite.core import protocol
-from supervisord_lite.cli import transport
+from supervisord_lite.cli import client, transport
 from tests.conftest import raw_exchange
 
 
@@ -71,7 +71,7 @@ async def test_request_answer_and_streaming(tmp_path: Path) -> None:
         assert err.value.code == 2
         with pytest.raises(protocol.ControlError, match="internal error: kaboom"):
             transport.call(path, "boom")
-        assert transport.ping(path)  # still serving after a handler blew up
+        assert client.is_serving(path)  # still serving after a handler blew up
 
     handler = await _with_server(tmp_path, body)
     assert handler.calls[:2] == ["ping", "count"]
@@ -125,7 +125,7 @@ async def test_hostile_input_gets_an_error_and_the_server_keeps_serving(tmp_path
         finally:
             for s in idle:
                 s.close()
-        assert transport.ping(path)
+        assert client.is_serving(path)
 
     await _with_server(tmp_path, body)
 
