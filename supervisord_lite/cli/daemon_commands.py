@@ -30,6 +30,7 @@ from supervisord_lite.cli.app import (
     warn_not_validating,
 )
 from supervisord_lite.core.exitcodes import ExitCode
+from supervisord_lite.core.states import ServiceState
 from supervisord_lite.host.files import tail_file
 
 if TYPE_CHECKING:
@@ -103,6 +104,13 @@ def _target(manifest: Path | None, names: tuple[str, ...]) -> tuple[Path, Path]:
     return m.path, socket_of(m)
 
 
+def _change_key(s: ServiceSnapshot) -> str:
+    """What makes a progress line worth printing: a new state or reason, or becoming ready
+    again (a restart can go from ready to ready between two updates)."""
+    again = s.ready_at if s.state is ServiceState.READY else None
+    return f"{s.state.value}|{s.reason}|{again}"
+
+
 class _Progress:
     """Live progress: a redrawn table on a terminal, one line per change otherwise."""
 
@@ -130,10 +138,10 @@ class _Progress:
             self._draw(list(self.current.values()))
             return
         if self.seen is None:  # where things stood when asked: the changes come next
-            self.seen = {s.name: f"{s.state.value}|{s.reason}" for s in services}
+            self.seen = {s.name: _change_key(s) for s in services}
             return
         for s in services:
-            key = f"{s.state.value}|{s.reason}"
+            key = _change_key(s)
             if self.seen.get(s.name) != key:
                 self.seen[s.name] = key
                 click.echo(progress_line(s))
