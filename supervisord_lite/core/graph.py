@@ -1,4 +1,4 @@
-"""Start and stop order (spec section 2): dependency closure, tier sequencing, cycles.
+"""Start and stop order (services start by tier, then by dependency): dependency closure, tier sequencing, cycles.
 
 Pure functions over ``model.Manifest``. A service starts once everything it
 ``depends_on`` and every service of an earlier tier in the same start set is

@@ -1,4 +1,8 @@
-"""Service states (spec section 3). Imports nothing from the package."""
+"""The states a service can be in, and the one table of transitions between them.
+
+Every state change goes through ``transition``; the names are part of the metrics
+contract (``svc_service_state{state=...}``). Imports nothing from the package.
+"""
 
 from __future__ import annotations
 

@@ -128,7 +128,7 @@ def select(m: Manifest, target: Target, allow_missing_images: bool) -> Selection
 def earlier_tier_services(m: Manifest, chosen: list[ServiceSpec]) -> dict[str, list[str]]:
     """For each chosen service, the chosen services of the nearest earlier tier that has any.
 
-    Depending on those keeps the tier order (spec section 2) in engines without tiers:
+    Depending on those keeps the start order by tier in engines without tiers:
     that tier's services in turn wait for the one before.
     """
     by_order: dict[int, list[str]] = {}
