@@ -21,11 +21,13 @@ import warnings
 __all__ = ["MAX_EXPANDED_SIZE", "MAX_REPEAT", "pattern_problem"]
 
 MAX_REPEAT = 1000  # RE2's limit on a count, and on nested counts multiplied together
-MAX_EXPANDED_SIZE = 10_000  # atoms once counted repetitions are written out (RE2 compiles ~40 000+)
+# atoms once counted repetitions are written out, a [...] class weighing its length: RE2's
+# memory bound let through 17 000 (?i)[^a-z] to 700 000 plain letters, so this leaves a margin
+MAX_EXPANDED_SIZE = 10_000
 
 _OCTAL = "01234567"
 _FLAGS = "ims"  # inline flags RE2 knows (Python's a, u, L and x it does not)
-_CLASS_BACKSLASH = "backspace \\b inside [...]: write \\x08"
+_CLASS_BACKSLASH = "\\b inside [...] (a backspace) is not supported: write \\x08"
 
 
 class _Refused(Exception):
@@ -43,7 +45,7 @@ def pattern_problem(pattern: str) -> str | None:
     try:
         _Scan(pattern).run()
     except _Refused as exc:
-        return f"{pattern!r} is not supported: {exc} (log patterns use RE2, which matches in linear time)"
+        return f"{pattern!r} cannot run on RE2, the linear-time engine log patterns are matched with: {exc}"
     return None
 
 
@@ -101,7 +103,7 @@ class _Scan:
                 self.i += 1
         self.frames[-1].flush()
         if self.frames[0].size > MAX_EXPANDED_SIZE:
-            raise _Refused(f"it expands to more than {MAX_EXPANDED_SIZE} elements once its counts are written out")
+            raise _Refused(f"it is too large: more than {MAX_EXPANDED_SIZE} elements once its counts are written out")
 
     # -------------------------------------------------------------- atoms
 
@@ -113,17 +115,17 @@ class _Scan:
     def escape(self) -> None:
         c = self.peek(1)
         if c == "Z":
-            raise _Refused("\\Z: write $ (a line is matched without its newline)")
+            raise _Refused("\\Z is not supported: write $ (a line is matched without its newline)")
         if c in "uUN":
-            raise _Refused(f"\\{c} escapes: write the character itself")
+            raise _Refused(f"\\{c} escapes are not supported: write the character itself")
         if c in "123456789":
             if c in _OCTAL and _is(self.peek(2), _OCTAL) and _is(self.peek(3), _OCTAL):
                 self.i += 4  # a three-digit octal escape: the same in both
                 self.atom(1)
                 return
-            raise _Refused(f"backreference \\{c}")
+            raise _Refused(f"backreferences (\\{c}) are not supported")
         if c and not c.isascii():
-            raise _Refused(f"\\{c}: write {c} without the backslash")
+            raise _Refused(f"\\{c} is not supported: write {c} without the backslash")
         self.i += 2
         if c in "0x":  # \0 and up to two more octal digits; \x and two hex digits
             self.i += _prefix_len(self.p, self.i, _OCTAL if c == "0" else "0123456789abcdefABCDEF", 2)
@@ -142,7 +144,9 @@ class _Scan:
         while self.peek() not in ("]", ""):
             c = self.peek()
             if c == "[" and self.peek(1) == ":":
-                raise _Refused("[: inside [...]: RE2 reads [[:alpha:]] as a POSIX class and Python does not; write \\[ or [a-zA-Z]")
+                raise _Refused(
+                    "[: inside [...] is not supported (RE2 reads [[:alpha:]] as a class, Python as text): write \\[: or [a-zA-Z]"
+                )
             if c == "\\":
                 self.class_escape()
             else:
@@ -155,11 +159,11 @@ class _Scan:
         if c == "b":
             raise _Refused(_CLASS_BACKSLASH)
         if c in "uUN":
-            raise _Refused(f"\\{c} escapes: write the character itself")
+            raise _Refused(f"\\{c} escapes are not supported: write the character itself")
         if c in "1234567" and not _is(self.peek(2), _OCTAL):
-            raise _Refused(f"octal escape \\{c} inside [...]: write \\x0{c}")
+            raise _Refused(f"\\{c} inside [...] (an octal escape) is not supported: write \\x0{c}")
         if c and not c.isascii():
-            raise _Refused(f"\\{c}: write {c} without the backslash")
+            raise _Refused(f"\\{c} is not supported: write {c} without the backslash")
         self.i += 2
 
     # -------------------------------------------------------------- groups
@@ -169,15 +173,15 @@ class _Scan:
         if rest.startswith("?"):
             kind = rest[1:2]
             if rest.startswith(("?=", "?!", "?<=", "?<!")):
-                raise _Refused("lookahead and lookbehind")
+                raise _Refused("lookahead (?=...) (?!...) and lookbehind (?<=...) (?<!...) are not supported")
             if rest.startswith("?P="):
-                raise _Refused("backreference (?P=name)")
+                raise _Refused("backreferences (?P=name) are not supported")
             if kind == "(":
-                raise _Refused("conditional (?(...)...)")
+                raise _Refused("conditionals (?(...)...) are not supported")
             if kind == ">":
-                raise _Refused("atomic group (?>...)")
+                raise _Refused("atomic groups (?>...) are not supported")
             if kind == "#":
-                raise _Refused("comment (?#...): remove it")
+                raise _Refused("comments (?#...) are not supported: remove it")
             if kind not in (":", "P", "<"):
                 self.check_flags()
         self.frames[-1].flush()
@@ -196,8 +200,8 @@ class _Scan:
         while at < len(self.p) and self.p[at] not in ":)":
             flag = self.p[at]
             if flag != "-" and flag not in _FLAGS:
-                what = "verbose mode" if flag == "x" else f"flag {flag}"
-                raise _Refused(f"{what} (?{flag}...): RE2 knows only the flags {', '.join(_FLAGS)}")
+                what = "verbose mode (?x)" if flag == "x" else f"the flag (?{flag})"
+                raise _Refused(f"{what} is not supported: the flags are {', '.join(_FLAGS)}")
             at += 1
 
     def close_group(self) -> None:
@@ -220,9 +224,10 @@ class _Scan:
         if not low and not comma:
             return None  # {} is a literal in both
         if not low:
-            raise _Refused(f"{match.group()}: write {{0,{high}}}" if high else f"{match.group()}: write *")
+            meaning = f"{{0,{high}}}" if high else "*"
+            raise _Refused(f"{match.group()} means {meaning} to Python and is text to RE2: write {meaning}")
         if _leading_zero(low) or _leading_zero(high):
-            raise _Refused(f"{match.group()}: write the counts without leading zeros (RE2 reads this brace as text)")
+            raise _Refused(f"{match.group()} is text to RE2 (a count with a leading zero): write it without")
         if not comma:
             return int(low), int(low)
         return int(low), int(high) if high else None
@@ -233,23 +238,23 @@ class _Scan:
         if bounds is not None:
             self.i = _COUNT.match(self.p, self.i).end()  # type: ignore[union-attr]
         if self.peek() == "+":
-            raise _Refused("possessive quantifier (*+, ++, ?+, {m,n}+)")
+            raise _Refused("possessive quantifiers (*+, ++, ?+, {m,n}+) are not supported")
         if self.peek() == "?":
             self.i += 1  # lazy: the same in both
         if frame.last is None or bounds is None:
             return
         low, high = bounds
         if low > MAX_REPEAT or (high is not None and high > MAX_REPEAT):
-            raise _Refused(f"a count above {MAX_REPEAT}")
+            raise _Refused(f"counts above {MAX_REPEAT} are not supported")
         times = high if high is not None else low
         size, product = frame.last
         product *= max(1, times)
         if product > MAX_REPEAT:
-            raise _Refused(f"nested counts that multiply to more than {MAX_REPEAT}")
+            raise _Refused(f"nested counts may multiply to at most {MAX_REPEAT}")
         frame.last = (size * max(1, times if high is not None else low + 1), product)
 
 
-_COUNT = re.compile(r"\{(\d*)(,?)(\d*)\}")
+_COUNT = re.compile(r"\{([0-9]*)(,?)([0-9]*)\}")  # ASCII digits, as Python's parser reads them
 
 
 def _is(c: str, chars: str) -> bool:
