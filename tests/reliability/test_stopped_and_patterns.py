@@ -6,7 +6,7 @@
   `stop_timeout` of 30 s, every process gone through its SIGTERM handling, not SIGKILL.
   `svc status` shows the service as paused while it is.
 - `ready.log = "(a+)+$"` against lines of 28-30 'a' and a '!' takes Python's `re` from
-  half a minute to minutes per line, on the event loop. Matched with RE2, the daemon
+  seconds to minutes per line, on the event loop. Matched with RE2, the daemon
   keeps answering `svc status` throughout and the service is ready as soon as its
   real ready line is printed. `svc check` refuses what RE2 cannot run, naming the
   file, service and key.
