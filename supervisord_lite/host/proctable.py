@@ -116,13 +116,15 @@ def read_proc_file(path: str, limit: int = 4096) -> bytes | None:
 #: ``/proc/PID/stat`` states of a process that runs no code until it is resumed:
 #: stopped by a signal (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU) or by a tracer (a debugger).
 PAUSED_STATES = frozenset({b"T", b"t"})
+_PROCFS = os.path.isdir("/proc/self")
 
 
 def is_paused(pid: int) -> bool:
     """Is ``pid`` stopped by a signal or a debugger (``T``/``t``)? False when it is gone.
 
-    One read of its stat line: cheap enough for every running service at each status."""
-    if not os.path.isdir("/proc/self"):
+    One read of its stat line (about 10 µs): cheap enough for every running service at
+    each status request."""
+    if not _PROCFS:
         try:
             return psutil.Process(pid).status() in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
         except psutil.Error:

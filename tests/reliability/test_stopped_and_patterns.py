@@ -28,6 +28,7 @@ import psutil
 
 from supervisord_lite.cli import transport
 from supervisord_lite.core import paths
+from supervisord_lite.host.proctable import is_paused
 from tests.conftest import FAKES, wait_until
 from tests.integration.harness import SVC, Platform, wait_gone
 from tests.reliability.test_flood import Poller
@@ -42,6 +43,20 @@ READY_BOUND = 5.0  # seconds from the ready line to `ready`; measured 0.05 s (Py
 def _pause(pid: int) -> None:
     os.kill(pid, signal.SIGSTOP)
     wait_until(lambda: psutil.Process(pid).status() == psutil.STATUS_STOPPED, timeout=5, what=f"pid {pid} to stop")
+
+
+def test_is_paused_follows_sigstop_and_sigcont_and_is_false_once_gone() -> None:
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert not is_paused(sleeper.pid)
+        _pause(sleeper.pid)
+        assert is_paused(sleeper.pid)
+        os.kill(sleeper.pid, signal.SIGCONT)
+        wait_until(lambda: not is_paused(sleeper.pid), timeout=5, what="the sleeper to run again")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert not is_paused(sleeper.pid)
 
 
 def test_a_paused_service_shows_as_paused_and_stops_well_before_stop_timeout(platform: Platform) -> None:
