@@ -60,7 +60,9 @@ def health(s: ServiceSnapshot) -> str:
 
 def state_text(s: ServiceSnapshot, now: float) -> str:
     text = s.state.value
-    if s.state is ServiceState.WAITING and s.blocked_by:
+    if s.paused:
+        text += " (paused: stopped by a signal)"
+    elif s.state is ServiceState.WAITING and s.blocked_by:
         text += f" ({', '.join(s.blocked_by)})"
     elif s.state in (ServiceState.BACKOFF, ServiceState.FAILED) and s.next_retry_at:
         text += f" (retry in {human_duration(max(0.0, s.next_retry_at - now))})"

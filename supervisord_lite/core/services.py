@@ -17,6 +17,7 @@ from typing import Any
 
 from supervisord_lite.core.export_section import ExportDefaults, service_export
 from supervisord_lite.core.locate import ProblemLog
+from supervisord_lite.core.logpattern import pattern_problem
 from supervisord_lite.core.model import (
     DEFAULT_TIER,
     Backoff,
@@ -216,10 +217,8 @@ def _probe(t: TableReader, key: str, port: int | None, subst: Placeholders, live
 
 
 def _check_pattern(p: TableReader, log: str) -> None:
-    try:
-        re.compile(log)
-    except (re.error, OverflowError, RecursionError) as exc:
-        p.error("log", f"invalid regular expression {log!r}: {exc}")
+    if (problem := pattern_problem(log)) is not None:
+        p.error("log", problem)
 
 
 def _restart_policy(t: TableReader, kind: Kind) -> dict[str, Any]:

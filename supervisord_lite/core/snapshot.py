@@ -39,6 +39,7 @@ class ServiceSnapshot:
     cpu_seconds: float | None = None
     memory_restarts: int = 0
     replaced_by: str | None = None
+    paused: bool = False  # its main process is stopped by a signal or a debugger (T state): it runs no code
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -113,6 +113,27 @@ def read_proc_file(path: str, limit: int = 4096) -> bytes | None:
         os.close(fd)
 
 
+#: ``/proc/PID/stat`` states of a process that runs no code until it is resumed:
+#: stopped by a signal (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU) or by a tracer (a debugger).
+PAUSED_STATES = frozenset({b"T", b"t"})
+_PROCFS = os.path.isdir("/proc/self")
+
+
+def is_paused(pid: int) -> bool:
+    """Is ``pid`` stopped by a signal or a debugger (``T``/``t``)? False when it is gone.
+
+    One read of its stat line (about 10 µs): cheap enough for every running service at
+    each status request."""
+    if not _PROCFS:
+        try:
+            return psutil.Process(pid).status() in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
+        except psutil.Error:
+            return False
+    stat = read_proc_file(f"/proc/{pid}/stat")
+    fields = parse_stat(stat) if stat else None
+    return fields is not None and fields.state in PAUSED_STATES
+
+
 def _read_instance(pid: int) -> str | None:
     environ = read_proc_file(f"/proc/{pid}/environ", 1 << 20)
     if environ is None:

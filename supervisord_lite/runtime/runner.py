@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import re
 import time
 import uuid
 from collections.abc import Collection
@@ -34,6 +33,7 @@ from supervisord_lite.core.snapshot import ServiceSnapshot
 from supervisord_lite.core.states import RUNNING_STATES, TRANSIENT_STATES, Event, ServiceState, transition
 from supervisord_lite.host import portinfo
 from supervisord_lite.runtime import probes
+from supervisord_lite.runtime.logmatch import compile_log_pattern
 from supervisord_lite.runtime.logs import ServiceLog
 from supervisord_lite.runtime.service_process import ServiceProcess
 from supervisord_lite.runtime.spawn import SpawnError, spawn
@@ -101,7 +101,7 @@ class Runner:
         self.ready_generation = 0  # how many times it became ready (for on_dependency_restart)
         self._seen_generations: dict[str, int] = {}  # of its dependencies, when it became ready
         self._log_ready = anyio.Event()
-        self._log_regex = re.compile(spec.ready.log) if spec.ready.log else None
+        self._log_regex = compile_log_pattern(spec.ready.log, spec.name) if spec.ready.log else None
         self.snap = self._build_snapshot()
 
     # ------------------------------------------------------------------ requests
@@ -370,7 +370,7 @@ class Runner:
         self.sup.save_state()
 
     def _on_line(self, line: str) -> None:
-        if self._log_regex is not None and self._log_regex.search(line):
+        if self._log_regex is not None and not self._log_ready.is_set() and self._log_regex.search(line):
             self._log_ready.set()
 
     async def _attempt(self) -> _Outcome:

@@ -25,6 +25,7 @@ from supervisord_lite.core.model import Manifest, ServiceSpec
 from supervisord_lite.core.paths import instance_prefix
 from supervisord_lite.core.snapshot import ServiceSnapshot, SupervisorSnapshot
 from supervisord_lite.core.states import GOOD_STATES, TRANSIENT_STATES, ServiceState
+from supervisord_lite.host.proctable import is_paused
 from supervisord_lite.host.recovery import DaemonState, RecordedProcess, write_state
 from supervisord_lite.runtime import probes
 from supervisord_lite.runtime.portsweep import PortSweep
@@ -189,11 +190,13 @@ class Supervisor:
         )
 
     def _with_usage(self, services: tuple[ServiceSnapshot, ...]) -> tuple[ServiceSnapshot, ...]:
+        """The snapshots plus what only the process table knows: usage, and whether it is paused."""
         usage = self._usage()
         out = []
         for s in services:
             u = usage.get(s.name) if s.pid else None
-            out.append(replace(s, rss_bytes=u.rss_bytes, cpu_seconds=u.cpu_seconds) if u else s)
+            s = replace(s, rss_bytes=u.rss_bytes, cpu_seconds=u.cpu_seconds) if u else s
+            out.append(replace(s, paused=True) if s.pid and is_paused(s.pid) else s)
         return tuple(out)
 
     # ------------------------------------------------------------------ requests

@@ -6,6 +6,10 @@ group. Every process also inherits ``SVC_INSTANCE=<instance id>`` in its
 environment: that marker finds descendants that left the group (double-forked,
 ``setsid`` daemons) and, after a daemon crash, the survivors of a previous daemon.
 
+Every stop signal is followed by SIGCONT (as systemd does): a process stopped by
+SIGSTOP or SIGTSTP (``T`` state) cannot act on SIGTERM until it runs again, so
+without it a paused service would always cost the whole stop_timeout and a SIGKILL.
+
 Signals only ever go to processes we can vouch for: our own unreaped child, its
 process group while that group provably is ours, and processes whose identity
 (pid plus start time) was checked against the kernel's process table just before.
@@ -93,6 +97,19 @@ def signal_verified(proc: psutil.Process, sig: int) -> bool:
         return True
     except psutil.Error:
         return False
+
+
+def _with_sigcont(sig: int) -> tuple[int, ...]:
+    """The signals that stop with ``sig``: ``sig``, then SIGCONT so that a paused
+    process wakes up to act on it (SIGKILL needs no help; SIGCONT needs no second)."""
+    return (sig,) if sig in (signal.SIGKILL, signal.SIGCONT) else (sig, signal.SIGCONT)
+
+
+def _stop_verified(proc: psutil.Process, sig: int) -> None:
+    """``sig`` then SIGCONT to ``proc``, while it is still the process we verified."""
+    for each in _with_sigcont(sig):
+        if not signal_verified(proc, each):
+            return
 
 
 async def _wait_all_gone(procs: Iterable[psutil.Process]) -> None:
@@ -254,14 +271,16 @@ class ProcessTree:
         early = self.main_pid in self.groups and self.main_alive()
         if early:  # our live main still holds its pgid: signal at once, look around after
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.main_pid, sig)  # type: ignore[arg-type]
+                for each in _with_sigcont(sig):
+                    os.killpg(self.main_pid, each)  # type: ignore[arg-type]
         table = await snapshot_processes() if table is None else table
         members = self.collect(table)
         if not early:
-            self.signal_groups(sig, table)
+            for each in _with_sigcont(sig):
+                self.signal_groups(each, table)
         for pid, proc in members.items():
             if table[pid].pgid not in self.groups:  # group members already got it via killpg
-                signal_verified(proc, sig)
+                _stop_verified(proc, sig)
         signalled = set(members)
         deadline = anyio.current_time() + max(0.0, timeout)
         killing = 0
@@ -279,7 +298,7 @@ class ProcessTree:
             if not killing and anyio.current_time() < deadline:
                 for pid, proc in members.items():  # forked after the signal: they never got it
                     if pid not in signalled:
-                        signal_verified(proc, sig)
+                        _stop_verified(proc, sig)
                 signalled.update(members)
                 continue
             if killing >= KILL_ROUNDS:

@@ -31,7 +31,7 @@ ALLOWED: dict[str, set[str]] = {
 # third-party libraries a layer must not load (the pure core stays importable anywhere;
 # the CLI stays fast and small)
 FORBIDDEN_LIBRARIES: dict[str, set[str]] = {
-    "core": {"anyio", "psutil", "prometheus_client", "structlog", "click", "rich"},
+    "core": {"anyio", "psutil", "prometheus_client", "structlog", "click", "rich", "re2"},
     "host": {"anyio", "prometheus_client", "structlog", "click", "rich"},
     "cli": {"anyio", "prometheus_client", "structlog"},
     "export": {"anyio", "psutil", "prometheus_client", "structlog"},
