@@ -24,6 +24,7 @@ from supervisord_lite.core.exitcodes import ExitCode
 from supervisord_lite.core.model import Manifest
 from supervisord_lite.core.protocol import ControlError, DaemonUnreachable
 from supervisord_lite.core.snapshot import ServiceSnapshot, SupervisorSnapshot
+from supervisord_lite.host import statedir
 from supervisord_lite.host.files import tail_file
 from supervisord_lite.host.recovery import leftover_services
 
@@ -168,8 +169,10 @@ def ensure_daemon(manifest: Manifest, timeout: float = 20.0) -> bool:
             raise DaemonStartError(str(exc), ExitCode.NO_DAEMON) from None
     state_dir = manifest.supervisor.state_dir
     try:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        log_file = open(daemon_log_path(manifest), "ab")
+        statedir.ensure_private_dir(state_dir)
+        log_file = os.fdopen(statedir.open_file(daemon_log_path(manifest), os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab")
+    except statedir.UnsafeStateDir as exc:
+        raise DaemonStartError(f"{manifest.path}: supervisor.state_dir: {exc}", exc.code) from None
     except OSError as exc:
         message = f"{manifest.path}: supervisor.state_dir: cannot write to {state_dir}: {exc.strerror or exc}"
         raise DaemonStartError(message, ExitCode.USAGE) from None

@@ -32,6 +32,7 @@ from supervisord_lite.core.model import Manifest
 from supervisord_lite.core.problems import ManifestError
 from supervisord_lite.core.states import GOOD_STATES
 from supervisord_lite.host.files import tail_file
+from supervisord_lite.host import statedir
 from supervisord_lite.host.recovery import remove_state
 from supervisord_lite.runtime.recovery import reap_predecessor
 from supervisord_lite.runtime.supervisor import Supervisor
@@ -47,14 +48,19 @@ class StartupError(Exception):
 
 
 def prepare_state_dir(manifest: Manifest) -> None:
-    """Create state_dir and logs/, and prove we can write there (clear error otherwise)."""
+    """Claim state_dir and logs/ (created 0700, refused when another user could write
+    there: host.statedir), and prove we can write there (clear error otherwise)."""
     sup = manifest.supervisor
+    statedir.report_to(lambda message: log.warning(message))
     for folder, key in ((sup.state_dir, "supervisor.state_dir"), (sup.logs_dir, "supervisor.state_dir (logs)")):
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            probe = folder / f".write-test-{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
+            if folder == sup.state_dir:
+                statedir.claim(folder)
+            else:
+                statedir.ensure_private_dir(folder)
+            statedir.probe_writable(folder)
+        except statedir.UnsafeStateDir as exc:
+            raise StartupError(f"{manifest.path}: {key}: {exc}", exc.code) from None
         except OSError as exc:
             raise StartupError(f"{manifest.path}: {key}: cannot write to {folder}: {exc.strerror or exc}") from None
 
@@ -67,7 +73,10 @@ class DaemonLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = statedir.open_file(self.path, os.O_RDWR | os.O_CREAT)
+        except OSError as exc:
+            raise StartupError(f"cannot open the lock {self.path}: {exc.strerror or exc}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -267,13 +276,16 @@ def _message(exc: BaseException) -> str:
 
 async def run_daemon(manifest_path: Path) -> int:
     manifest = load_manifest(manifest_path)
-    prepare_state_dir(manifest)
-    lock = DaemonLock(manifest.supervisor.state_dir)
-    lock.acquire()
     try:
-        return await _run_locked(manifest_path, manifest)
+        prepare_state_dir(manifest)
+        lock = DaemonLock(manifest.supervisor.state_dir)
+        lock.acquire()
+        try:
+            return await _run_locked(manifest_path, manifest)
+        finally:
+            lock.release()
     finally:
-        lock.release()
+        statedir.release(manifest.supervisor.state_dir)
 
 
 async def _run_locked(manifest_path: Path, manifest: Manifest) -> int:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from supervisord_lite.host import statedir
+
 
 def tail_file(path: Path, n: int) -> list[str]:
+    """The last ``n`` lines of ``path`` (a link there is not followed: no lines)."""
     if n <= 0:
         return []
     try:
-        with open(path, "rb") as f:
+        with os.fdopen(statedir.open_file(path, os.O_RDONLY), "rb") as f:
             f.seek(0, os.SEEK_END)
             size = f.tell()
             f.seek(max(0, size - 64 * 1024))

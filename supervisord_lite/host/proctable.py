@@ -8,6 +8,7 @@ identified by (pid, start time) and a reused pid is never mistaken for ours.
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -223,3 +224,35 @@ def scan_instances(prefix: str = "", table: ProcTable | None = None) -> dict[str
         if proc is not None:
             found.setdefault(instance, []).append(proc)
     return found
+
+
+def process_uid(pid: int) -> int | None:
+    """The real uid ``pid`` runs as, or None when it is gone or hidden."""
+    status = read_proc_file(f"/proc/{pid}/status", 1 << 14)
+    if status is None:
+        try:
+            return psutil.Process(pid).uids().real
+        except psutil.Error:
+            return None
+    for line in status.splitlines():
+        if line.startswith(b"Uid:"):
+            fields = line.split()
+            return int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
+    return None
+
+
+def is_recorded_service(entry: ProcEntry, instance_id: str, table: ProcTable, uids: Collection[int]) -> bool:
+    """May a process a state file names (its pid and start time already matched) be stopped?
+
+    The file could have been forged, and a pid plus a start time can be copied from
+    /proc; so the process must also run as one of ``uids`` (the daemon's, a service's
+    ``user``) and carry the record's instance marker or lead its own session (every
+    service's main process does, even after exec'ing with a cleared environment)."""
+    if process_uid(entry.pid) not in uids:
+        return False
+    if instance_id and table.instance(entry.pid) == instance_id:
+        return True
+    try:
+        return os.getsid(entry.pid) == entry.pid
+    except OSError:
+        return False

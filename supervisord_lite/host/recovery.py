@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+import pwd
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import psutil
 
 from supervisord_lite.core.model import Manifest
 from supervisord_lite.core.paths import instance_prefix
+from supervisord_lite.host import statedir
 from supervisord_lite.host.proctable import scan_instances
 
 
@@ -92,28 +94,49 @@ class DaemonState:
         return [n for n in self.wanted if n in manifest.services and manifest.services[n].is_active]
 
 
-def read_state(path: Path) -> DaemonState:
-    """The state file at ``path``; an empty state when it is missing or unreadable."""
+def read_state(path: Path, on_untrusted: Callable[[str], None] | None = None) -> DaemonState:
+    """The state file at ``path``; an empty state when it is missing or unreadable.
+
+    Only a regular file the daemon's uid owns is believed (it names processes to
+    kill): anything else is ignored and ``on_untrusted`` is told why."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(statedir.read_trusted(path))
+    except statedir.UntrustedFile as exc:
+        if on_untrusted is not None:
+            on_untrusted(f"{exc}: ignored, nothing in it is stopped or resumed")
+        return DaemonState()
     except (OSError, ValueError):
         return DaemonState()
     return DaemonState.from_dict(data) if isinstance(data, dict) else DaemonState()
 
 
 def write_state(path: Path, state: DaemonState) -> None:
-    """Replace the state file atomically (a reader sees the old file or the new one)."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state.to_dict()))
-    os.replace(tmp, path)
+    """Replace the state file atomically (a reader sees the old file or the new one).
+    Written 0600 relative to state_dir: a link at either name is replaced, not followed."""
+    statedir.write_atomic(path, json.dumps(state.to_dict()).encode(), path.with_suffix(".tmp").name)
 
 
 def remove_state(path: Path) -> None:
     """After a clean stop nothing is left to recover: no file for a successor to read."""
     try:
-        path.unlink()
+        statedir.remove(path)
     except OSError:
         pass
+
+
+def trusted_uids(*users: str | None) -> frozenset[int]:
+    """Whose processes a successor may stop: the daemon's uid and the uids of the
+    services' configured ``user``s (a name, or a number when no user has that name)."""
+    uids = {os.geteuid()}
+    for user in users:
+        if not user:
+            continue
+        try:
+            uids.add(pwd.getpwnam(user).pw_uid)
+        except KeyError:
+            if user.isdigit():
+                uids.add(int(user))
+    return frozenset(uids)
 
 
 def survivors(state_dir: Path) -> dict[str, list[psutil.Process]]:

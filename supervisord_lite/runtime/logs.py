@@ -24,6 +24,8 @@ from typing import Any
 
 import structlog
 
+from supervisord_lite.host import statedir
+
 __all__ = ["ServiceLog", "configure_logging", "format_timestamp", "get_logger"]
 
 MARK_PREFIX = "--- svc: "
@@ -39,7 +41,8 @@ def format_timestamp(t: float) -> str:
 class ServiceLog:
     """One service's output log: timestamped lines, rotated by size, tail in memory.
 
-    :param path: the log file (its folder is created when missing)
+    :param path: the log file, opened relative to its folder without following a link,
+        created 0600 (its folder 0700 when missing; see ``host.statedir``)
     :param max_bytes: rotate before the file would grow past this; 0 turns rotation off
     :param backups: how many rotated files to keep (``NAME.log.1`` is the newest);
         0 means the file is simply started afresh
@@ -150,8 +153,7 @@ class ServiceLog:
 
     def _open(self) -> int:
         if self._fd is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self._fd = statedir.open_file(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, create_folder=True)
             self._size = os.fstat(self._fd).st_size
         return self._fd
 
@@ -167,16 +169,9 @@ class ServiceLog:
         """NAME.log.(N-1) -> NAME.log.N ... NAME.log -> NAME.log.1; the oldest falls off."""
         self._close_fd()
         if self.backups == 0:
-            os.truncate(self.path, 0)
+            statedir.truncate(self.path)
             return
-        base = str(self.path)
-        if not os.path.exists(base):
-            return
-        for i in range(self.backups - 1, 0, -1):
-            src = f"{base}.{i}"
-            if os.path.exists(src):
-                os.replace(src, f"{base}.{i + 1}")
-        os.replace(base, f"{base}.1")
+        statedir.rotate(self.path, self.backups)
 
 
 # -- the daemon's own log ------------------------------------------------------
@@ -220,5 +215,8 @@ class _StderrLoggerFactory:
 
 
 def get_logger(**bind: Any) -> Any:
-    """A structlog logger with ``bind`` as context, e.g. ``get_logger(service="api")``."""
-    return structlog.get_logger().bind(**bind)
+    """A structlog logger with ``bind`` as context, e.g. ``get_logger(service="api")``.
+
+    Lazy: a module-level logger made at import time still follows ``configure_logging``
+    (a bound one would keep the console renderer it was made with)."""
+    return structlog.get_logger(**bind)

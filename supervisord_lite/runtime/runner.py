@@ -154,6 +154,12 @@ class Runner:
     # ------------------------------------------------------------------ the task
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            self.log.close()  # removed or replaced by a reload, or the daemon stops: nobody writes to it now
+
+    async def _run(self) -> None:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             if self.spec.watch:

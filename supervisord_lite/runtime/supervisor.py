@@ -68,7 +68,7 @@ class Supervisor:
         bin_dir = os.path.dirname(os.path.abspath(sys.executable))
         path = os.environ.get("PATH", "")
         self.child_env = {"PATH": f"{bin_dir}{os.pathsep}{path}" if bin_dir not in path.split(os.pathsep) else path}
-        manifest.supervisor.logs_dir.mkdir(parents=True, exist_ok=True)
+        manifest.supervisor.logs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         for spec in manifest.services.values():
             self.runners[spec.name] = Runner(self, spec)
         self._runner_list = tuple(self.runners.values())

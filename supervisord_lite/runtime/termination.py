@@ -26,12 +26,19 @@ import contextlib
 import errno
 import os
 import signal
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 
 import anyio
 import psutil
 
-from supervisord_lite.host.proctable import CTIME_TOLERANCE, ProcTable, read_proc_table, verified
+from supervisord_lite.host.proctable import (
+    CTIME_TOLERANCE,
+    ProcTable,
+    is_recorded_service,
+    process_uid,
+    read_proc_table,
+    verified,
+)
 from supervisord_lite.runtime.logs import get_logger
 
 __all__ = [
@@ -152,6 +159,7 @@ async def kill_instance(
     sig: signal.Signals = signal.SIGTERM,
     timeout: float = 10.0,
     pids_hint: Iterable[tuple[int, float]] = (),
+    uids: Collection[int] | None = None,
 ) -> list[int]:
     """Stop every process of a service instance that is not our child (a previous daemon's).
 
@@ -159,14 +167,22 @@ async def kill_instance(
     state file, checked against the kernel so a reused pid is never touched), plus their
     process groups and descendants; sends ``sig``, polls until they are gone, SIGKILLs
     what is left after ``timeout``. Returns the pids it found.
+
+    Only processes running as one of ``uids`` (default: the daemon's own) are taken as
+    the instance's; a hinted pid must also carry the marker or lead its own session.
     """
     hints = list(pids_hint)
+    allowed = frozenset(uids) if uids is not None else frozenset({os.geteuid()})
     table = await snapshot_processes()
     owner = ProcessTree(instance_id=instance_id, create_time=min((c for _, c in hints), default=0.0) - 1.0)
+    owner.uids = allowed
     for pid, ctime in hints:
         entry = table.get(pid)
         if entry is None or entry.zombie or abs(entry.create_time - ctime) > CTIME_TOLERANCE:
             continue  # gone, or the pid now belongs to another process
+        if not is_recorded_service(entry, instance_id, table, allowed):
+            _log.warning("not stopping a recorded pid: it is not a service of ours", pid=pid, instance=instance_id)
+            continue
         proc = verified(entry)
         if proc is not None:
             owner.known[pid] = proc
@@ -183,10 +199,11 @@ async def stop_orphans(
     create_time: float | None = None,
     sig: signal.Signals = signal.SIGTERM,
     timeout: float = 10.0,
+    uids: Collection[int] | None = None,
 ) -> list[int]:
     """``kill_instance`` for one state-file record (pid and create_time may be missing)."""
     hints = [(int(pid), float(create_time))] if pid and create_time else []
-    return await kill_instance(instance_id, sig=sig, timeout=timeout, pids_hint=hints)
+    return await kill_instance(instance_id, sig=sig, timeout=timeout, pids_hint=hints, uids=uids)
 
 
 class ProcessTree:
@@ -200,6 +217,7 @@ class ProcessTree:
         self.known: dict[int, psutil.Process] = {}
         self.seen: set[int] = set()
         self.main_alive: Callable[[], bool] = lambda: False
+        self.uids: frozenset[int] | None = None  # when set, marker carriers must run as one of these
 
     def group_is_ours(self, pgid: int, table: ProcTable) -> bool:
         """Is ``pgid`` still the group we started? Its number cannot be reused while the
@@ -222,7 +240,10 @@ class ProcessTree:
         for g in groups:
             member_pids.update(by_pgid.get(g, ()))
         if self.instance_id:  # only processes started after the service can be its own
-            member_pids.update(p for p in table.instance_members(self.instance_id, self.create_time - 1.0) if p != me)
+            member_pids.update(
+                p for p in table.instance_members(self.instance_id, self.create_time - 1.0)
+                if p != me and (self.uids is None or process_uid(p) in self.uids)
+            )
         for pid, proc in self.known.items():
             entry = table.get(pid)
             if entry is not None and abs(entry.create_time - proc.create_time()) <= CTIME_TOLERANCE:

@@ -3,7 +3,9 @@
 Tests run as root, and chmod does not stop root, so "unwritable" is made real: a path
 under a regular file, or a read-only tmpfs mounted over the folder. A full disk is a
 1 MiB tmpfs mounted over state_dir/logs. Mounting needs CAP_SYS_ADMIN: without it those
-tests are skipped, except under CI (CI=true), where a skip would hide a lost check.
+tests are skipped, except under CI (CI=true), where a skip would hide a lost check. The
+mounts are 0700: a tmpfs is 1777 by default, and the daemon refuses a state folder others
+may write in.
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ def test_log_folder_that_cannot_be_created_is_a_clear_error_with_exit_2(platform
 
 
 def test_read_only_state_dir_is_a_clear_error_with_exit_2(platform: Platform, tmpfs: Callable[[Path, str], None]) -> None:
-    tmpfs(platform.state_dir, "ro,size=1M")
+    tmpfs(platform.state_dir, "ro,size=1M,mode=0700")
     platform.add("api")
     platform.write()
     up = platform.svc("up")
@@ -98,7 +100,7 @@ def test_read_only_state_dir_is_a_clear_error_with_exit_2(platform: Platform, tm
 
 
 def test_read_only_log_folder_is_a_clear_error_with_exit_2(platform: Platform, tmpfs: Callable[[Path, str], None]) -> None:
-    tmpfs(platform.state_dir / "logs", "ro,size=1M")
+    tmpfs(platform.state_dir / "logs", "ro,size=1M,mode=0700")
     platform.add("api")
     platform.write()
     daemon = run_daemon_foreground(platform)
@@ -114,7 +116,7 @@ def health(port: int) -> int:
 
 def test_full_log_disk_keeps_services_running_and_is_reported_once(platform: Platform, tmpfs: Callable[[Path, str], None]) -> None:
     logs = platform.state_dir / "logs"
-    tmpfs(logs, "size=1M")
+    tmpfs(logs, "size=1M,mode=0700")
     platform.supervisor["log_max_bytes"] = "64MB"  # no rotation: the disk fills up
     port = platform.add("chatty", args="--flood-bytes 4000000")
     quiet = platform.add("quiet")

@@ -79,7 +79,9 @@ def test_the_real_daemon_refuses_another_user(shared_platform: Platform) -> None
     denied = as_nobody("status")
     assert denied.returncode == 3, denied
     assert "Permission denied" in denied.stderr and "Traceback" not in denied.stderr
-    # with the file opened up, the daemon's peer-credential check still refuses, for every request
+    # with the file (and the private state_dir it sits in) opened up, the daemon's
+    # peer-credential check still refuses, for every request
+    os.chmod(platform.state_dir, 0o755)
     os.chmod(sock, 0o666)
     for args in (("status",), ("down",), ("shutdown",), ("restart", "api")):
         refused = as_nobody(*args)
