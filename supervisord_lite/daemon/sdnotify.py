@@ -39,9 +39,13 @@ def notify(*lines: str) -> bool:
         return False  # vsock and other transports are not for a developer daemon
     message = "\n".join(lines).encode()
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        # non-blocking: when the receiver's queue is full (Linux queues only
+        # net.unix.max_dgram_qlen datagrams, 10 by default) a blocking send would stall
+        # the daemon's event loop; a dropped status line or watchdog ping is harmless,
+        # the next one follows
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK) as sock:
             sock.sendto(message, _address(target))
-    except OSError:
+    except OSError:  # includes BlockingIOError (queue full)
         return False
     return True
 

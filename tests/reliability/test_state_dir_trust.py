@@ -15,8 +15,6 @@ import pwd
 import signal
 import stat
 import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path

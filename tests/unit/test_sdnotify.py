@@ -101,3 +101,14 @@ def test_every_variable_read_here_is_kept_from_the_services() -> None:
     read = set(re.findall(r"os\.environ\.get\(\"([A-Z_]+)\"", source))
     assert read == {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"}
     assert read <= set(SYSTEMD_VARIABLES)
+
+
+def test_a_full_queue_drops_the_message_instead_of_blocking(receiver: socket.socket) -> None:
+    """systemd may be slow to read; the daemon's event loop must never wait on it."""
+    sent = 0
+    for _ in range(10_000):  # far past any datagram queue length; a blocking send would hang here
+        if not sdnotify.notify("WATCHDOG=1"):
+            break
+        sent += 1
+    assert 0 < sent < 10_000, "the queue never filled, or nothing was sent"
+    assert receive(receiver) == ["WATCHDOG=1"]  # what was queued still arrives
