@@ -211,8 +211,8 @@ def ensure_daemon(manifest: Manifest, timeout: float = 20.0) -> DaemonFound:
         if serving is not None:
             return DaemonFound.STARTED if serving == child.pid else DaemonFound.JOINED
         code = child.poll()
-        if code is not None:
-            # it may have lost the race to another daemon that is starting: give that one a moment
+        if code is not None and not (code == ExitCode.FAILED and _lock_holder_alive(manifest)):
+            # it may have lost the race to a daemon that has not written its pid yet: give that one a moment
             child_gone_at = child_gone_at or time.monotonic()
             if time.monotonic() - child_gone_at > 5.0 or code not in (ExitCode.OK, ExitCode.FAILED):
                 exit_code = ExitCode.USAGE if code == ExitCode.USAGE else ExitCode.FAILED
@@ -230,6 +230,28 @@ def _serving_pid(sock: Path) -> int | None:
         raise DaemonStartError(str(exc), exc.code) from None
     except (DaemonUnreachable, ControlError, KeyError, TypeError, ValueError):
         return None
+
+
+def _lock_holder_alive(manifest: Manifest) -> bool:
+    """Does the daemon that holds the manifest's lock (its pid is in the lock file) still
+    run? Then ours lost the race to it, and it is still starting: wait for it."""
+    try:
+        fd = os.open(manifest.supervisor.state_dir / "daemon.lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            pid = int(os.read(fd, 32).decode().strip() or 0)
+        finally:
+            os.close(fd)
+    except (OSError, ValueError):
+        return False
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _startup_failure(manifest: Manifest, code: int) -> str:

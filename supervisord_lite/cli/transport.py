@@ -53,8 +53,7 @@ def _connect(path: Path, timeout: float | None) -> socket.socket:
     if not trusted_listener(uid):
         sock.close()
         raise UntrustedSocket(
-            f"the control socket {path} is served by {socketdir.describe_uid(uid)}, not by you "
-            f"({socketdir.describe_uid(os.getuid())}) or root: refusing to trust it",
+            f"the control socket {path} is served by {socketdir.describe_uid(uid)}, not by you or root: refusing to trust it",
             ExitCode.NO_DAEMON,
         )
     return sock

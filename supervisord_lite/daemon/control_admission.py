@@ -143,7 +143,8 @@ class Admission:
         return True
 
     def _evict(self, pool: dict[int, dict[Connection, None]]) -> Connection | None:
-        for uid in sorted(pool, key=lambda u: len(pool[u]), reverse=True):
+        # the uid holding the most first; on a tie, another uid's before the daemon's own
+        for uid in sorted(pool, key=lambda u: (len(pool[u]), u != self.own_uid), reverse=True):
             victim = next((c for c in pool[uid] if c.idle), None)
             if victim is not None:
                 self._by_uid[uid].pop(victim)
