@@ -176,19 +176,21 @@ def _remove_stale(path: Path) -> None:
     else at the path (a symlink, a folder, a file) is refused, never followed or removed."""
     if not socketdir.socket_present(path):
         return
-    if _answers(path):
-        raise SocketPathError(f"a daemon already listens on {path}")
+    listener = _listener_uid(path)
+    if listener is not None:
+        raise SocketPathError(f"a process of {describe_uid(listener)} already listens on {path}")
     path.unlink()
 
 
-def _answers(path: Path) -> bool:
-    """Does a server accept connections on ``path``? (A live daemon always does.)"""
+def _listener_uid(path: Path) -> int | None:
+    """The uid of the server accepting connections on ``path`` (a live daemon always
+    does), or None when nothing does."""
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.settimeout(1.0)
     try:
         probe.connect(os.fspath(path))
-        return True
+        return peer_uid(probe)
     except OSError:
-        return False
+        return None
     finally:
         probe.close()

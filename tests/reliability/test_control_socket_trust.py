@@ -181,6 +181,11 @@ def test_a_listener_of_another_uid_is_refused_before_anything_is_sent(platform: 
             assert f"the control socket {sock} is served by {who}, not by you or root: refusing to trust it" in result.stderr, (args, said)
             assert "Traceback" not in said and "fabricated" not in said and "started the daemon" not in said, (args, said)
         assert_nothing_started(platform)
+        # a daemon started directly (as systemd does) will not listen beside it either
+        daemon = platform.svc("daemon")
+        assert daemon.returncode == 2, daemon.stderr
+        assert f"a process of {who} already listens on {sock}" in daemon.stderr and "Traceback" not in daemon.stderr
+        assert platform.our_processes() == [] and not platform.records.exists()
     assert fake.requests == []  # not one request reached the impostor
 
     # with the impostor gone, the real daemon starts and serves
