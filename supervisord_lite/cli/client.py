@@ -9,6 +9,7 @@ daemon answers, ``ControlError`` (with the exit code) when it refuses.
 
 from __future__ import annotations
 
+import enum
 import os
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from supervisord_lite.core.exitcodes import ExitCode
 from supervisord_lite.core.model import Manifest
 from supervisord_lite.core.protocol import ControlError, DaemonUnreachable
 from supervisord_lite.core.snapshot import ServiceSnapshot, SupervisorSnapshot
-from supervisord_lite.host import statedir
+from supervisord_lite.host import socketdir, statedir
 from supervisord_lite.host.files import tail_file
 from supervisord_lite.host.recovery import leftover_services
 
@@ -41,7 +42,8 @@ def ping(sock: Path, *, timeout: float = 1.0) -> dict[str, Any]:
 
 
 def is_serving(sock: Path, *, timeout: float = 1.0) -> bool:
-    """True when a daemon on ``sock`` answers (one that refuses this user counts as none)."""
+    """True when a daemon on ``sock`` answers (one that refuses this user, or a listener
+    this user must not trust, counts as none)."""
     try:
         ping(sock, timeout=timeout)
     except (DaemonUnreachable, ControlError):
@@ -109,7 +111,13 @@ class DaemonStartError(Exception):
 
 
 def socket_of(manifest: Manifest) -> Path:
-    return paths.socket_path_for(manifest.supervisor.state_dir)
+    return socket_in(manifest.supervisor.state_dir)
+
+
+def socket_in(state_dir: Path) -> Path:
+    """Where this state_dir's daemon listens (or would): ``paths.socket_candidates``, looked up."""
+    daemon_would_listen = socketdir.listen_path(paths.socket_candidates(state_dir))
+    return socketdir.locate(paths.socket_candidates(state_dir, lookup=True), default=daemon_would_listen)
 
 
 def state_dir_for_path(manifest_path: Path) -> Path:
@@ -130,7 +138,7 @@ def state_dir_for_path(manifest_path: Path) -> Path:
 
 
 def socket_for_path(manifest_path: Path) -> Path:
-    return paths.socket_path_for(state_dir_for_path(manifest_path))
+    return socket_in(state_dir_for_path(manifest_path))
 
 
 def leftovers_of(manifest_path: Path) -> list[str]:
@@ -151,19 +159,30 @@ def daemon_log_path(manifest: Manifest) -> Path:
     return manifest.supervisor.state_dir / "daemon.log"
 
 
-def ensure_daemon(manifest: Manifest, timeout: float = 20.0) -> bool:
+class DaemonFound(enum.Enum):
+    """How ``ensure_daemon`` found a daemon serving the manifest."""
+
+    RUNNING = "running"  # it was already there
+    STARTED = "started"  # the daemon this call spawned won the lock and serves
+    JOINED = "joined"  # this call spawned one, but another caller's won the race; it serves
+
+
+def ensure_daemon(manifest: Manifest, timeout: float = 20.0) -> DaemonFound:
     """Make sure a daemon serves this manifest; start one in the background if not.
 
-    Returns True when this call started it. Two callers racing is fine: the daemon
-    takes an exclusive lock, the loser exits, and both callers end up talking to the
-    winner.
+    Callers racing is fine: each spawns a daemon, the daemons take an exclusive lock,
+    the losers exit, and every caller ends up talking to the winner. Which caller
+    started it is told by the pid the serving daemon reports: exactly one gets
+    ``STARTED``, the others ``JOINED``.
     """
     sock = socket_of(manifest)
     try:
         ping(sock, timeout=1.0)
-        return False
+        return DaemonFound.RUNNING
     except DaemonUnreachable:
         pass
+    except transport.UntrustedSocket as exc:  # never start a daemon beside a listener we cannot trust
+        raise DaemonStartError(str(exc), exc.code) from None
     except ControlError as exc:
         if exc.code == ExitCode.NO_DAEMON:  # a daemon runs but will not serve us (another user's): starting a second cannot help
             raise DaemonStartError(str(exc), ExitCode.NO_DAEMON) from None
@@ -190,17 +209,51 @@ def ensure_daemon(manifest: Manifest, timeout: float = 20.0) -> bool:
     deadline = time.monotonic() + timeout
     child_gone_at: float | None = None
     while time.monotonic() < deadline:
-        if is_serving(sock, timeout=0.5):
-            return child.poll() is None
+        serving = _serving_pid(socket_of(manifest))
+        if serving is not None:
+            return DaemonFound.STARTED if serving == child.pid else DaemonFound.JOINED
         code = child.poll()
-        if code is not None:
-            # it may have lost the race to another daemon that is starting: give that one a moment
+        if code is not None and not (code == ExitCode.FAILED and _lock_holder_alive(manifest)):
+            # it may have lost the race to a daemon that has not written its pid yet: give that one a moment
             child_gone_at = child_gone_at or time.monotonic()
             if time.monotonic() - child_gone_at > 5.0 or code not in (ExitCode.OK, ExitCode.FAILED):
                 exit_code = ExitCode.USAGE if code == ExitCode.USAGE else ExitCode.FAILED
                 raise DaemonStartError(_startup_failure(manifest, code), exit_code)
         time.sleep(0.02)
     raise DaemonStartError(f"the daemon did not answer within {timeout:g}s; see {daemon_log_path(manifest)}")
+
+
+def _serving_pid(sock: Path) -> int | None:
+    """The pid of the daemon that answers on ``sock`` (None while none does); a listener
+    that cannot be trusted ends the wait with its message."""
+    try:
+        return int(ping(sock, timeout=0.5)["pid"])
+    except transport.UntrustedSocket as exc:
+        raise DaemonStartError(str(exc), exc.code) from None
+    except (DaemonUnreachable, ControlError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _lock_holder_alive(manifest: Manifest) -> bool:
+    """Does the daemon that holds the manifest's lock (its pid is in the lock file) still
+    run? Then ours lost the race to it, and it is still starting: wait for it."""
+    try:
+        fd = os.open(manifest.supervisor.state_dir / "daemon.lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            pid = int(os.read(fd, 32).decode().strip() or 0)
+        finally:
+            os.close(fd)
+    except (OSError, ValueError):
+        return False
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _startup_failure(manifest: Manifest, code: int) -> str:

@@ -77,13 +77,16 @@ def _daemon_socket(manifest: Path | None) -> tuple[Path, Path]:
 
 
 def _ensure_daemon(manifest: Manifest) -> None:
-    from supervisord_lite.cli.client import DaemonStartError, ensure_daemon  # lazy: keeps svc --help fast
+    from supervisord_lite.cli.client import DaemonFound, DaemonStartError, ensure_daemon  # lazy: keeps svc --help fast
 
     try:
-        if ensure_daemon(manifest):
-            click.echo(f"started the daemon for {manifest.path} (log: {manifest.supervisor.state_dir / 'daemon.log'})", err=True)
+        found = ensure_daemon(manifest)
     except DaemonStartError as exc:
         fail(str(exc), exc.code)
+    if found is DaemonFound.STARTED:
+        click.echo(f"started the daemon for {manifest.path} (log: {manifest.supervisor.state_dir / 'daemon.log'})", err=True)
+    elif found is DaemonFound.JOINED:
+        click.echo(f"joined the daemon another command started for {manifest.path} at the same moment", err=True)
 
 
 def _target(manifest: Path | None, names: tuple[str, ...]) -> tuple[Path, Path]:

@@ -2,6 +2,11 @@
 
 Plain blocking sockets, so the command line never imports anyio. This is the wire
 only; ``cli.client`` has one function per request the CLI makes.
+
+Nothing is sent to, or believed from, a listener before it is proved to be ours:
+the socket's private folder and path are checked before connecting, and right after
+connecting the listener's uid (SO_PEERCRED) must be ours or root's. Anything else
+is an ``UntrustedSocket`` with a message saying who serves the path.
 """
 
 from __future__ import annotations
@@ -15,10 +20,25 @@ from typing import Any
 
 from supervisord_lite.core.exitcodes import ExitCode
 from supervisord_lite.core.protocol import ControlError, DaemonUnreachable, encode
+from supervisord_lite.host import socketdir
 
 
-def request(path: Path, op: str, args: dict[str, Any], *, timeout: float | None = 30.0) -> Iterator[dict[str, Any]]:
-    """Send one request and yield every answer line (the last has ``done``)."""
+class UntrustedSocket(ControlError):
+    """The control socket is not safe to talk to: its folder or path is not what the
+    daemon makes (exit 2), or another user's process listens on it (exit 3)."""
+
+
+def trusted_listener(uid: int) -> bool:
+    """A daemon we may believe runs as us, or as root."""
+    return uid == os.getuid() or uid == 0
+
+
+def _connect(path: Path, timeout: float | None) -> socket.socket:
+    """A connection to the daemon on ``path``, its listener checked before anything is sent."""
+    try:
+        socketdir.check_before_connect(path)
+    except socketdir.SocketPathError as exc:
+        raise UntrustedSocket(str(exc), ExitCode.USAGE) from None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
@@ -29,11 +49,24 @@ def request(path: Path, op: str, args: dict[str, Any], *, timeout: float | None 
     except OSError as exc:  # permission denied, a full backlog (EAGAIN), ...
         sock.close()
         raise ControlError(f"cannot connect to {path}: {exc.strerror or exc}", ExitCode.NO_DAEMON) from None
+    uid = socketdir.peer_uid(sock)
+    if not trusted_listener(uid):
+        sock.close()
+        raise UntrustedSocket(
+            f"the control socket {path} is served by {socketdir.describe_uid(uid)}, not by you or root: refusing to trust it",
+            ExitCode.NO_DAEMON,
+        )
+    return sock
+
+
+def request(path: Path, op: str, args: dict[str, Any], *, timeout: float | None = 30.0) -> Iterator[dict[str, Any]]:
+    """Send one request and yield every answer line (the last has ``done``)."""
+    sock = _connect(path, timeout)
     with sock:
         try:
             sock.sendall(encode({"op": op, "args": args}))
         except (BrokenPipeError, ConnectionResetError):
-            raise ControlError(f"the daemon closed the connection during {op!r}", ExitCode.FAILED) from None
+            pass  # it may have refused us before reading (too many connections): its answer is still there to read
         buffer = b""
         while True:
             try:

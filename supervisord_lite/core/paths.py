@@ -2,7 +2,8 @@
 
 The rule is written once here, because the CLI and the daemon must agree on it
 without talking: the control socket, the state file, the daemon's log and lock,
-and the ``SVC_INSTANCE`` marker every service's processes carry.
+and the ``SVC_INSTANCE`` marker every service's processes carry. Only names are
+computed here; checking the folders they name is ``host.socketdir``'s job.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 _SUN_PATH_MAX = 104  # the portable limit of sockaddr_un.sun_path (108 on Linux), minus margin
 SOCKET_NAME = "svc.sock"
+RUNTIME_SUBDIR = "svc"  # the folder made in $XDG_RUNTIME_DIR
 
 
 def state_dir_digest(state_dir: Path) -> str:
@@ -20,16 +22,59 @@ def state_dir_digest(state_dir: Path) -> str:
     return hashlib.sha1(os.fsencode(state_dir.resolve())).hexdigest()
 
 
-def socket_path_for(state_dir: Path) -> Path:
-    """Where the daemon of this state_dir listens.
+def fits_socket_address(path: Path) -> bool:
+    """Is ``path`` short enough to be a Unix socket address?"""
+    return len(os.fsencode(path)) < _SUN_PATH_MAX
 
-    Normally ``state_dir/svc.sock``; when that path is too long for a Unix socket
-    address, a short path in /tmp derived from the state_dir, so both sides agree.
-    """
-    path = state_dir.resolve() / SOCKET_NAME
-    if len(os.fsencode(path)) < _SUN_PATH_MAX:
-        return path
-    return Path(f"/tmp/svc-{os.getuid()}-{state_dir_digest(state_dir)[:16]}.sock")
+
+def private_socket_dirs(uid: int, runtime_dir: str | None, *, lookup: bool = False) -> list[Path]:
+    """The per-user folders a socket goes to when state_dir's path is too long, in order:
+    ``$XDG_RUNTIME_DIR/svc`` (when set to an absolute path), then ``/tmp/svc-UID``.
+    Each must be a 0700 folder of that uid (``host.socketdir`` creates and checks it).
+
+    With ``lookup``, also ``/run/user/UID/svc`` (where a session's $XDG_RUNTIME_DIR
+    usually is): a command run without it still finds a daemon started with it."""
+    dirs = []
+    if runtime_dir and os.path.isabs(runtime_dir):
+        dirs.append(Path(runtime_dir) / RUNTIME_SUBDIR)
+    session_default = Path(f"/run/user/{uid}") / RUNTIME_SUBDIR
+    if lookup and session_default not in dirs:
+        dirs.append(session_default)
+    dirs.append(Path(f"/tmp/svc-{uid}"))  # not $TMPDIR: the CLI and a daemon under systemd must agree
+    return dirs
+
+
+def socket_candidates(
+    state_dir: Path, *, uid: int | None = None, runtime_dir: str | None = None, lookup: bool = False
+) -> list[Path]:
+    """Where the daemon of this state_dir may listen, best first.
+
+    ``state_dir/svc.sock`` alone when it fits a Unix socket address; otherwise a name
+    derived from the state_dir in each of ``private_socket_dirs`` that fits. The daemon
+    listens on the first whose base folder exists; the CLI looks in each (``lookup``:
+    a daemon under systemd may see no ``$XDG_RUNTIME_DIR`` where the user's shell does,
+    and the other way round). ``uid`` and ``runtime_dir`` default to this process's uid
+    and ``$XDG_RUNTIME_DIR``."""
+    in_state_dir = state_dir.resolve() / SOCKET_NAME
+    if fits_socket_address(in_state_dir):
+        return [in_state_dir]
+    uid = os.getuid() if uid is None else uid
+    runtime_dir = os.environ.get("XDG_RUNTIME_DIR") if runtime_dir is None else runtime_dir
+    name = f"{state_dir_digest(state_dir)[:16]}.sock"
+    folders = private_socket_dirs(uid, runtime_dir, lookup=lookup)
+    return [folder / name for folder in folders if fits_socket_address(folder / name)]
+
+
+def socket_path_for(state_dir: Path, *, uid: int | None = None, runtime_dir: str | None = None) -> Path:
+    """The preferred place of this state_dir's control socket (see ``socket_candidates``)."""
+    return socket_candidates(state_dir, uid=uid, runtime_dir=runtime_dir)[0]
+
+
+def is_private_socket_dir(folder: Path, *, uid: int | None = None, runtime_dir: str | None = None) -> bool:
+    """Is ``folder`` one of this user's private socket folders (not a state_dir)?"""
+    uid = os.getuid() if uid is None else uid
+    runtime_dir = os.environ.get("XDG_RUNTIME_DIR") if runtime_dir is None else runtime_dir
+    return folder in private_socket_dirs(uid, runtime_dir, lookup=True)
 
 
 def instance_prefix(state_dir: Path) -> str:

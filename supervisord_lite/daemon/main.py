@@ -22,7 +22,6 @@ import anyio
 import structlog
 
 from supervisord_lite.daemon import control_server
-from supervisord_lite.core import paths
 from supervisord_lite.core import protocol
 from supervisord_lite.core import graph
 from supervisord_lite.core.exitcodes import ExitCode
@@ -292,6 +291,10 @@ async def _run_locked(manifest_path: Path, manifest: Manifest) -> int:
     from supervisord_lite.daemon.httpserver import MetricsAddressError, MetricsServer
     from supervisord_lite.daemon.metrics import Metrics
 
+    try:
+        sock_path = control_server.claim_path(manifest.supervisor.state_dir)
+    except control_server.SocketPathError as exc:
+        raise StartupError(str(exc)) from None
     resume = await reap_predecessor(manifest)
     supervisor: Supervisor | None = None
 
@@ -316,7 +319,6 @@ async def _run_locked(manifest_path: Path, manifest: Manifest) -> int:
         except MetricsAddressError as exc:
             raise StartupError(str(exc)) from None
     daemon = Daemon(manifest_path, supervisor, metrics)
-    sock_path = paths.socket_path_for(manifest.supervisor.state_dir)
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(supervisor.run)
