@@ -39,6 +39,8 @@ def _connect(path: Path, timeout: float | None) -> socket.socket:
         socketdir.check_before_connect(path)
     except socketdir.SocketPathError as exc:
         raise UntrustedSocket(str(exc), ExitCode.USAGE) from None
+    except socketdir.SocketAccessDenied as exc:  # another user's daemon: it would not serve us anyway
+        raise ControlError(str(exc), ExitCode.NO_DAEMON) from None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:

@@ -21,6 +21,11 @@ from pathlib import Path
 from supervisord_lite.core import paths
 
 
+class SocketAccessDenied(Exception):
+    """We may not even look at the socket path: the folder it is in belongs to someone
+    else (a daemon of another user, whose state_dir is private)."""
+
+
 class SocketPathError(Exception):
     """The control socket's folder or path is not safe to use; the message says why."""
 
@@ -124,6 +129,8 @@ def socket_present(path: Path) -> bool:
         seen = os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
         return False
+    except PermissionError as exc:
+        raise SocketAccessDenied(f"cannot reach the daemon at {path}: {exc.strerror or exc}") from None
     except OSError as exc:
         raise SocketPathError(f"the control socket {path} cannot be checked: {exc.strerror or exc}") from None
     if stat.S_ISSOCK(seen.st_mode):

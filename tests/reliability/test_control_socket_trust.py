@@ -448,7 +448,7 @@ def test_10000_control_connections_leave_descriptors_threads_and_memory_flat(pla
     elapsed = time.monotonic() - t0
     wait_until(lambda: daemon.num_fds() <= before.fds, timeout=10, what=f"the daemon's descriptors back to {before.fds}")
     after, threads_after = daemon_usage(platform), daemon.num_threads()
-    assert after.fds == before.fds, (before, after)
+    assert after.fds <= before.fds, (before, after)  # nothing kept open (one may close meanwhile)
     assert threads_after <= threads_before, (threads_before, threads_after)
     assert after.rss - before.rss < 8 * 2**20, (before, after)
     print(f"\n10,000 connections in {elapsed:.1f} s: {before} -> {after}; threads {threads_before} -> {threads_after}")
