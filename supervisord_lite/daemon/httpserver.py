@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import json
+import select
 import socket
 import socketserver
 import threading
@@ -58,6 +59,7 @@ class Request:
     query: Mapping[str, list[str]]
     headers: Mapping[str, str]
     stopping: threading.Event  # set when the server stops: streaming bodies end then
+    client_gone: Callable[[], bool] = lambda: False  # a streaming body ends once this says True
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +196,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             query=parse_qs(url.query),
             headers=dict(self.headers.items()),
             stopping=app.stopping,
+            client_gone=self._client_gone,
         )
         response = app.dispatch(request)
         if isinstance(response.body, bytes):
@@ -208,6 +211,15 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self._write(response, head_only)
         finally:
             app.stream_slots.release()
+
+    def _client_gone(self) -> bool:
+        """Has the client closed its end? A stream's slot is freed at once, not at its next write."""
+        try:
+            poller = select.poll()  # not select(): descriptors above 1023 are common in a busy daemon
+            poller.register(self.connection, select.POLLIN)
+            return bool(poller.poll(0)) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
 
     def _write(self, response: Response, head_only: bool) -> None:
         body = response.body

@@ -210,7 +210,7 @@ def _event_stream(feed: ViewFeed, request: Request) -> Iterator[bytes]:
     yield b"retry: 2000\n\n"
     last_key = None
     last_sent = 0.0
-    while not request.stopping.is_set():
+    while not request.stopping.is_set() and not request.client_gone():
         key, data = feed.current()
         now = time.monotonic()
         if key != last_key or now - last_sent >= REFRESH_SECONDS:

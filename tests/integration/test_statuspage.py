@@ -361,3 +361,19 @@ def test_svc_status_svc_ports_the_page_and_metrics_tell_the_same_health(platform
     assert listed == {"db", "api", "worker", "old"}
     lines = get_json(metrics_port, "/api/logs/api?n=200")["lines"]
     assert any("listening" in line for line in lines)
+
+
+def test_a_real_daemon_serves_no_service_output_over_http_by_default(platform: Platform) -> None:
+    (metrics_port,) = free_ports(1)
+    platform.supervisor["metrics"] = f"127.0.0.1:{metrics_port}"
+    platform.add("api")
+    platform.write()
+    platform.svc("up", check=True)
+    wait_until(lambda: "listening" in platform.svc("logs", "api").stdout, timeout=10, what="api's output in `svc logs`")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/api/logs/api", timeout=10)
+    with refused.value:
+        assert refused.value.code == 403
+        error = json.load(refused.value)["error"]
+    assert "http_logs = true" in error and str(platform.manifest) in error and "`svc logs NAME`" in error
+    assert get_json(metrics_port, "/api/status")["services"][0]["name"] == "api"
