@@ -16,22 +16,20 @@ from __future__ import annotations
 
 import fcntl
 import os
-import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import anyio
-import anyio.abc
 import structlog
 
-from supervisord_lite.daemon import control_server
 from supervisord_lite.core import paths
 from supervisord_lite.core import protocol
 from supervisord_lite.core import graph
 from supervisord_lite.daemon import sdnotify
+from supervisord_lite.daemon.background import handle_signals, keep_running, serve_control, status_lines, watchdog
 from supervisord_lite.core.manifest import load_manifest
 from supervisord_lite.core.model import Manifest
 from supervisord_lite.core.problems import ManifestError
@@ -346,16 +344,16 @@ async def _run_locked(manifest_path: Path, manifest: Manifest) -> int:
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(supervisor.run)
-            await tg.start(lambda task_status: control_server.serve(sock_path, daemon, task_status=task_status, on_error=lambda m: log.error(m)))
-            tg.start_soon(_keep_running, "signal handling", _signals, daemon, tg)
-            tg.start_soon(_keep_running, "systemd watchdog", _watchdog)
+            await tg.start(serve_control, sock_path, daemon)
+            tg.start_soon(keep_running, "signal handling", handle_signals, daemon, tg)
+            tg.start_soon(keep_running, "systemd watchdog", watchdog)
             log.info("daemon ready", pid=os.getpid(), manifest=str(manifest.path), socket=str(sock_path),
                      metrics=manifest.supervisor.metrics or "off")
             sdnotify.notify("READY=1", f"STATUS=serving {len(manifest.services)} services")
             if resume:
                 log.warning("resuming services a previous daemon was running", services=resume)
                 supervisor.up(resume)
-            tg.start_soon(_keep_running, "systemd status line", _status_lines, supervisor)
+            tg.start_soon(keep_running, "systemd status line", status_lines, supervisor)
             await daemon.shutdown_requested.wait()
             sdnotify.notify("STOPPING=1", "STATUS=stopping services")
             log.info("shutting down: stopping every service in reverse order")
@@ -384,71 +382,6 @@ def _status_page_routes(supervisor: Supervisor, snapshot: Any) -> dict[str, Any]
         return tail_file(manifest.supervisor.logs_dir / f"{name}.log", n)
 
     return routes(get_snapshot=snapshot, get_manifest=lambda: supervisor.manifest, tail=tail)
-
-
-#: The first wait before a failed helper task runs again; it doubles up to RESTART_MAX.
-RESTART_FIRST, RESTART_MAX = 1.0, 30.0
-
-
-async def _keep_running(what: str, task: Callable[..., Awaitable[None]], *args: Any) -> None:
-    """Run a helper task for the daemon's lifetime: a failure is logged and the task
-    starts again after a pause, instead of ending the daemon's task group."""
-    pause = RESTART_FIRST
-    while True:
-        try:
-            await task(*args)
-            return
-        except Exception:
-            log.exception("daemon task failed; starting it again", task=what, retry_in=pause)
-        await anyio.sleep(pause)
-        pause = min(pause * 2, RESTART_MAX)
-
-
-async def _signals(daemon: Daemon, tg: anyio.abc.TaskGroup) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-        async for signum in signals:
-            if signum == signal.SIGHUP:
-                log.info("SIGHUP: reloading the manifest")
-                tg.start_soon(_reload_on_signal, daemon)  # SIGTERM is still heard while a reload stops services
-            else:
-                log.info("signal: shutting down", signal=signal.Signals(signum).name)
-                daemon.shutdown_requested.set()
-
-
-async def _reload_on_signal(daemon: Daemon) -> None:
-    try:
-        await daemon.reload()
-    except protocol.ControlError:
-        pass  # logged and counted by reload; the running manifest stays
-    except Exception:
-        log.exception("SIGHUP reload failed; the running manifest stays")
-
-
-async def _watchdog() -> None:
-    interval = sdnotify.watchdog_interval()
-    if not interval:
-        return
-    while True:
-        sdnotify.notify("WATCHDOG=1")
-        await anyio.sleep(interval / 2)
-
-
-async def _status_lines(sup: Supervisor) -> None:
-    """Keep systemd's STATUS= line current (`systemctl status` shows it)."""
-    if not os.environ.get("NOTIFY_SOCKET"):
-        return
-    last = ""
-    while True:
-        changed = sup.next_change()
-        counts: dict[str, int] = {}
-        for s in sup.snapshot().services:
-            counts[s.state.value] = counts.get(s.state.value, 0) + 1
-        line = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
-        if line != last:
-            sdnotify.notify(f"STATUS={line}")
-            last = line
-        await changed.wait()
-        await anyio.sleep(0.5)  # coalesce bursts of changes into one line
 
 
 def main(manifest_path: Path, json_logs: bool | None = None) -> int:

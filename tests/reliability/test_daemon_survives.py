@@ -24,7 +24,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ import structlog
 from supervisord_lite.cli import transport
 from supervisord_lite.core import paths
 from supervisord_lite.core.protocol import ControlError
+from supervisord_lite.daemon import background
 from supervisord_lite.daemon import main as daemon_main
 from supervisord_lite.runtime.supervisor import Supervisor
 from tests.conftest import free_ports, wait_until
@@ -205,7 +206,7 @@ async def test_an_op_that_fails_unexpectedly_is_answered_as_an_internal_error(pl
 async def test_a_helper_task_that_fails_is_restarted_and_its_siblings_go_on(monkeypatch: pytest.MonkeyPatch) -> None:
     """The signal, watchdog and status-line tasks run under _keep_running: a failure is
     logged and the task runs again; the task group (the daemon) does not end."""
-    monkeypatch.setattr(daemon_main, "RESTART_FIRST", 0.01)
+    monkeypatch.setattr(background, "RESTART_FIRST", 0.01)
     runs = 0
     sibling_ticks = 0
 
@@ -227,7 +228,7 @@ async def test_a_helper_task_that_fails_is_restarted_and_its_siblings_go_on(monk
     with structlog.testing.capture_logs() as logged:
         with anyio.fail_after(10):
             async with anyio.create_task_group() as tg:
-                tg.start_soon(daemon_main._keep_running, "systemd status line", flaky)
+                tg.start_soon(background.keep_running, "systemd status line", flaky)
                 tg.start_soon(sibling)
                 while runs < 3:
                     await anyio.sleep(0.01)
@@ -238,6 +239,38 @@ async def test_a_helper_task_that_fails_is_restarted_and_its_siblings_go_on(monk
     failures = [e for e in logged if e["event"] == "daemon task failed; starting it again"]
     assert [e["task"] for e in failures] == ["systemd status line"] * 2
     assert failures[1]["retry_in"] == 2 * failures[0]["retry_in"]  # backs off
+
+
+@pytest.mark.anyio
+async def test_the_control_socket_listens_again_after_a_failure_but_a_failed_start_is_an_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(background, "RESTART_FIRST", 0.01)
+    calls = 0
+
+    async def serve(path: Path, handler: Any, *, task_status: Any, on_error: Any) -> None:
+        nonlocal calls
+        calls += 1
+        task_status.started()
+        if calls == 1:
+            raise OSError(errno.EPROTO, "Protocol error")  # after it listened
+        await anyio.sleep_forever()
+
+    monkeypatch.setattr(background.control_server, "serve", serve)
+    with structlog.testing.capture_logs() as logged:
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                await tg.start(background.serve_control, tmp_path / "s.sock", None)
+                while calls < 2:
+                    await anyio.sleep(0.01)
+                tg.cancel_scope.cancel()
+    assert [e["event"] for e in logged] == ["the control socket failed; listening again"]
+
+    async def cannot_listen(path: Path, handler: Any, *, task_status: Any, on_error: Any) -> None:
+        raise ControlError(f"a daemon already listens on {path}", 1)
+
+    monkeypatch.setattr(background.control_server, "serve", cannot_listen)
+    with pytest.raises(ControlError, match="already listens"):  # before it ever listened: the start fails
+        await background.serve_control(tmp_path / "s.sock", None)
 
 
 # -- a full disk -------------------------------------------------------------------------
