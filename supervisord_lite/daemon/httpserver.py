@@ -163,6 +163,7 @@ def _refuse_busy(sock: socket.socket, message: str) -> None:
     try:
         sock.setblocking(False)
         sock.send(head.encode() + body)
+        sock.recv(65536)  # the request, if it came: closing over unread data would reset the answer away
     except OSError:
         pass
 
