@@ -9,7 +9,8 @@ reloads.
 Nothing a request, a signal or a manifest brings may end the daemon (its end would
 orphan every service): a reload that fails is refused with its reason and the
 running manifest stays, an op that fails unexpectedly is logged and answered, and
-a helper task that fails (signals, watchdog, status line) is logged and restarted.
+a helper task that fails (signals, watchdog, status line, control socket) is
+logged and started again (daemon/background.py).
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ class Daemon:
             raise
         except Exception as exc:  # a bug in one op: log it whole, answer it, keep serving
             log.exception("control request failed", op=op)
-            raise protocol.ControlError(f"internal error in {op!r}: {type(exc).__name__}: {exc}", EXIT_FAILED) from None
+            raise protocol.ControlError(f"internal error in {op!r}: {type(exc).__name__}: {_short(exc)}", EXIT_FAILED) from None
 
     async def op_ping(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         yield _done({"pid": os.getpid(), "manifest": str(self.sup.manifest.path)})
@@ -220,7 +221,7 @@ class Daemon:
                 self.sup.reloads_error += 1
                 log.exception("reload failed while applying the new manifest; the daemon and its services stay")
                 raise protocol.ControlError(
-                    f"reload failed while applying {self.manifest_path}: {type(exc).__name__}: {exc} "
+                    f"reload failed while applying {self.manifest_path}: {type(exc).__name__}: {_short(exc)} "
                     "(the daemon and its services keep running; details in the daemon log)",
                     EXIT_FAILED,
                 ) from None
