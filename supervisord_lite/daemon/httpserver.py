@@ -10,6 +10,11 @@ events), until the client leaves or the server stops.
 
 Bound to loopback (the default) it answers only requests whose Host is a loopback
 name or address, so a web page cannot read it through DNS rebinding.
+
+Any local user can connect, so clients are bounded: at most ``max_connections``
+requests are served at once (one thread each) and at most ``max_streams`` of them
+are event streams; beyond either cap a client gets a 503 saying which, at once,
+and the daemon's own work (control socket, supervision) never waits for them.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import json
+import select
 import socket
 import socketserver
 import threading
@@ -36,6 +42,10 @@ from supervisord_lite.host.portinfo import listener_on
 log = structlog.get_logger(__name__)
 
 KEY = "supervisor.metrics"
+#: Requests served at once (a thread each); more are answered 503 by the accepting thread.
+MAX_CONNECTIONS = 64
+#: Server-sent-event streams open at once (the status page holds one per open tab).
+MAX_STREAMS = 32
 
 
 class MetricsAddressError(Exception):
@@ -49,6 +59,7 @@ class Request:
     query: Mapping[str, list[str]]
     headers: Mapping[str, str]
     stopping: threading.Event  # set when the server stops: streaming bodies end then
+    client_gone: Callable[[], bool] = lambda: False  # a streaming body ends once this says True
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +133,40 @@ class _Server(ThreadingHTTPServer):
         # Called inside socketserver's except block: a client that hung up, mostly.
         log.debug("metrics.client_error", client=str(client_address), exc_info=True)  # noqa: LOG014
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A thread per request, up to the cap; beyond it a 503 from this thread (no thread)."""
+        if not self.app.connection_slots.acquire(blocking=False):
+            _refuse_busy(request, f"too many requests at once (the limit is {self.app.max_connections}); try again shortly")
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.app.connection_slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.app.connection_slots.release()
+
+
+def _refuse_busy(sock: socket.socket, message: str) -> None:
+    """A whole 503 in one non-blocking send: it fits any fresh socket's buffer, and a
+    client that cannot take it is not waited for."""
+    body = f"{message}\n".encode()
+    head = (
+        "HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"Retry-After: 5\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    try:
+        sock.setblocking(False)
+        sock.send(head.encode() + body)
+        sock.recv(65536)  # the request, if it came: closing over unread data would reset the answer away
+    except OSError:
+        pass
+
 
 class _RequestHandler(BaseHTTPRequestHandler):
     server: _Server
@@ -152,8 +197,30 @@ class _RequestHandler(BaseHTTPRequestHandler):
             query=parse_qs(url.query),
             headers=dict(self.headers.items()),
             stopping=app.stopping,
+            client_gone=self._client_gone,
         )
-        self._write(app.dispatch(request), head_only)
+        response = app.dispatch(request)
+        if isinstance(response.body, bytes):
+            self._write(response, head_only)
+            return
+        if not app.stream_slots.acquire(blocking=False):
+            _close_body(response.body)
+            message = f"too many event streams open (the limit is {app.max_streams}); try again later\n"
+            self._write(Response(503, message.encode(), headers={"Retry-After": "5"}), head_only)
+            return
+        try:
+            self._write(response, head_only)
+        finally:
+            app.stream_slots.release()
+
+    def _client_gone(self) -> bool:
+        """Has the client closed its end? A stream's slot is freed at once, not at its next write."""
+        try:
+            poller = select.poll()  # not select(): descriptors above 1023 are common in a busy daemon
+            poller.register(self.connection, select.POLLIN)
+            return bool(poller.poll(0)) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
 
     def _write(self, response: Response, head_only: bool) -> None:
         body = response.body
@@ -180,12 +247,16 @@ class _RequestHandler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client left
         finally:
-            close = getattr(body, "close", None)
-            if close is not None:
-                close()
+            _close_body(body)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("metrics.request", client=self.client_address[0], line=format % args)
+
+
+def _close_body(body: Iterable[bytes]) -> None:
+    close = getattr(body, "close", None)
+    if close is not None:
+        close()
 
 
 class MetricsServer:
@@ -195,6 +266,7 @@ class MetricsServer:
     ``MetricsAddressError`` naming ``supervisor.metrics`` when the address is
     taken or cannot be bound. ``port`` is the bound port (pass port 0 in tests).
     The supervisor feeds probe latencies through ``metrics.observe_probe``.
+    ``max_connections`` and ``max_streams`` bound the clients served at once.
     """
 
     def __init__(
@@ -206,6 +278,8 @@ class MetricsServer:
         extra_routes: Mapping[str, Handler] | None = None,
         health: HealthCheck | None = None,
         manifest: str = "",
+        max_connections: int = MAX_CONNECTIONS,
+        max_streams: int = MAX_STREAMS,
     ) -> None:
         self.address = address
         self.get_snapshot = get_snapshot
@@ -213,6 +287,10 @@ class MetricsServer:
         self.health = health
         self.manifest = manifest  # named in error messages
         self.stopping = threading.Event()
+        self.max_connections = max_connections
+        self.max_streams = max_streams
+        self.connection_slots = threading.BoundedSemaphore(max_connections)
+        self.stream_slots = threading.BoundedSemaphore(max_streams)
         self.routes: dict[str, Handler] = {
             "/": self._index,
             "/metrics": self._metrics,

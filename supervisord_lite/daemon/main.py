@@ -5,13 +5,18 @@ that died without stopping its services, starts the metrics endpoint, the
 supervisor and the control socket in one task group, and turns signals into
 requests: SIGTERM/SIGINT stop everything in reverse order and exit 0, SIGHUP
 reloads.
+
+Nothing a request, a signal or a manifest brings may end the daemon (its end would
+orphan every service): a reload that fails is refused with its reason and the
+running manifest stays, an op that fails unexpectedly is logged and answered, and
+a helper task that fails (signals, watchdog, status line, control socket) is
+logged and started again (daemon/background.py).
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-import signal
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -26,6 +31,7 @@ from supervisord_lite.core import protocol
 from supervisord_lite.core import graph
 from supervisord_lite.core.exitcodes import ExitCode
 from supervisord_lite.daemon import sdnotify
+from supervisord_lite.daemon.background import handle_signals, keep_running, serve_control, status_lines, watchdog
 from supervisord_lite.core.manifest import load_manifest
 from supervisord_lite.core.model import Manifest
 from supervisord_lite.core.problems import ManifestError
@@ -108,8 +114,14 @@ class Daemon:
         method = getattr(self, f"op_{op}", None)
         if method is None:
             raise protocol.ControlError(f"unknown request {op!r}", ExitCode.USAGE)
-        async for message in method(args):
-            yield message
+        try:
+            async for message in method(args):
+                yield message
+        except protocol.ControlError:
+            raise
+        except Exception as exc:  # a bug in one op: log it whole, answer it, keep serving
+            log.exception("control request failed", op=op)
+            raise protocol.ControlError(f"internal error in {op!r}: {type(exc).__name__}: {_short(exc)}", ExitCode.FAILED) from None
 
     async def op_ping(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         yield _done({"pid": os.getpid(), "manifest": str(self.sup.manifest.path)})
@@ -202,32 +214,56 @@ class Daemon:
         yield _done({"services": [s.to_dict() for s in services], "all_ready": not failed, "tails": tails})
 
     async def reload(self) -> dict[str, Any]:
+        """Load the manifest again and apply the difference. Every failure is a
+        ControlError (code 2: the manifest; code 1: applying it) and leaves the
+        daemon, its services and the running manifest in place."""
         async with self._reload_lock:
-            try:
-                new = await anyio.to_thread.run_sync(load_manifest, self.manifest_path)
-            except ManifestError as exc:
-                self.sup.reloads_error += 1
-                log.error("reload refused: invalid manifest; the running one stays", errors=str(exc))
-                raise protocol.ControlError(f"reload refused, the running manifest stays:\n{exc}", ExitCode.USAGE) from None
-            if not new.services and self.sup.manifest.services:
-                self.sup.reloads_error += 1
-                raise protocol.ControlError(
-                    f"reload refused, the running manifest stays: {self.manifest_path} now lists no services "
-                    "(a file caught half-written?); to stop everything, use `svc down`",
-                    ExitCode.USAGE,
-                )
+            new = await self._load_for_reload()
             if new.supervisor != self.sup.manifest.supervisor:
                 log.warning("[supervisor] changes take effect at the next daemon start")
                 new = _keep_supervisor(new, self.sup.manifest)
-            result = await self.sup.reload(new)
+            try:
+                result = await self.sup.reload(new)
+            except Exception as exc:
+                self.sup.reloads_error += 1
+                log.exception("reload failed while applying the new manifest; the daemon and its services stay")
+                raise protocol.ControlError(
+                    f"reload failed while applying {self.manifest_path}: {type(exc).__name__}: {_short(exc)} "
+                    "(the daemon and its services keep running; details in the daemon log)",
+                    ExitCode.FAILED,
+                ) from None
             log.info("reloaded", **result)
             return result
+
+    async def _load_for_reload(self) -> Manifest:
+        def refuse(reason: str) -> protocol.ControlError:
+            self.sup.reloads_error += 1
+            log.error("reload refused; the running manifest stays", reason=reason)
+            return protocol.ControlError(f"reload refused, the running manifest stays:\n{reason}", ExitCode.USAGE)
+
+        try:
+            new = await anyio.to_thread.run_sync(load_manifest, self.manifest_path)
+        except ManifestError as exc:
+            raise refuse(str(exc)) from None
+        except Exception as exc:  # the loader should say ManifestError; whatever it says, the file is at fault
+            raise refuse(f"{self.manifest_path}: cannot be loaded: {type(exc).__name__}: {_short(exc)}") from None
+        if not new.services and self.sup.manifest.services:
+            raise refuse(
+                f"{self.manifest_path} now lists no services (a file caught half-written?); to stop everything, use `svc down`"
+            )
+        return new
 
 
 def _keep_supervisor(new: Manifest, old: Manifest) -> Manifest:
     from dataclasses import replace
 
     return replace(new, supervisor=old.supervisor)
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    """An exception's text, cut short (an OverflowError can quote a 400-digit number)."""
+    text = str(exc)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _done(result: Any) -> dict[str, Any]:
@@ -322,26 +358,26 @@ async def _run_locked(manifest_path: Path, manifest: Manifest) -> int:
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(supervisor.run)
-            await tg.start(lambda task_status: control_server.serve(sock_path, daemon, task_status=task_status, on_error=lambda m: log.error(m)))
-            tg.start_soon(_signals, daemon)
-            tg.start_soon(_watchdog)
+            await tg.start(serve_control, sock_path, daemon)
+            tg.start_soon(keep_running, "signal handling", handle_signals, daemon, tg)
+            tg.start_soon(keep_running, "systemd watchdog", watchdog)
             log.info("daemon ready", pid=os.getpid(), manifest=str(manifest.path), socket=str(sock_path),
                      metrics=manifest.supervisor.metrics or "off")
             sdnotify.notify("READY=1", f"STATUS=serving {len(manifest.services)} services")
             if resume:
                 log.warning("resuming services a previous daemon was running", services=resume)
                 supervisor.up(resume)
-            tg.start_soon(_status_lines, supervisor)
+            tg.start_soon(keep_running, "systemd status line", status_lines, supervisor)
             await daemon.shutdown_requested.wait()
             sdnotify.notify("STOPPING=1", "STATUS=stopping services")
             log.info("shutting down: stopping every service in reverse order")
             with anyio.CancelScope(shield=True):
                 await supervisor.shutdown()
             tg.cancel_scope.cancel()
+        remove_state(manifest.supervisor.state_file)  # only after a clean stop: otherwise it is the successor's guide
     finally:
         if server is not None:
             server.stop()
-        remove_state(manifest.supervisor.state_file)
     log.info("daemon stopped")
     return ExitCode.OK
 
@@ -362,47 +398,6 @@ def _status_page_routes(supervisor: Supervisor, snapshot: Any) -> dict[str, Any]
     return routes(get_snapshot=snapshot, get_manifest=lambda: supervisor.manifest, tail=tail)
 
 
-async def _signals(daemon: Daemon) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-        async for signum in signals:
-            if signum == signal.SIGHUP:
-                log.info("SIGHUP: reloading the manifest")
-                try:
-                    await daemon.reload()
-                except protocol.ControlError:
-                    pass  # already logged; the running manifest stays
-            else:
-                log.info("signal: shutting down", signal=signal.Signals(signum).name)
-                daemon.shutdown_requested.set()
-
-
-async def _watchdog() -> None:
-    interval = sdnotify.watchdog_interval()
-    if not interval:
-        return
-    while True:
-        sdnotify.notify("WATCHDOG=1")
-        await anyio.sleep(interval / 2)
-
-
-async def _status_lines(sup: Supervisor) -> None:
-    """Keep systemd's STATUS= line current (`systemctl status` shows it)."""
-    if not os.environ.get("NOTIFY_SOCKET"):
-        return
-    last = ""
-    while True:
-        changed = sup.next_change()
-        counts: dict[str, int] = {}
-        for s in sup.snapshot().services:
-            counts[s.state.value] = counts.get(s.state.value, 0) + 1
-        line = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
-        if line != last:
-            sdnotify.notify(f"STATUS={line}")
-            last = line
-        await changed.wait()
-        await anyio.sleep(0.5)  # coalesce bursts of changes into one line
-
-
 def main(manifest_path: Path, json_logs: bool | None = None) -> int:
     """Run the daemon in the foreground; returns the exit status."""
     from supervisord_lite.runtime.logs import configure_logging
@@ -411,12 +406,20 @@ def main(manifest_path: Path, json_logs: bool | None = None) -> int:
     try:
         return anyio.run(run_daemon, manifest_path)
     except ManifestError as exc:
-        print(str(exc), file=sys.stderr)
+        _say(str(exc))
         return ExitCode.USAGE
     except StartupError as exc:
         log.error("cannot start", error=str(exc))
-        print(f"svc daemon: {exc}", file=sys.stderr)
+        _say(f"svc daemon: {exc}")
         return exc.code
     except KeyboardInterrupt:
         return ExitCode.OK
+
+
+def _say(text: str) -> None:
+    """A line for people on stderr; a full disk under it is not a reason for a traceback."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 

@@ -12,7 +12,9 @@ Routes (see ``routes``):
   titles, deprecated services and their replacements): what the page draws.
 - ``/api/events``: server-sent events, one ``/api/view`` document whenever a
   state changes (and every few seconds for uptime, CPU and memory).
-- ``/api/logs/NAME?n=50``: the service's last log lines as JSON.
+- ``/api/logs/NAME?n=50``: the service's last log lines as JSON, only when the
+  manifest says ``[supervisor] http_logs = true`` (any local user can reach the
+  port, and service output can hold secrets); otherwise a 403 saying how to turn it on.
 
 Nothing on the page acts on the daemon; the HTTP server only answers GET/HEAD and,
 bound to loopback, only to loopback Host names. The page's own script and style
@@ -27,6 +29,7 @@ import hashlib
 import html
 import json
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from importlib.resources import files
@@ -140,15 +143,20 @@ def routes(*, get_snapshot: GetSnapshot, get_manifest: GetManifest, tail: Tail) 
     def api_view(request: Request) -> Response:
         return Response.json(view())
 
+    feed = ViewFeed(view)
+
     def api_logs(request: Request) -> Response:
+        manifest = get_manifest()
+        if not manifest.supervisor.http_logs:
+            return Response.json({"error": logs_off_message(manifest)}, 403)
         name = unquote(request.path[len(LOGS_PREFIX) :])
-        if name not in get_manifest().services:
+        if name not in manifest.services:
             return Response.json({"error": f"no service named {name!r} in the manifest"}, 404)
         n = _int_arg(request, "n", LOG_LINES_DEFAULT)
         return Response.json({"service": name, "lines": tail(name, max(1, min(n, LOG_LINES_MAX)))})
 
     def api_events(request: Request) -> Response:
-        return Response(body=_event_stream(view, request), content_type="text/event-stream; charset=utf-8")
+        return Response(body=_event_stream(feed, request), content_type="text/event-stream; charset=utf-8")
 
     return {
         "/": page,
@@ -168,17 +176,45 @@ def _int_arg(request: Request, key: str, default: int) -> int:
         return default
 
 
-def _event_stream(view: Callable[[], dict[str, Any]], request: Request) -> Iterator[bytes]:
+def logs_off_message(manifest: Manifest) -> str:
+    return (
+        "service output is not served over HTTP: every local user can reach this port. "
+        f"To serve it, set http_logs = true under [supervisor] in {manifest.path} and restart the daemon; "
+        "`svc logs NAME` works either way"
+    )
+
+
+class ViewFeed:
+    """The view every event stream sends, built at most once per POLL_SECONDS however
+    many streams are open, so their cost does not grow with their number."""
+
+    def __init__(self, view: Callable[[], dict[str, Any]]) -> None:
+        self._view = view
+        self._lock = threading.Lock()
+        self._built_at = float("-inf")
+        self._current: tuple[str, bytes] = ("", b"")
+
+    def current(self) -> tuple[str, bytes]:
+        """(the view's stable key, the whole view as JSON)."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._built_at >= POLL_SECONDS:
+                view = self._view()
+                self._current = (_stable_key(view), json.dumps(view, default=str).encode())
+                self._built_at = now
+            return self._current
+
+
+def _event_stream(feed: ViewFeed, request: Request) -> Iterator[bytes]:
     """One ``data:`` event per change of the view; a refresh every REFRESH_SECONDS."""
     yield b"retry: 2000\n\n"
     last_key = None
     last_sent = 0.0
-    while not request.stopping.is_set():
-        current = view()
-        key = _stable_key(current)
+    while not request.stopping.is_set() and not request.client_gone():
+        key, data = feed.current()
         now = time.monotonic()
         if key != last_key or now - last_sent >= REFRESH_SECONDS:
-            yield b"data: " + json.dumps(current, default=str).encode() + b"\n\n"
+            yield b"data: " + data + b"\n\n"
             last_key, last_sent = key, now
         request.stopping.wait(POLL_SECONDS)
 

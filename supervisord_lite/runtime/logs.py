@@ -8,7 +8,8 @@ a write error (disk full, permissions) is reported once through ``on_error`` and
 lines are dropped until a write succeeds again.
 
 ``configure_logging`` sets up structlog for the daemon itself: JSON lines when
-stderr is not a terminal, a console renderer otherwise.
+stderr is not a terminal, a console renderer otherwise, written through a
+``FallbackSink`` (syslog when stderr fails), so a log call never raises.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 import structlog
 
 from supervisord_lite.host import statedir
+from supervisord_lite.runtime.logsink import FallbackSink
 
 __all__ = ["ServiceLog", "configure_logging", "format_timestamp", "get_logger"]
 
@@ -183,7 +185,8 @@ def configure_logging(json_output: bool | None = None, level: int = logging.INFO
     :param json_output: JSON lines when True, the console renderer when False; when
         None, JSON exactly when ``stream`` (default stderr) is not a terminal
     :param level: the lowest level written (INFO by default)
-    :param stream: where to write (default ``sys.stderr``, looked up at each write)
+    :param stream: where to write (default ``sys.stderr``, looked up at each write);
+        a line it cannot take (disk full, I/O error) goes to syslog instead
     """
     out = stream if stream is not None else sys.stderr
     if json_output is None:
@@ -202,16 +205,9 @@ def configure_logging(json_output: bool | None = None, level: int = logging.INFO
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.WriteLoggerFactory(file=out) if stream is not None else _StderrLoggerFactory(),
+        logger_factory=structlog.WriteLoggerFactory(file=FallbackSink(lambda: out if stream is not None else sys.stderr)),
         cache_logger_on_first_use=False,
     )
-
-
-class _StderrLoggerFactory:
-    """A WriteLogger on whatever ``sys.stderr`` is at call time (tests swap it)."""
-
-    def __call__(self, *args: Any) -> structlog.WriteLogger:
-        return structlog.WriteLogger(sys.stderr)
 
 
 def get_logger(**bind: Any) -> Any:

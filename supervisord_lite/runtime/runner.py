@@ -179,6 +179,7 @@ class Runner:
                         continue
                 await self._stop_everything()
                 if self._removed:
+                    self.log.close()  # a reload replaced or removed it: its log file must not stay open
                     tg.cancel_scope.cancel()
                     return
                 if self.wanted:

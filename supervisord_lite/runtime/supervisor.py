@@ -34,6 +34,8 @@ from supervisord_lite.runtime.runner import Runner
 log = structlog.get_logger("supervisor")
 
 S = ServiceState
+#: How soon a state file that could not be written (a full disk) is tried again.
+STATE_RETRY_SECONDS = 1.0
 
 
 class Supervisor:
@@ -52,6 +54,7 @@ class Supervisor:
         self._listening = probes.ListeningPorts()
         self.manifest_mtime = _mtime(manifest.path)
         self._state_dirty = anyio.Event()
+        self._state_failing = False
         self.instance_prefix = instance_prefix(manifest.supervisor.state_dir)
         self.port_sweep = PortSweep(self.listening_ports)
         self._observe_probe = observe_probe
@@ -290,6 +293,7 @@ class Supervisor:
         removed = [n for n in old.services if n not in new.services]
         differ = [n for n in new.services if n in old.services and new.services[n] != old.services[n]]
         changed = [n for n in differ if _runtime_view(new.services[n]) != _runtime_view(old.services[n])]
+        fresh = {name: Runner(self, new.services[name]) for name in [*changed, *added]}  # may fail: before any change
         for name in differ:
             if name not in changed:  # only what people read changed (description, url, ...): no restart
                 self.runners[name].update_spec(new.services[name])
@@ -310,9 +314,9 @@ class Supervisor:
         for name in changed:
             runner = self.runners[name]
             runner.request_removal()
-            self.runners[name] = Runner(self, new.services[name])
+            self.runners[name] = fresh[name]
         for name in added:
-            self.runners[name] = Runner(self, new.services[name])
+            self.runners[name] = fresh[name]
         self.runners = {n: self.runners[n] for n in new.services}
         self._runner_list = tuple(self.runners.values())
         if self._tg is not None:
@@ -354,8 +358,10 @@ class Supervisor:
             self._state_dirty = anyio.Event()
             state = self.recovery_state()
             # a rename can take milliseconds on some filesystems: not on the event loop
-            await anyio.to_thread.run_sync(self._write_state_file, state)
-            await anyio.sleep(0.2)
+            written = await anyio.to_thread.run_sync(self._write_state_file, state)
+            await anyio.sleep(0.2 if written else STATE_RETRY_SECONDS)
+            if not written:
+                self._state_dirty.set()  # a full disk: try again later, with what is current then
 
     def recovery_state(self) -> DaemonState:
         """What a successor needs if this daemon dies now: what is wanted, what runs."""
@@ -375,11 +381,18 @@ class Supervisor:
             },
         )
 
-    def _write_state_file(self, state: DaemonState) -> None:
+    def _write_state_file(self, state: DaemonState) -> bool:
         try:
             write_state(self.manifest.supervisor.state_file, state)
         except OSError as exc:
-            log.error("cannot write state file", path=str(self.manifest.supervisor.state_file), error=str(exc))
+            if not self._state_failing:  # once, not at every retry
+                log.error("cannot write state file; retrying", path=str(self.manifest.supervisor.state_file), error=str(exc))
+            self._state_failing = True
+            return False
+        if self._state_failing:
+            log.info("state file written again", path=str(self.manifest.supervisor.state_file))
+        self._state_failing = False
+        return True
 
 
 def _mtime(path: Path) -> float | None:

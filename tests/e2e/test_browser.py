@@ -97,7 +97,7 @@ def test_the_page_shows_the_platform_and_follows_a_crash_without_reload(
     platform: Platform, browser: Any, stranger: tuple[int, subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
     (metrics_port,) = free_ports(1)
-    platform.supervisor.update(name="bizosaas-dev", metrics=f"127.0.0.1:{metrics_port}")
+    platform.supervisor.update(name="bizosaas-dev", metrics=f"127.0.0.1:{metrics_port}", http_logs=True)
     platform.tiers = {
         "infrastructure": {"order": 0, "description": "Database & infrastructure"},
         "backend": {"order": 1, "description": "Backend services"},

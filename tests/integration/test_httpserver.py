@@ -172,6 +172,85 @@ def test_a_stream_flows_until_the_server_stops() -> None:
     sock.close()
 
 
+def _ticking_stream(request: Request) -> Response:
+    def chunks() -> Iterator[bytes]:
+        while not request.stopping.is_set():
+            yield b"data: tick\n\n"
+            request.stopping.wait(0.05)
+
+    return Response(body=chunks(), content_type="text/event-stream")
+
+
+def _open_stream(port: int) -> tuple[socket.socket, bytes]:
+    """Connect to /events; returns the socket and the response's first bytes (its status line)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(b"GET /events HTTP/1.0\r\nHost: localhost\r\n\r\n")
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        received += chunk
+    return sock, received
+
+
+def test_event_streams_beyond_the_cap_get_a_clear_503_and_a_freed_slot_is_reused() -> None:
+    srv = MetricsServer(("127.0.0.1", 0), lambda: SNAP, extra_routes={"/events": _ticking_stream}, max_streams=3)
+    srv.start()
+    held: list[socket.socket] = []
+    try:
+        for _ in range(3):
+            sock, head = _open_stream(srv.port)
+            held.append(sock)
+            assert head.startswith(b"HTTP/1.0 200"), head
+        refused, head = _open_stream(srv.port)
+        with refused:
+            rest = head + refused.makefile("rb").read()  # a whole answer, then the server closes
+        assert rest.startswith(b"HTTP/1.0 503"), rest
+        assert b"Retry-After: 5" in rest and b"too many event streams open (the limit is 3)" in rest
+        # the rest of the server is not held up by the cap
+        assert get(srv, "/healthz")[0] == 200 and get(srv, "/metrics")[0] == 200
+        # a stream that ends gives its slot back
+        held.pop().close()
+
+        def reopened() -> bool:
+            sock, head = _open_stream(srv.port)
+            if head.startswith(b"HTTP/1.0 200"):
+                held.append(sock)
+                return True
+            sock.close()
+            return False
+
+        wait_until(reopened, timeout=10, interval=0.05, what="the freed stream slot to be reused")
+    finally:
+        srv.stop()
+        for sock in held:
+            sock.close()
+
+
+def test_connections_beyond_the_cap_get_a_503_without_a_thread_each() -> None:
+    srv = MetricsServer(("127.0.0.1", 0), lambda: SNAP, max_connections=4)
+    srv.start()
+    threads_before = threading.active_count()
+    idle = [socket.create_connection(("127.0.0.1", srv.port), timeout=10) for _ in range(4)]  # send nothing
+    try:
+        wait_until(lambda: threading.active_count() == threads_before + 4, timeout=10, what="a thread per idle connection")
+        answers = []
+        for _ in range(50):
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as extra:
+                extra.sendall(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+                answers.append(extra.makefile("rb").read())
+        assert all(a.startswith(b"HTTP/1.0 503") and b"too many requests at once (the limit is 4)" in a for a in answers), answers[0]
+        assert threading.active_count() == threads_before + 4  # refused from the accepting thread
+    finally:
+        for sock in idle:
+            sock.close()
+    # once the idle clients leave, every request is served again
+    wait_until(lambda: get(srv, "/healthz")[0] == 200, timeout=10, what="/healthz served again")
+    wait_until(lambda: threading.active_count() == threads_before, timeout=10, what="the handler threads to end")
+    srv.stop()
+
+
 def test_port_0_and_stop_frees_the_port() -> None:
     srv = MetricsServer(("127.0.0.1", 0), lambda: SNAP)
     srv.start()

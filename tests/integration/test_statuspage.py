@@ -38,9 +38,9 @@ from tests.integration.harness import Platform
 S = ServiceState
 
 
-def write_manifest(tmp_path: Path) -> Manifest:
+def write_manifest(tmp_path: Path, **supervisor: Any) -> Manifest:
     doc = {
-        "supervisor": {"name": "shop", "state_dir": ".svc", "metrics": ""},
+        "supervisor": {"name": "shop", "state_dir": ".svc", "metrics": "", **supervisor},
         "tiers": {
             "frontend": {"order": 2, "ports": ["3000-3099"], "description": "Frontend applications"},
             "infrastructure": {"order": 0, "ports": ["5000-5999"]},
@@ -133,11 +133,26 @@ class Site:
                 return exc.code, dict(exc.headers.items()), exc.read()
 
 
+LOGS = {"api": [f"line {i}" for i in range(300)], "db": ["<script>alert(1)</script>"]}
+
+
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
+    """The routes over a manifest that serves service output (http_logs = true)."""
+    m = write_manifest(tmp_path, http_logs=True)
+    s = Site(m, snapshot(m), LOGS)
+    s.server.start()
+    try:
+        yield s
+    finally:
+        s.server.stop()
+
+
+@pytest.fixture
+def site_without_logs(tmp_path: Path) -> Iterator[Site]:
+    """The routes over a manifest that leaves http_logs at its default."""
     m = write_manifest(tmp_path)
-    logs = {"api": [f"line {i}" for i in range(300)], "db": ["<script>alert(1)</script>"]}
-    s = Site(m, snapshot(m), logs)
+    s = Site(m, snapshot(m), LOGS)
     s.server.start()
     try:
         yield s
@@ -196,6 +211,22 @@ def test_api_logs_gives_the_last_lines_of_known_services_only(site: Site) -> Non
         assert status == 404, bad
         assert "no service named" in json.loads(body)["error"]
     assert len(site.tail_calls) == calls  # never asked for a name the manifest does not have
+
+
+def test_service_output_is_off_unless_the_manifest_turns_it_on(site_without_logs: Site) -> None:
+    site = site_without_logs
+    assert site.manifest.supervisor.http_logs is False  # the default
+    for path in ("/api/logs/api", "/api/logs/api?n=5", "/api/logs/db", "/api/logs/nope"):
+        status, headers, body = site.get(path)
+        assert status == 403, path
+        assert headers["Content-Type"] == "application/json"  # the page shows its "error" in the log view
+        error = json.loads(body)["error"]
+        assert "http_logs = true" in error and "[supervisor]" in error and str(site.manifest.path) in error
+        assert "line " not in body.decode()
+    assert site.tail_calls == []  # no log file was even read
+    # everything else stays
+    for path in ("/", "/status", "/api/status", "/api/view", "/metrics", "/healthz"):
+        assert site.get(path)[0] == 200, path
 
 
 def read_event(stream: Any) -> dict[str, Any]:
@@ -278,6 +309,7 @@ def stable(status: dict[str, Any]) -> dict[str, Any]:
 def test_svc_status_svc_ports_the_page_and_metrics_tell_the_same_health(platform: Platform) -> None:
     (metrics_port,) = free_ports(1)
     platform.supervisor["metrics"] = f"127.0.0.1:{metrics_port}"
+    platform.supervisor["http_logs"] = True
     platform.add("db", tier="infra")
     platform.add("api", depends_on=["db"], backoff={"first": "100ms", "max": "100ms"})
     platform.add("worker", port=None, depends_on=["db"])
@@ -329,3 +361,19 @@ def test_svc_status_svc_ports_the_page_and_metrics_tell_the_same_health(platform
     assert listed == {"db", "api", "worker", "old"}
     lines = get_json(metrics_port, "/api/logs/api?n=200")["lines"]
     assert any("listening" in line for line in lines)
+
+
+def test_a_real_daemon_serves_no_service_output_over_http_by_default(platform: Platform) -> None:
+    (metrics_port,) = free_ports(1)
+    platform.supervisor["metrics"] = f"127.0.0.1:{metrics_port}"
+    platform.add("api")
+    platform.write()
+    platform.svc("up", check=True)
+    wait_until(lambda: "listening" in platform.svc("logs", "api").stdout, timeout=10, what="api's output in `svc logs`")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/api/logs/api", timeout=10)
+    with refused.value:
+        assert refused.value.code == 403
+        error = json.load(refused.value)["error"]
+    assert "http_logs = true" in error and str(platform.manifest) in error and "`svc logs NAME`" in error
+    assert get_json(metrics_port, "/api/status")["services"][0]["name"] == "api"

@@ -123,6 +123,7 @@ def test_commands_never_pass_through_a_shell(platform: Platform) -> None:
 def test_logs_cannot_be_read_outside_state_dir(platform: Platform) -> None:
     port = free_port()
     platform.supervisor["metrics"] = f"127.0.0.1:{port}"
+    platform.supervisor["http_logs"] = True  # served at all: the names must still keep inside state_dir
     platform.add("api")
     platform.write()
     platform.svc("up", check=True)
