@@ -1,51 +1,77 @@
 """Stopping what a crashed predecessor left running, before this daemon starts anything.
 
-What the state file records and what counts as a survivor are ``host.recovery``'s;
-this module only adds the stopping, which needs the runtime's process-tree
-termination (signal, wait, SIGKILL after the stop timeout).
+What the state file records and which processes are survivors are ``host.recovery``'s
+(the CLI's `svc down` without a daemon finds the very same set); this module only
+adds the stopping, with the runtime's async process-tree termination (signal, wait,
+SIGKILL after the stop timeout), in the order the daemon stops services.
 """
 
 from __future__ import annotations
 
-import signal
+import os
+from dataclasses import dataclass, field
 
 import anyio
 import structlog
 
 from supervisord_lite.core.model import Manifest
-from supervisord_lite.host.recovery import read_state, survivors
-from supervisord_lite.runtime.termination import stop_orphans
+from supervisord_lite.host.recovery import (
+    Survivor,
+    find_survivors,
+    read_owned_state,
+    stop_settings,
+    stop_steps,
+)
+from supervisord_lite.runtime.termination import ProcessTree
 
 log = structlog.get_logger("recovery")
 
-DEFAULT_STOP_SIGNAL = signal.SIGTERM
-DEFAULT_STOP_TIMEOUT = 10.0  # for a survivor whose service the manifest no longer lists
+
+@dataclass(frozen=True)
+class Predecessor:
+    """What the previous daemon left: what it wanted running, and what was stopped of it."""
+
+    wanted: list[str] = field(default_factory=list)
+    stopped: dict[str, list[int]] = field(default_factory=dict)
 
 
-async def reap_predecessor(manifest: Manifest) -> list[str]:
-    """Stop every process a crashed predecessor left behind; return what it wanted running.
+async def reap_predecessor(manifest: Manifest) -> Predecessor:
+    """Stop every process a predecessor left behind; return what it wanted running.
 
     Survivors cannot be supervised (their output pipe died with the old daemon), so
-    they are stopped, by recorded pid and start time and by the SVC_INSTANCE marker
-    that every child inherits, never by name; the services they belonged to are then
-    started again by this daemon.
+    they are stopped, by recorded pid, start time, user and session and by the
+    SVC_INSTANCE marker every child inherits, never by name. What it wanted is read
+    back only from a state file this daemon's user owns, and only with
+    ``[supervisor] restore`` on.
     """
-    state = read_state(manifest.supervisor.state_file)
-    for name, record in state.processes.items():
-        spec = manifest.services.get(name)
-        stopped = await stop_orphans(
-            instance_id=record.instance_id,
-            pid=record.pid,
-            create_time=record.create_time,
-            sig=spec.stop_signal if spec else DEFAULT_STOP_SIGNAL,
-            timeout=spec.stop_timeout if spec else DEFAULT_STOP_TIMEOUT,
-        )
-        if stopped:
-            log.warning("stopped processes left by a previous daemon", service=name, pids=stopped)
-    # and any process of ours the file does not name (the daemon died between two writes)
-    leftovers = await anyio.to_thread.run_sync(survivors, manifest.supervisor.state_dir)
-    for instance_id in leftovers:
-        stopped = await stop_orphans(instance_id=instance_id, sig=DEFAULT_STOP_SIGNAL, timeout=DEFAULT_STOP_TIMEOUT)
-        if stopped:
-            log.warning("stopped processes left by a previous daemon", instance=instance_id, pids=stopped)
-    return state.wanted_services(manifest)
+    sup = manifest.supervisor
+    state = read_owned_state(sup.state_file, {os.geteuid()})
+    owner = _owner(sup.state_file)
+    if owner is not None and owner != os.geteuid():
+        log.warning("not following a state file of another user", path=str(sup.state_file), owner_uid=owner)
+    found = await anyio.to_thread.run_sync(find_survivors, sup.state_dir, state)
+    stopped: dict[str, list[int]] = {}
+    for step in stop_steps(found, manifest):
+        async with anyio.create_task_group() as tg:
+            for survivor in step:
+                tg.start_soon(_stop, survivor, manifest, stopped)
+    if stopped:
+        log.warning("stopped processes left by a previous daemon", services=stopped)
+    wanted = state.wanted_services(manifest) if sup.restore else []
+    return Predecessor(wanted=wanted, stopped=stopped)
+
+
+async def _stop(survivor: Survivor, manifest: Manifest, stopped: dict[str, list[int]]) -> None:
+    sig, timeout = stop_settings(manifest, survivor.service)
+    tree = ProcessTree(instance_id=survivor.instance_id, create_time=min(p.create_time() for p in survivor.processes))
+    tree.known.update((p.pid, p) for p in survivor.processes)
+    tree.groups.update(survivor.groups)
+    await tree.terminate(sig, timeout)
+    stopped[survivor.service] = sorted(tree.seen | set(survivor.pids))
+
+
+def _owner(path: os.PathLike[str]) -> int | None:
+    try:
+        return os.lstat(path).st_uid
+    except OSError:
+        return None
