@@ -173,6 +173,7 @@ class SupervisorSpec:
     probe_interval: float = 2.0
     log_max_bytes: int = 10 * 1024 * 1024
     log_backups: int = 3
+    restore: bool = True  # a starting daemon starts again what was wanted when the last one stopped
 
     @property
     def metrics_address(self) -> tuple[str, int] | None:

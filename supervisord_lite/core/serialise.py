@@ -110,6 +110,7 @@ def manifest_to_dict(m: Manifest) -> dict[str, Any]:
             "probe_interval": format_duration(sup.probe_interval),
             "log_max_bytes": sup.log_max_bytes,
             "log_backups": sup.log_backups,
+            "restore": sup.restore,
         },
         "tiers": {
             tier.name: {"order": tier.order, "ports": [str(r) for r in tier.ports], "description": tier.description}

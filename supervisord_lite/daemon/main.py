@@ -32,7 +32,7 @@ from supervisord_lite.core.model import Manifest
 from supervisord_lite.core.problems import ManifestError
 from supervisord_lite.core.states import GOOD_STATES
 from supervisord_lite.host.files import tail_file
-from supervisord_lite.host.recovery import remove_state
+from supervisord_lite.host.recovery import write_state
 from supervisord_lite.runtime.recovery import reap_predecessor
 from supervisord_lite.runtime.supervisor import Supervisor
 
@@ -280,8 +280,9 @@ async def _run_locked(manifest_path: Path, manifest: Manifest) -> int:
     from supervisord_lite.daemon.httpserver import MetricsAddressError, MetricsServer
     from supervisord_lite.daemon.metrics import Metrics
 
-    resume = await reap_predecessor(manifest)
+    resume = (await reap_predecessor(manifest)).wanted
     supervisor: Supervisor | None = None
+    ran = False
 
     def snapshot() -> Any:
         assert supervisor is not None
@@ -308,28 +309,41 @@ async def _run_locked(manifest_path: Path, manifest: Manifest) -> int:
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(supervisor.run)
+            ran = True
+            if resume:  # before any request can arrive: a `svc down` at once must win
+                log.warning("starting what the previous daemon was asked to run", services=resume)
+                supervisor.up(resume)
             await tg.start(lambda task_status: control_server.serve(sock_path, daemon, task_status=task_status, on_error=lambda m: log.error(m)))
             tg.start_soon(_signals, daemon)
             tg.start_soon(_watchdog)
             log.info("daemon ready", pid=os.getpid(), manifest=str(manifest.path), socket=str(sock_path),
                      metrics=manifest.supervisor.metrics or "off")
             sdnotify.notify("READY=1", f"STATUS=serving {len(manifest.services)} services")
-            if resume:
-                log.warning("resuming services a previous daemon was running", services=resume)
-                supervisor.up(resume)
             tg.start_soon(_status_lines, supervisor)
             await daemon.shutdown_requested.wait()
             sdnotify.notify("STOPPING=1", "STATUS=stopping services")
             log.info("shutting down: stopping every service in reverse order")
+            supervisor.keep_wanted_set()
             with anyio.CancelScope(shield=True):
                 await supervisor.shutdown()
             tg.cancel_scope.cancel()
     finally:
         if server is not None:
             server.stop()
-        remove_state(manifest.supervisor.state_file)
+        if ran:  # a daemon that never ran leaves its predecessor's wanted set as it found it
+            _write_final_state(supervisor)
     log.info("daemon stopped")
     return ExitCode.OK
+
+
+def _write_final_state(supervisor: Supervisor) -> None:
+    """Leave the state file for the next daemon: what was wanted before the shutdown,
+    and any process that would not stop."""
+    state = supervisor.recovery_state()
+    try:
+        write_state(supervisor.manifest.supervisor.state_file, state)
+    except OSError as exc:
+        log.error("cannot write state file", path=str(supervisor.manifest.supervisor.state_file), error=str(exc))
 
 
 def _status_page_routes(supervisor: Supervisor, snapshot: Any) -> dict[str, Any]:
