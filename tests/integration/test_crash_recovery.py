@@ -13,6 +13,7 @@ exactly that back, and a `svc down` before the stop is remembered.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -29,6 +30,7 @@ import psutil
 import pytest
 
 from supervisord_lite.core import paths
+from supervisord_lite.host.recovery import DaemonState, RecordedProcess, find_survivors
 from tests.conftest import ROOT, free_ports, wait_until
 from tests.integration.harness import SVC, Platform, platform_other_users_can_enter, port_accepts, wait_gone
 
@@ -52,6 +54,21 @@ def state_file(platform: Platform) -> dict[str, Any]:
     return json.loads((platform.state_dir / "state.json").read_text())
 
 
+@pytest.fixture
+def booted() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Daemons a test started itself (as systemd would); each is stopped afterwards."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for daemon in started:
+        if daemon.poll() is None:
+            daemon.terminate()
+            try:
+                daemon.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait()
+
+
 def three_tiers(platform: Platform) -> dict[str, int]:
     ports = dict(zip(["db", "api", "web"], free_ports(3)))
     platform.add("db", tier="infra", port=ports["db"], stop_signal="SIGINT")
@@ -59,6 +76,61 @@ def three_tiers(platform: Platform) -> dict[str, int]:
     platform.add("web", tier="web", port=ports["web"], depends_on=["api"])
     platform.write()
     return ports
+
+
+# ----------------------------------------------------------------------------- which processes are survivors
+
+
+@pytest.fixture
+def children() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for child in started:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)  # a session leader's group: it and what it started
+        child.kill()
+        child.wait()
+
+
+def _record(proc: psutil.Process, **changes: Any) -> DaemonState:
+    fields: dict[str, Any] = {"pid": proc.pid, "pgid": proc.pid, "create_time": proc.create_time(), "instance_id": "",
+                              "sid": os.getsid(proc.pid), "uid": proc.uids().real}
+    return DaemonState(processes={"svc": RecordedProcess(**{**fields, **changes})})
+
+
+def test_a_recorded_process_counts_only_while_start_time_user_and_session_match(
+    tmp_path: Path, children: list[subprocess.Popen[bytes]]
+) -> None:
+    # a service as the daemon starts one: leading its own session, with a child that wrote over
+    # its environment (no marker anywhere), in the session
+    leader = subprocess.Popen(["sh", "-c", "env -i sleep 60 & exec sleep 60"], start_new_session=True, env={"PATH": "/usr/bin:/bin"})
+    children.append(leader)
+    proc = psutil.Process(leader.pid)
+    wait_until(lambda: proc.children(), what="the child in the session")
+    child = proc.children()[0].pid
+    state_dir = tmp_path / ".svc"
+
+    found = find_survivors(state_dir, _record(proc))
+    assert [(s.service, s.pids, s.groups) for s in found] == [("svc", tuple(sorted([leader.pid, child])), frozenset({leader.pid}))]
+    # the pid now belongs to another process (another start time), another user, or another session: not ours
+    assert find_survivors(state_dir, _record(proc, create_time=proc.create_time() - 5)) == []
+    assert find_survivors(state_dir, _record(proc, uid=proc.uids().real + 1)) == []
+    assert find_survivors(state_dir, _record(proc, sid=leader.pid + 1)) == []
+    # an old record without session or user: only the marker could vouch for it, and there is none
+    assert find_survivors(state_dir, _record(proc, sid=None, uid=None, instance_id="svcabc-1")) == []
+
+
+def test_a_recorded_process_that_does_not_lead_its_session_never_brings_the_session_along(
+    tmp_path: Path, children: list[subprocess.Popen[bytes]]
+) -> None:
+    """A process in the test's own session (as a program started some other way would be):
+    its record may match, but the session is not the service's, so nothing else of it counts."""
+    loner = subprocess.Popen(["sleep", "60"])
+    children.append(loner)
+    proc = psutil.Process(loner.pid)
+    found = find_survivors(tmp_path / ".svc", _record(proc))
+    assert [s.pids for s in found] == [(loner.pid,)]
+    assert os.getpid() not in found[0].pids and found[0].groups == frozenset()
 
 
 # ----------------------------------------------------------------------------- daemon death
@@ -217,6 +289,28 @@ def test_a_real_redis_server_is_found_and_stopped_after_the_daemon_dies(platform
     assert "Received SIGTERM scheduling shutdown" in logged and "ready to exit, bye bye" in logged, logged
 
 
+def test_down_leaves_a_starting_daemon_alone(platform: Platform, booted: list[subprocess.Popen[bytes]]) -> None:
+    """A new daemon that holds the lock but does not serve yet (it is still stopping a
+    stubborn survivor) owns what it finds: `svc down` must not stop it under its feet."""
+    port = platform.add("stubborn", args="--ignore-sigterm", stop_timeout="120s")  # far beyond the CLI's 5 s wait
+    platform.write()
+    platform.svc("up", check=True)
+    pid = platform.status()["stubborn"]["pid"]
+    kill_daemon(platform)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with open(platform.root / "boot.log", "ab") as log:
+        reaper = subprocess.Popen([*SVC, "daemon", "-f", str(platform.manifest)], cwd="/", env=env,
+                                  stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+    booted.append(reaper)
+    wait_until(lambda: platform.events("sigterm_ignored"), timeout=20, what="the new daemon to signal the survivor")
+
+    result = platform.svc("down", timeout=60)
+    assert result.returncode == 1, result
+    assert f"a daemon (pid {reaper.pid}) holds the lock but does not answer" in result.stderr
+    assert psutil.pid_exists(pid) and port_accepts(port or 0)  # the CLI stopped nothing
+    assert len(platform.events("sigterm_ignored")) == 1  # and signalled nothing
+
+
 # ----------------------------------------------------------------------------- what cannot be stopped
 
 
@@ -299,20 +393,6 @@ def stop_as_systemd_does(platform: Platform, daemon: int) -> None:
     services = {p.pid for p in platform.our_processes()} - {daemon}
     os.kill(daemon, signal.SIGTERM)
     wait_gone([daemon, *services], timeout=60)
-
-
-@pytest.fixture
-def booted() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for daemon in started:
-        if daemon.poll() is None:
-            daemon.terminate()
-            try:
-                daemon.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait()
 
 
 def test_after_a_reboot_the_unit_brings_back_exactly_what_was_wanted(
