@@ -2,9 +2,10 @@
 
 It loads the manifest, takes the per-manifest lock, cleans up after a predecessor
 that died without stopping its services, starts the metrics endpoint, the
-supervisor and the control socket in one task group, and turns signals into
-requests: SIGTERM/SIGINT stop everything in reverse order and exit 0, SIGHUP
-reloads.
+supervisor and the control socket in one task group, starts again what was wanted
+when the last daemon stopped (``[supervisor] restore``), and turns signals into
+requests: SIGTERM/SIGINT stop everything in reverse order, keeping the wanted set
+for the next start, and exit 0; SIGHUP reloads.
 """
 
 from __future__ import annotations
