@@ -189,6 +189,9 @@ def test_shutdown_without_a_daemon_stops_the_survivors(platform: Platform) -> No
     assert sorted(state_file(platform)["wanted"]) == ["api", "db", "web"]
     assert state_file(platform)["processes"] == {}
     assert platform.svc("shutdown").stdout.strip() == f"no daemon is running for {platform.manifest}: nothing to stop"
+    # and a `down` with nothing left to stop still forgets what was wanted
+    assert platform.svc("down").returncode == 0
+    assert state_file(platform)["wanted"] == []
 
 
 def test_down_of_one_service_without_a_daemon_stops_it_and_its_dependents_only(platform: Platform) -> None:
