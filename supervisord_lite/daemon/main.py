@@ -281,7 +281,7 @@ async def _run_locked(manifest_path: Path, manifest: Manifest) -> int:
     from supervisord_lite.daemon.httpserver import MetricsAddressError, MetricsServer
     from supervisord_lite.daemon.metrics import Metrics
 
-    resume = (await reap_predecessor(manifest)).wanted
+    resume = await reap_predecessor(manifest)
     supervisor: Supervisor | None = None
     ran = False
 

@@ -9,7 +9,6 @@ SIGKILL after the stop timeout), in the order the daemon stops services.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 
 import anyio
 import structlog
@@ -27,15 +26,7 @@ from supervisord_lite.runtime.termination import ProcessTree
 log = structlog.get_logger("recovery")
 
 
-@dataclass(frozen=True)
-class Predecessor:
-    """What the previous daemon left: what it wanted running, and what was stopped of it."""
-
-    wanted: list[str] = field(default_factory=list)
-    stopped: dict[str, list[int]] = field(default_factory=dict)
-
-
-async def reap_predecessor(manifest: Manifest) -> Predecessor:
+async def reap_predecessor(manifest: Manifest) -> list[str]:
     """Stop every process a predecessor left behind; return what it wanted running.
 
     Survivors cannot be supervised (their output pipe died with the old daemon), so
@@ -57,8 +48,7 @@ async def reap_predecessor(manifest: Manifest) -> Predecessor:
                 tg.start_soon(_stop, survivor, manifest, stopped)
     if stopped:
         log.warning("stopped processes left by a previous daemon", services=stopped)
-    wanted = state.wanted_services(manifest) if sup.restore else []
-    return Predecessor(wanted=wanted, stopped=stopped)
+    return state.wanted_services(manifest) if sup.restore else []
 
 
 async def _stop(survivor: Survivor, manifest: Manifest, stopped: dict[str, list[int]]) -> None:

@@ -260,8 +260,8 @@ def test_a_program_that_loses_its_marker_is_found_by_its_session(platform: Platf
     assert not port_accepts(port)
 
 
-@pytest.mark.skipif(REDIS is None, reason="redis-server is not installed")
-def test_a_real_redis_server_is_found_and_stopped_after_the_daemon_dies(platform: Platform) -> None:
+def add_redis(platform: Platform) -> int:
+    assert REDIS is not None
     port = free_ports(1)[0]
     platform.services["cache"] = {
         "tier": "infra",
@@ -271,6 +271,12 @@ def test_a_real_redis_server_is_found_and_stopped_after_the_daemon_dies(platform
         "ready": {"exec": f"redis-cli -p {port} ping"},
     }
     platform.write()
+    return port
+
+
+@pytest.mark.skipif(REDIS is None, reason="redis-server is not installed")
+def test_a_real_redis_server_is_found_and_stopped_after_the_daemon_dies(platform: Platform) -> None:
+    port = add_redis(platform)
     platform.svc("up", check=True)
     pid = platform.status()["cache"]["pid"]
     redis = psutil.Process(pid)
@@ -312,6 +318,29 @@ def test_down_leaves_a_starting_daemon_alone(platform: Platform, booted: list[su
     assert f"a daemon (pid {reaper.pid}) holds the lock but does not answer" in result.stderr
     assert psutil.pid_exists(pid) and port_accepts(port or 0)  # the CLI stopped nothing
     assert len(platform.events("sigterm_ignored")) == 1  # and signalled nothing
+
+
+@pytest.mark.skipif(REDIS is None, reason="redis-server is not installed")
+def test_a_new_daemon_stops_the_real_redis_server_a_dead_one_left_and_starts_it_again(
+    platform: Platform, booted: list[subprocess.Popen[bytes]]
+) -> None:
+    """The daemon's own reap (systemd restarting it) finds the very same set as the CLI."""
+    port = add_redis(platform)
+    platform.svc("up", check=True)
+    old = platform.status()["cache"]["pid"]
+    assert "SVC_INSTANCE" not in psutil.Process(old).environ()
+    kill_daemon(platform)
+
+    start_as_systemd_does(platform, booted)
+    wait_gone([old], timeout=1)  # stopped before the new daemon served anything
+    assert "Received SIGTERM scheduling shutdown" in (platform.root / "redis.log").read_text()
+    logged = [json.loads(line) for line in (platform.root / "boot.log").read_text().splitlines() if line.startswith("{")]
+    assert [e["services"] for e in logged if e.get("event") == "stopped processes left by a previous daemon"] == [
+        {"cache": [old]}
+    ]
+    assert restored(platform) == [["cache"]]
+    ready = platform.wait_state("cache", "ready", timeout=30)
+    assert ready["pid"] != old and port_accepts(port)
 
 
 # ----------------------------------------------------------------------------- what cannot be stopped
