@@ -120,7 +120,7 @@ def fail_no_daemon(path: Path) -> NoReturn:
     if left:
         message += (
             f"\na previous daemon died leaving {len(left)} service(s) running ({', '.join(sorted(left))}); "
-            "`svc up` stops them and starts them again under a new daemon"
+            "`svc up` stops them and starts them again under a new daemon; `svc down` stops them"
         )
     fail(message, ExitCode.NO_DAEMON)
 

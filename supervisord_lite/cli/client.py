@@ -10,12 +10,13 @@ daemon answers, ``ControlError`` (with the exit code) when it refuses.
 from __future__ import annotations
 
 import enum
+import contextlib
 import os
 import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,17 @@ from supervisord_lite.core.protocol import ControlError, DaemonUnreachable
 from supervisord_lite.core.snapshot import ServiceSnapshot, SupervisorSnapshot
 from supervisord_lite.host import socketdir, statedir
 from supervisord_lite.host.files import tail_file
-from supervisord_lite.host.recovery import leftover_services
+from supervisord_lite.host.recovery import (
+    STATE_FILE,
+    StopReport,
+    daemon_lock,
+    forget_stopped,
+    leftover_services,
+    lock_holder,
+    read_owned_state,
+    stop_survivors,
+    trusted_owners,
+)
 
 #: What ``up`` and ``restart`` call with the services whose state changed, as they wait.
 OnProgress = Callable[[list[ServiceSnapshot]], None]
@@ -142,9 +153,44 @@ def socket_for_path(manifest_path: Path) -> Path:
 
 
 def leftovers_of(manifest_path: Path) -> list[str]:
-    """Services a dead daemon left running (found by their instance marker: the state
-    file may lag the last spawn by a moment)."""
+    """Services a dead daemon left running (by the state file's records, their sessions
+    and their instance marker: the file may lag the last spawn by a moment)."""
     return leftover_services(state_dir_for_path(manifest_path))
+
+
+class DaemonBusy(Exception):
+    """A live daemon holds the manifest's lock (starting, stopping, or hung) but does not answer."""
+
+    def __init__(self, pid: int | None) -> None:
+        super().__init__(f"a daemon (pid {pid if pid else '?'}) holds the lock but does not answer")
+        self.pid = pid
+
+
+def stop_leftovers(
+    state_dir: Path,
+    manifest: Manifest | None,
+    services: Collection[str] | None = None,
+    *,
+    unwant: bool = False,
+    wait: float = 0.0,
+) -> StopReport:
+    """With no daemon: stop what the last one left running (only ``services`` when given),
+    holding the daemon lock so that none starts meanwhile, and update the state file:
+    the stopped records go, and with ``unwant`` (a `svc down`) the services leave the
+    wanted set, so the next daemon (at boot) does not start them again.
+
+    :raises DaemonBusy: a live daemon holds the lock for more than ``wait`` seconds
+    """
+    with daemon_lock(state_dir, wait=wait) as free:
+        if not free:
+            raise DaemonBusy(lock_holder(state_dir))
+        path = state_dir / STATE_FILE
+        state = read_owned_state(path, trusted_owners())
+        report = stop_survivors(state_dir, state, manifest, services)
+        scope = {*state.processes, *state.wanted, *report.stopped} if services is None else set(services)
+        with contextlib.suppress(OSError):  # a file this user may not write: the stop itself happened
+            forget_stopped(path, scope - set(report.left), scope if unwant else ())
+    return report
 
 
 def fetch_snapshot(manifest: Manifest, timeout: float = 5.0) -> SupervisorSnapshot | None:

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -103,6 +104,7 @@ def _target(manifest: Path | None, names: tuple[str, ...]) -> tuple[Path, Path]:
             return path, sock
     m = load_or_fail(path)
     _check_names(m, names)
+    _stop_leftovers_before_start(m)
     _ensure_daemon(m)
     return m.path, socket_of(m)
 
@@ -112,6 +114,28 @@ def _change_key(s: ServiceSnapshot) -> str:
     again (a restart can go from ready to ready between two updates)."""
     again = s.ready_at if s.state is ServiceState.READY else None
     return f"{s.state.value}|{s.reason}|{again}"
+
+
+def _stop_leftovers_before_start(manifest: Manifest) -> None:
+    """A daemon that died left services running: stop them (and say so) before a new
+    daemon starts them again, so `svc up` tells what happened to them."""
+    from supervisord_lite.cli.client import DaemonBusy, stop_leftovers  # lazy: reads /proc with psutil
+
+    try:
+        report = stop_leftovers(manifest.supervisor.state_dir, manifest)
+    except DaemonBusy:
+        return  # a daemon is starting right now: it stops them itself
+    if report.stopped:
+        click.echo(f"a previous daemon died; stopped what it left running: {_processes(report.stopped)}", err=True)
+    if report.left:
+        click.echo(f"warning: could not stop what a previous daemon left running: {_processes(report.left)}", err=True)
+
+
+def _processes(by_service: Mapping[str, tuple[int, ...]]) -> str:
+    """``db (pid 12), api (pids 34, 35)``"""
+    return ", ".join(
+        f"{name} (pid{'s' if len(pids) > 1 else ''} {', '.join(map(str, pids))})" for name, pids in by_service.items()
+    )
 
 
 class _Progress:
@@ -196,9 +220,52 @@ def _finish(result: dict[str, Any]) -> NoReturn:
     sys.exit(ExitCode.FAILED)
 
 
-def _nothing_to_stop(path: Path) -> NoReturn:
-    click.echo(f"no daemon is running for {path}: nothing to stop")
+def _stop_without_daemon(path: Path, manifest: Manifest | None, names: tuple[str, ...], *, down: bool) -> NoReturn:
+    """No daemon answers: stop what the last one left running, by its state file, the
+    services' sessions and their instance marker. Exit 0 only once nothing of it (of
+    ``names`` and their dependents, when given) is left; 1 naming what still runs.
+
+    A `down` also takes the services out of the wanted set, so the next daemon (at
+    boot) does not start them; a `shutdown` leaves the wanted set as it is."""
+    from supervisord_lite.cli.client import DaemonBusy, socket_for_path, state_dir_for_path, stop_leftovers
+    from supervisord_lite.core import graph
+
+    state_dir = manifest.supervisor.state_dir if manifest is not None else state_dir_for_path(path)
+    services: set[str] | None = None
+    if names and manifest is not None:
+        _check_names(manifest, names)
+        services = {n for step in graph.stop_plan(manifest, names) for n in step}
+    elif names:
+        services = set(names)  # the file does not validate: no dependents to add
+    try:
+        report = stop_leftovers(state_dir, manifest, services, unwant=down, wait=5.0)
+    except DaemonBusy as exc:
+        fail(
+            f"no daemon answers on {socket_for_path(path)}, but {exc} (state_dir {state_dir}): "
+            "it may be starting or stopping; try again in a moment",
+            ExitCode.FAILED,
+        )
+    if report.stopped:
+        click.echo(f"no daemon is running for {path}; stopped what the last one left running: {_processes(report.stopped)}")
+    elif not report.left:
+        click.echo(f"no daemon is running for {path}: nothing to stop")
+    if report.left:
+        fail(f"still running, could not be stopped: {_processes(report.left)}", ExitCode.FAILED)
     sys.exit(ExitCode.OK)
+
+
+def _down_without_daemon(path: Path, names: tuple[str, ...]) -> NoReturn:
+    _stop_without_daemon(path, _manifest_if_valid(path), names, down=True)
+
+
+def _manifest_if_valid(path: Path) -> Manifest | None:
+    from supervisord_lite.core.manifest import load_manifest  # lazy: keeps svc --help fast
+    from supervisord_lite.core.problems import ManifestError
+
+    try:
+        return load_manifest(path)
+    except ManifestError:
+        return None
 
 
 def _invalid_or_no_daemon(path: Path) -> NoReturn:
@@ -236,7 +303,7 @@ def down(manifest: Path | None, names: tuple[str, ...]) -> None:
     path = resolve_manifest_path(manifest)
     require_manifest_file(path)
     # the daemon checks the names, and works even while the file does not validate
-    with daemon_errors(path, when_absent=partial(_nothing_to_stop, path)):
+    with daemon_errors(path, when_absent=partial(_down_without_daemon, path, names)):
         result = client.down(client.socket_for_path(path), names)
     stopped = result["stopped"]
     if not stopped:
@@ -418,7 +485,7 @@ def shutdown(manifest: Path | None, timeout: float) -> None:
 
     m = load_or_fail(resolve_manifest_path(manifest))
     sock = client.socket_of(m)
-    with daemon_errors(m.path, when_absent=partial(_nothing_to_stop, m.path)):
+    with daemon_errors(m.path, when_absent=partial(_stop_without_daemon, m.path, m, (), down=False)):
         result = client.shutdown(sock)
     pid = int(result["pid"])
     deadline = time.monotonic() + timeout

@@ -174,6 +174,7 @@ class SupervisorSpec:
     log_max_bytes: int = 10 * 1024 * 1024
     log_backups: int = 3
     http_logs: bool = False  # serve service output at /api/logs/NAME (readable by every local user)
+    restore: bool = True  # a starting daemon starts again what was wanted when the last one stopped
 
     @property
     def metrics_address(self) -> tuple[str, int] | None:

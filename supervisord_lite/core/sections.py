@@ -17,7 +17,7 @@ from supervisord_lite.core.tables import TableReader
 from supervisord_lite.core.values import parse_ports, resolve_path
 from supervisord_lite.core.wording import describe
 
-SUPERVISOR_KEYS = ("name", "state_dir", "metrics", "probe_interval", "log_max_bytes", "log_backups", "http_logs")
+SUPERVISOR_KEYS = ("name", "state_dir", "metrics", "probe_interval", "log_max_bytes", "log_backups", "http_logs", "restore")
 TIER_KEYS = ("order", "ports", "description")
 
 
@@ -48,6 +48,7 @@ def supervisor_section(problems: ProblemLog, data: Any, path: Path) -> Superviso
         log_max_bytes=t.size("log_max_bytes", default.log_max_bytes),
         log_backups=t.integer("log_backups", default.log_backups, low=0),
         http_logs=t.boolean("http_logs", default.http_logs),
+        restore=t.boolean("restore", default.restore),
     )
 
 

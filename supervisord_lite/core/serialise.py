@@ -111,6 +111,7 @@ def manifest_to_dict(m: Manifest) -> dict[str, Any]:
             "log_max_bytes": sup.log_max_bytes,
             "log_backups": sup.log_backups,
             "http_logs": sup.http_logs,
+            "restore": sup.restore,
         },
         "tiers": {
             tier.name: {"order": tier.order, "ports": [str(r) for r in tier.ports], "description": tier.description}

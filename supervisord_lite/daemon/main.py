@@ -2,9 +2,10 @@
 
 It loads the manifest, takes the per-manifest lock, cleans up after a predecessor
 that died without stopping its services, starts the metrics endpoint, the
-supervisor and the control socket in one task group, and turns signals into
-requests: SIGTERM/SIGINT stop everything in reverse order and exit 0, SIGHUP
-reloads.
+supervisor and the control socket in one task group, starts again what was wanted
+when the last daemon stopped (``[supervisor] restore``), and turns signals into
+requests: SIGTERM/SIGINT stop everything in reverse order, keeping the wanted set
+for the next start, and exit 0; SIGHUP reloads.
 
 Nothing a request, a signal or a manifest brings may end the daemon (its end would
 orphan every service): a reload that fails is refused with its reason and the
@@ -38,7 +39,7 @@ from supervisord_lite.core.problems import ManifestError
 from supervisord_lite.core.states import GOOD_STATES
 from supervisord_lite.host.files import tail_file
 from supervisord_lite.host import statedir
-from supervisord_lite.host.recovery import remove_state
+from supervisord_lite.host.recovery import write_state
 from supervisord_lite.runtime.recovery import reap_predecessor
 from supervisord_lite.runtime.supervisor import Supervisor
 
@@ -333,6 +334,7 @@ async def _run_locked(manifest_path: Path, manifest: Manifest) -> int:
         raise StartupError(str(exc)) from None
     resume = await reap_predecessor(manifest)
     supervisor: Supervisor | None = None
+    ran = False
 
     def snapshot() -> Any:
         assert supervisor is not None
@@ -358,28 +360,41 @@ async def _run_locked(manifest_path: Path, manifest: Manifest) -> int:
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(supervisor.run)
+            ran = True
+            if resume:  # before any request can arrive: a `svc down` at once must win
+                log.warning("starting what the previous daemon was asked to run", services=resume)
+                supervisor.up(resume)
             await tg.start(serve_control, sock_path, daemon)
             tg.start_soon(keep_running, "signal handling", handle_signals, daemon, tg)
             tg.start_soon(keep_running, "systemd watchdog", watchdog)
             log.info("daemon ready", pid=os.getpid(), manifest=str(manifest.path), socket=str(sock_path),
                      metrics=manifest.supervisor.metrics or "off")
             sdnotify.notify("READY=1", f"STATUS=serving {len(manifest.services)} services")
-            if resume:
-                log.warning("resuming services a previous daemon was running", services=resume)
-                supervisor.up(resume)
             tg.start_soon(keep_running, "systemd status line", status_lines, supervisor)
             await daemon.shutdown_requested.wait()
             sdnotify.notify("STOPPING=1", "STATUS=stopping services")
             log.info("shutting down: stopping every service in reverse order")
+            supervisor.keep_wanted_set()
             with anyio.CancelScope(shield=True):
                 await supervisor.shutdown()
             tg.cancel_scope.cancel()
-        remove_state(manifest.supervisor.state_file)  # only after a clean stop: otherwise it is the successor's guide
     finally:
         if server is not None:
             server.stop()
+        if ran:  # a daemon that never ran leaves its predecessor's wanted set as it found it
+            _write_final_state(supervisor)
     log.info("daemon stopped")
     return ExitCode.OK
+
+
+def _write_final_state(supervisor: Supervisor) -> None:
+    """Leave the state file for the next daemon: what was wanted before the shutdown,
+    and any process that would not stop."""
+    state = supervisor.recovery_state()
+    try:
+        write_state(supervisor.manifest.supervisor.state_file, state)
+    except OSError as exc:
+        log.error("cannot write state file", path=str(supervisor.manifest.supervisor.state_file), error=str(exc))
 
 
 def _status_page_routes(supervisor: Supervisor, snapshot: Any) -> dict[str, Any]:

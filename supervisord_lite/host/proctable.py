@@ -1,6 +1,6 @@
 """The machine's process table, read in one pass over /proc.
 
-Every process's pid, parent, group and start time, plus its ``SVC_INSTANCE`` marker
+Every process's pid, parent, group, session and start time, plus its ``SVC_INSTANCE`` marker
 read on demand. Start times are computed the way psutil computes them, so a pid is
 identified by (pid, start time) and a reused pid is never mistaken for ours.
 """
@@ -27,6 +27,7 @@ class ProcEntry:
     pgid: int
     create_time: float  # unix time, computed the way psutil does
     zombie: bool
+    sid: int = 0  # session: every service leads its own, so its processes carry its pid here
 
 
 class ProcTable(dict[int, ProcEntry]):
@@ -83,6 +84,7 @@ class StatFields(NamedTuple):
     pgid: int
     cpu_ticks: int  # utime + stime + cutime + cstime: its own CPU and that of reaped children
     start_ticks: int  # start time, in CLK_TCK since boot
+    session: int  # session id (the pid of the session leader)
 
 
 def parse_stat(stat: bytes) -> StatFields | None:
@@ -93,7 +95,7 @@ def parse_stat(stat: bytes) -> StatFields | None:
     fields = stat[stat.rfind(b")") + 2 :].split()
     try:
         cpu_ticks = int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
-        return StatFields(fields[0], int(fields[1]), int(fields[2]), cpu_ticks, int(fields[19]))
+        return StatFields(fields[0], int(fields[1]), int(fields[2]), cpu_ticks, int(fields[19]), int(fields[3]))
     except (IndexError, ValueError):
         return None
 
@@ -168,7 +170,8 @@ def read_proc_table() -> ProcTable:
         if fields is None:
             continue
         pid = int(name)
-        table[pid] = ProcEntry(pid, fields.ppid, fields.pgid, fields.start_ticks / CLK_TCK + _boot_time, fields.state == b"Z")
+        start = fields.start_ticks / CLK_TCK + _boot_time
+        table[pid] = ProcEntry(pid, fields.ppid, fields.pgid, start, fields.state == b"Z", fields.session)
     return table
 
 
@@ -177,7 +180,12 @@ def _read_proc_table_psutil() -> ProcTable:
     for p in psutil.process_iter(["ppid", "create_time", "status"]):
         try:
             table[p.pid] = ProcEntry(
-                p.pid, p.info["ppid"] or 0, os.getpgid(p.pid), p.info["create_time"] or 0.0, p.info["status"] == psutil.STATUS_ZOMBIE
+                p.pid,
+                p.info["ppid"] or 0,
+                os.getpgid(p.pid),
+                p.info["create_time"] or 0.0,
+                p.info["status"] == psutil.STATUS_ZOMBIE,
+                os.getsid(p.pid),
             )
         except (OSError, psutil.Error):
             continue

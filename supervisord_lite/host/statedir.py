@@ -29,7 +29,7 @@ import os
 import pwd
 import stat
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Collection, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -349,9 +349,11 @@ def open_file(path: Path, flags: int, mode: int = PRIVATE_FILE_MODE, *, create_f
         return _open_in(dir_fd, path.name, path, flags, mode)
 
 
-def read_trusted(path: Path, limit: int = 16 * 2**20) -> bytes:
+def read_trusted(path: Path, limit: int = 16 * 2**20, owners: Collection[int] | None = None) -> bytes:
     """The bytes of a file the daemon wrote: a regular file with one link, owned by the
-    daemon's uid. Raises UntrustedFile otherwise, FileNotFoundError when missing."""
+    daemon's uid (or one of ``owners``). Raises UntrustedFile otherwise,
+    FileNotFoundError when missing."""
+    trusted = {os.geteuid()} if owners is None else set(owners)
     path = Path(path)
     with _folder(path.parent) as dir_fd:
         try:
@@ -364,7 +366,7 @@ def read_trusted(path: Path, limit: int = 16 * 2**20) -> bytes:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise UntrustedFile(path, f"{path} is not a regular file")
-            if st.st_uid != os.geteuid():
+            if st.st_uid not in trusted:
                 raise UntrustedFile(path, f"{path} is owned by {_owner_text(st.st_uid)}, not by the daemon's "
                                           f"{_owner_text(os.geteuid())}")
             if st.st_nlink != 1:

@@ -26,7 +26,7 @@ from supervisord_lite.core.paths import instance_prefix
 from supervisord_lite.core.snapshot import ServiceSnapshot, SupervisorSnapshot
 from supervisord_lite.core.states import GOOD_STATES, TRANSIENT_STATES, ServiceState
 from supervisord_lite.host.proctable import is_paused
-from supervisord_lite.host.recovery import DaemonState, RecordedProcess, write_state
+from supervisord_lite.host.recovery import DaemonState, record_process, write_state
 from supervisord_lite.runtime import probes
 from supervisord_lite.runtime.portsweep import PortSweep
 from supervisord_lite.runtime.runner import Runner
@@ -55,6 +55,7 @@ class Supervisor:
         self.manifest_mtime = _mtime(manifest.path)
         self._state_dirty = anyio.Event()
         self._state_failing = False
+        self._kept_wanted: tuple[str, ...] | None = None
         self.instance_prefix = instance_prefix(manifest.supervisor.state_dir)
         self.port_sweep = PortSweep(self.listening_ports)
         self._observe_probe = observe_probe
@@ -363,19 +364,22 @@ class Supervisor:
             if not written:
                 self._state_dirty.set()  # a full disk: try again later, with what is current then
 
+    def keep_wanted_set(self) -> None:
+        """From now on the state file keeps what is wanted as it is now: stopping the daemon
+        is not a `svc down`, so its successor (at boot) starts the same services again,
+        even when this daemon is killed halfway through stopping them."""
+        self._kept_wanted = tuple(r.spec.name for r in self._runner_list if r.wanted)
+        self.save_state()
+
     def recovery_state(self) -> DaemonState:
         """What a successor needs if this daemon dies now: what is wanted, what runs."""
+        wanted = self._kept_wanted
         return DaemonState(
             daemon_pid=os.getpid(),
             manifest=str(self.manifest.path),
-            wanted=tuple(r.spec.name for r in self._runner_list if r.wanted),
+            wanted=wanted if wanted is not None else tuple(r.spec.name for r in self._runner_list if r.wanted),
             processes={
-                r.spec.name: RecordedProcess(
-                    pid=r.proc.pid,
-                    pgid=r.proc.pgid,
-                    create_time=r.proc.create_time,
-                    instance_id=r.instance_id,
-                )
+                r.spec.name: record_process(r.proc.pid, r.proc.pgid, r.proc.create_time, r.instance_id)
                 for r in self._runner_list
                 if r.proc is not None and r.proc.returncode is None
             },

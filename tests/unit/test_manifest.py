@@ -148,6 +148,7 @@ BAD = [
     ("bad-env-value", '[services.api]\ntier = "web"\ncommand = "x"\nenv = { A = { b = 1 } }\n',
      "services.api.env.A", r"^expected a string or a number, got a table$", 4),
     ("bad-metrics", '[supervisor]\nmetrics = "localhost"\n', "supervisor.metrics", r"is not HOST:PORT", 2),
+    ("bad-restore", '[supervisor]\nrestore = "yes"\n', "supervisor.restore", r"^expected true or false", 2),
     ("bad-tier-range", '[tiers.extra]\norder = 2\nports = ["7999-7000"]\n', "tiers.extra.ports",
      r'^port range "7999-7000" must go upwards within 1-65535$', 3),
     ("tier-without-order", '[tiers.extra]\nports = ["7000-7999"]\n', "tiers.extra", r'^missing key "order"', 1),
@@ -250,6 +251,7 @@ def test_defaults_are_filled_in(tmp_path: Path) -> None:
     assert m.path == path
     assert m.supervisor.name == "dev"
     assert m.supervisor.state_dir == tmp_path / ".svc"
+    assert m.supervisor.restore is True  # a starting daemon brings back what was wanted
     assert list(m.tiers) == ["default"] and m.tiers["default"].ports == ()
     assert list(m.services) == ["web", "worker", "migrate"]
     web, worker, migrate = m.services.values()

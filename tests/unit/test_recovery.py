@@ -7,15 +7,15 @@ from pathlib import Path
 from types import MappingProxyType
 
 from supervisord_lite.core.model import Manifest, ServiceSpec, Status, SupervisorSpec, Tier
-from supervisord_lite.host.recovery import DaemonState, RecordedProcess, read_state, remove_state, write_state
+from supervisord_lite.host.recovery import DaemonState, RecordedProcess, read_state, write_state
 
 STATE = DaemonState(
     daemon_pid=4242,
     manifest="/srv/svc.toml",
     wanted=("db", "api"),
     processes={
-        "db": RecordedProcess(pid=100, pgid=100, create_time=1700000000.25, instance_id="svc-abc-0123"),
-        "api": RecordedProcess(pid=200, pgid=200, create_time=1700000001.5, instance_id="svc-abc-4567"),
+        "db": RecordedProcess(pid=100, pgid=100, create_time=1700000000.25, instance_id="svc-abc-0123", sid=100, uid=0),
+        "api": RecordedProcess(pid=200, pgid=200, create_time=1700000001.5, instance_id="svc-abc-4567", sid=200, uid=1000),
     },
 )
 
@@ -56,8 +56,8 @@ def test_the_file_format(tmp_path: Path) -> None:
         "manifest": "/srv/svc.toml",
         "wanted": ["db", "api"],
         "processes": {
-            "db": {"pid": 100, "pgid": 100, "create_time": 1700000000.25, "instance_id": "svc-abc-0123"},
-            "api": {"pid": 200, "pgid": 200, "create_time": 1700000001.5, "instance_id": "svc-abc-4567"},
+            "db": {"pid": 100, "pgid": 100, "sid": 100, "uid": 0, "create_time": 1700000000.25, "instance_id": "svc-abc-0123"},
+            "api": {"pid": 200, "pgid": 200, "sid": 200, "uid": 1000, "create_time": 1700000001.5, "instance_id": "svc-abc-4567"},
         },
     }
 
@@ -79,7 +79,7 @@ def test_wrong_types_are_dropped_field_by_field(tmp_path: Path) -> None:
                 "manifest": 7,
                 "wanted": ["db", 3, None, "api"],
                 "processes": {
-                    "db": {"pid": True, "pgid": "100", "create_time": "soon", "instance_id": 5},
+                    "db": {"pid": True, "pgid": "100", "sid": 1.5, "uid": "root", "create_time": "soon", "instance_id": 5},
                     "api": {"pid": 200, "create_time": 1700000001},
                     "web": "not a record",
                 },
@@ -106,9 +106,3 @@ def test_the_wanted_set_keeps_only_what_the_manifest_still_runs() -> None:
     assert state.wanted_services(manifest) == ["api", "db"]
 
 
-def test_remove_state_after_a_clean_stop(tmp_path: Path) -> None:
-    path = tmp_path / "state.json"
-    write_state(path, STATE)
-    remove_state(path)
-    assert read_state(path) == DaemonState()
-    remove_state(path)  # already gone: nothing to do
