@@ -166,6 +166,11 @@ class DaemonBusy(Exception):
         self.pid = pid
 
 
+class CannotInspect(Exception):
+    """The state file is there but this user may not read it: what a dead daemon left
+    cannot be told, so nothing may be claimed about it."""
+
+
 def stop_leftovers(
     state_dir: Path,
     manifest: Manifest | None,
@@ -185,6 +190,9 @@ def stop_leftovers(
         if not free:
             raise DaemonBusy(lock_holder(state_dir))
         path = state_dir / STATE_FILE
+        if os.path.lexists(path) and not os.access(path, os.R_OK, follow_symlinks=False):
+            owner = socketdir.describe_uid(os.lstat(path).st_uid)
+            raise CannotInspect(f"cannot read {path} (owned by {owner}): run svc as that user to stop what it left")
         state = read_owned_state(path, trusted_owners())
         report = stop_survivors(state_dir, state, manifest, services)
         scope = {*state.processes, *state.wanted, *report.stopped} if services is None else set(services)

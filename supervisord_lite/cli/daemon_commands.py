@@ -129,6 +129,8 @@ def _stop_leftovers_before_start(manifest: Manifest) -> None:
         click.echo(f"a previous daemon died; stopped what it left running: {_processes(report.stopped)}", err=True)
     if report.left:
         click.echo(f"warning: could not stop what a previous daemon left running: {_processes(report.left)}", err=True)
+    if report.not_ours:
+        click.echo(f"warning: not stopping what the state file names but is not a service of ours: {_processes(report.not_ours)}", err=True)
 
 
 def _processes(by_service: Mapping[str, tuple[int, ...]]) -> str:
@@ -227,7 +229,7 @@ def _stop_without_daemon(path: Path, manifest: Manifest | None, names: tuple[str
 
     A `down` also takes the services out of the wanted set, so the next daemon (at
     boot) does not start them; a `shutdown` leaves the wanted set as it is."""
-    from supervisord_lite.cli.client import DaemonBusy, socket_for_path, state_dir_for_path, stop_leftovers
+    from supervisord_lite.cli.client import CannotInspect, DaemonBusy, socket_for_path, state_dir_for_path, stop_leftovers
     from supervisord_lite.core import graph
 
     state_dir = manifest.supervisor.state_dir if manifest is not None else state_dir_for_path(path)
@@ -245,6 +247,8 @@ def _stop_without_daemon(path: Path, manifest: Manifest | None, names: tuple[str
             "it may be starting or stopping; try again in a moment",
             ExitCode.FAILED,
         )
+    except CannotInspect as exc:
+        fail(f"no daemon answers for {path}, and {exc}", ExitCode.FAILED)
     if report.stopped:
         click.echo(f"no daemon is running for {path}; stopped what the last one left running: {_processes(report.stopped)}")
     elif not report.left:

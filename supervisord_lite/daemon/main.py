@@ -212,6 +212,7 @@ class Daemon:
         services = [s for s in final.services if s.name in wanted]
         failed = [s for s in services if s.state not in GOOD_STATES]
         tails = {s.name: self.sup.runners[s.name].log.tail(20) for s in failed if s.name in self.sup.runners}
+        await self.sup.state_flushed()  # what it reports is on record for a successor before the answer
         yield _done({"services": [s.to_dict() for s in services], "all_ready": not failed, "tails": tails})
 
     async def reload(self) -> dict[str, Any]:

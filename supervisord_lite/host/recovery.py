@@ -248,7 +248,11 @@ class Survivor:
 
 
 def find_survivors(
-    state_dir: Path, state: DaemonState, table: ProcTable | None = None, uids: Collection[int] = ()
+    state_dir: Path,
+    state: DaemonState,
+    table: ProcTable | None = None,
+    uids: Collection[int] = (),
+    on_refused: Callable[[str, int], None] | None = None,
 ) -> list[Survivor]:
     """Every process of this state_dir's platform still running, by service.
 
@@ -265,10 +269,17 @@ def find_survivors(
     instances: dict[str, str] = {}
     sessions: dict[int, str] = {}
     recorded_pgid: dict[str, int] = {}
+    # a process is only ever ours when it runs as a user the platform runs as: anyone can
+    # copy a pid and start time from /proc, or put this state_dir's marker in their environment
+    allowed = {os.geteuid(), *(r.uid for r in state.processes.values() if r.uid is not None), *uids}
     for name, record in state.processes.items():
         instances[name] = record.instance_id
         entry = table.get(record.pid) if record.pid else None
-        if entry is None or entry.pid in (0, 1, me) or not _is_recorded_process(entry, record, table):
+        if entry is None or entry.pid in (0, 1, me) or entry.zombie:
+            continue
+        if not _is_recorded_process(entry, record, table, allowed):
+            if on_refused is not None:
+                on_refused(name, entry.pid)
             continue
         members.setdefault(name, set()).add(entry.pid)
         if entry.sid == entry.pid:  # it leads its session: the session is the service's
@@ -276,9 +287,6 @@ def find_survivors(
         if record.pgid:
             recorded_pgid[name] = record.pgid
     by_instance = {record.instance_id: name for name, record in state.processes.items() if record.instance_id}
-    # a marker alone is only believed on a process of a user the platform runs as: anyone
-    # can put this state_dir's marker in their own environment
-    allowed = {os.geteuid(), *(r.uid for r in state.processes.values() if r.uid is not None), *(uids or ())}
     for entry in table.values():
         if entry.zombie or entry.pid in (0, 1, me):
             continue
@@ -305,18 +313,25 @@ def find_survivors(
     return sorted(found, key=lambda s: s.service)
 
 
-def _is_recorded_process(entry: ProcEntry, record: RecordedProcess, table: ProcTable) -> bool:
-    """Is the live ``entry`` still the process ``record`` describes (and not a reused pid)?"""
+def _is_recorded_process(entry: ProcEntry, record: RecordedProcess, table: ProcTable, allowed: Collection[int]) -> bool:
+    """Is the live ``entry`` still the process ``record`` describes (and not a reused pid,
+    nor someone else's process whose pid and start time were copied into the file)?
+
+    Its user must be one the platform runs as (and the recorded one, when recorded), and
+    it must carry the record's marker or hold the service's session: the recorded one,
+    or, for a record that predates sessions, its own (every service leads its own)."""
     if entry.zombie:
+        return False
+    uid = _uid_of(entry.pid)
+    if uid not in allowed or (record.uid is not None and uid != record.uid):
         return False
     marked = bool(record.instance_id) and table.instance(entry.pid) == record.instance_id
     if record.create_time is None:
         return marked  # an old or damaged record: only the marker can vouch for it
     if abs(entry.create_time - record.create_time) > CTIME_TOLERANCE:
         return False
-    if record.uid is not None and _uid_of(entry.pid) != record.uid:
-        return False
-    return marked or (record.sid is not None and entry.sid == record.sid)
+    session = entry.sid == record.sid if record.sid is not None else entry.sid == entry.pid
+    return marked or session
 
 
 def _survivor(name: str, instance_id: str, pids: set[int], recorded_pgid: int | None, table: ProcTable) -> Survivor | None:
@@ -370,6 +385,9 @@ class StopReport:
 
     stopped: Mapping[str, tuple[int, ...]]
     left: Mapping[str, tuple[int, ...]]
+    # recorded pids that are someone else's now (another user's, no marker or session of
+    # ours): never signalled, and their records dropped
+    not_ours: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 def stop_survivors(
@@ -385,8 +403,11 @@ def stop_survivors(
     last look catches what forked meanwhile. Call it holding the daemon lock
     (``daemon_lock``): a daemon starting meanwhile would have its fresh services stopped."""
 
+    not_ours: dict[str, set[int]] = {}
+
     def look() -> list[Survivor]:
-        return [s for s in find_survivors(state_dir, state) if services is None or s.service in services]
+        found = find_survivors(state_dir, state, on_refused=lambda name, pid: not_ours.setdefault(name, set()).add(pid))
+        return [s for s in found if services is None or s.service in services]
 
     signalled: dict[str, set[int]] = {}
     refused: set[int] = set()  # not ours to signal (another user's): no point waiting for them
@@ -412,7 +433,8 @@ def stop_survivors(
         for name, pids in signalled.items()
         if pids - set(left.get(name, ()))
     }
-    return StopReport(stopped=stopped, left=left)
+    refused_records = {name: tuple(sorted(pids)) for name, pids in not_ours.items() if services is None or name in services}
+    return StopReport(stopped=stopped, left=left, not_ours=refused_records)
 
 
 def _stop_step(step: list[Survivor], manifest: Manifest | None) -> set[int]:

@@ -44,7 +44,10 @@ async def reap_predecessor(manifest: Manifest) -> list[str]:
     if owner is not None and owner != os.geteuid():
         log.warning("not following a state file of another user", path=str(sup.state_file), owner_uid=owner)
     users = trusted_uids(*(spec.user for spec in manifest.services.values()))
-    found = await anyio.to_thread.run_sync(lambda: find_survivors(sup.state_dir, state, uids=users))
+    def refused(service: str, pid: int) -> None:
+        log.warning("not stopping a recorded pid: it is not a service of ours", service=service, pid=pid)
+
+    found = await anyio.to_thread.run_sync(lambda: find_survivors(sup.state_dir, state, uids=users, on_refused=refused))
     stopped: dict[str, list[int]] = {}
     for step in stop_steps(found, manifest):
         async with anyio.create_task_group() as tg:

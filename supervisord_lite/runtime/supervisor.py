@@ -55,6 +55,10 @@ class Supervisor:
         self.manifest_mtime = _mtime(manifest.path)
         self._state_dirty = anyio.Event()
         self._state_failing = False
+        self._state_version = 0  # bumped by every save_state()
+        self._written_version = 0  # the version the state file on disk holds
+        self._state_written = anyio.Event()  # set (and replaced) after every write
+        self._flush_wanted = anyio.Event()  # someone waits for the file: skip the coalescing pause
         self._kept_wanted: tuple[str, ...] | None = None
         self.instance_prefix = instance_prefix(manifest.supervisor.state_dir)
         self.port_sweep = PortSweep(self.listening_ports)
@@ -351,16 +355,36 @@ class Supervisor:
         The file is the successor's guide, not its only one: every child carries
         SVC_INSTANCE with this manifest's prefix, so a daemon that dies between two
         writes still leaves nothing a successor cannot find."""
+        self._state_version += 1
         self._state_dirty.set()
+
+    async def state_flushed(self, timeout: float = 2.0) -> bool:
+        """Wait until the state file holds everything saved so far (False after ``timeout``,
+        e.g. on a full disk). `svc up` answers only then: a daemon killed right after it
+        must leave a record of every process it reported, or a program that rewrites its
+        environment (and with it the instance marker) could not be found."""
+        target = self._state_version
+        with anyio.move_on_after(timeout):
+            while self._written_version < target:
+                self._flush_wanted.set()
+                await self._state_written.wait()
+        return self._written_version >= target
 
     async def _write_state_forever(self) -> None:
         while True:
             await self._state_dirty.wait()
             self._state_dirty = anyio.Event()
+            version = self._state_version
             state = self.recovery_state()
             # a rename can take milliseconds on some filesystems: not on the event loop
             written = await anyio.to_thread.run_sync(self._write_state_file, state)
-            await anyio.sleep(0.2 if written else STATE_RETRY_SECONDS)
+            if written:
+                self._written_version = version
+                done, self._state_written = self._state_written, anyio.Event()
+                done.set()
+            with anyio.move_on_after(0.2 if written else STATE_RETRY_SECONDS):
+                await self._flush_wanted.wait()  # coalesce bursts, unless someone waits for the file
+            self._flush_wanted = anyio.Event()
             if not written:
                 self._state_dirty.set()  # a full disk: try again later, with what is current then
 

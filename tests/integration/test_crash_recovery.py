@@ -116,8 +116,10 @@ def test_a_recorded_process_counts_only_while_start_time_user_and_session_match(
     assert find_survivors(state_dir, _record(proc, create_time=proc.create_time() - 5)) == []
     assert find_survivors(state_dir, _record(proc, uid=proc.uids().real + 1)) == []
     assert find_survivors(state_dir, _record(proc, sid=leader.pid + 1)) == []
-    # an old record without session or user: only the marker could vouch for it, and there is none
-    assert find_survivors(state_dir, _record(proc, sid=None, uid=None, instance_id="svcabc-1")) == []
+    # an old record without session or user (written before they were recorded): the start time
+    # vouches for the pid, and leading its own session as our user for the process
+    old = find_survivors(state_dir, _record(proc, sid=None, uid=None, instance_id="svcabc-1"))
+    assert [s.pids for s in old] == [tuple(sorted([leader.pid, child]))]
 
 
 def test_a_recorded_process_that_does_not_lead_its_session_never_brings_the_session_along(
@@ -381,13 +383,23 @@ def test_shutdown_that_cannot_stop_a_survivor_exits_1_naming_it(shared_platform:
     if found is None:
         pytest.skip("no Python interpreter the nobody user can run with this package")
     python, env = found
+    os.chmod(platform.state_dir, 0o755)  # private (0700) by default: let nobody look in, as an older version allowed
     os.chmod(paths.socket_path_for(platform.state_dir), 0o666)  # the dead daemon's socket: nobody can try it, and finds no one
 
-    # root's survivors are not nobody's to signal: found (by the root-owned state file's record
-    # and the session), reported, exit 1, and nothing touched
-    refused = subprocess.run([*python, "-m", "supervisord_lite", "shutdown", "--manifest", str(platform.manifest)],
-                             user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[], env=env,
-                             capture_output=True, text=True, timeout=60, cwd="/tmp")
+    def shutdown_as_nobody() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*python, "-m", "supervisord_lite", "shutdown", "--manifest", str(platform.manifest)],
+                              user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[], env=env,
+                              capture_output=True, text=True, timeout=60, cwd="/tmp")
+
+    # the state file is private (0600): nobody cannot tell what is left, so claims nothing
+    blind = shutdown_as_nobody()
+    assert blind.returncode == 1 and "cannot read" in blind.stderr and "state.json" in blind.stderr, blind
+    assert psutil.pid_exists(pid) and port_accepts(port or 0)
+
+    # with the file readable too: root's survivors are not nobody's to signal: found (by the
+    # root-owned state file's record and the session), reported, exit 1, and nothing touched
+    os.chmod(platform.state_dir / "state.json", 0o644)
+    refused = shutdown_as_nobody()
     assert refused.returncode == 1, refused
     assert f"still running, could not be stopped: api (pid {pid})" in refused.stderr, refused.stderr
     assert "Traceback" not in refused.stderr
