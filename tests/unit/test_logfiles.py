@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from supervisord_lite.host.logfiles import LogSource, logged_services, rotated_files
