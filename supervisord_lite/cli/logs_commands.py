@@ -48,11 +48,15 @@ from supervisord_lite.host.logfiles import LogSource, logged_services
 DEFAULT_LINES = 50
 ALL_LINES = -1
 POLL_SECONDS = 0.1
+#: How often `svc up --attach` asks the daemon whether anything it follows still runs.
+STATUS_SECONDS = 2.0
 #: The exit code of a command cut short by a second Ctrl-C (128 + SIGINT, as shells report it).
 INTERRUPTED = 130
 #: States of a service that runs or is on its way to running.
 _UNDER_WAY = RUNNING_STATES | {ServiceState.WAITING, ServiceState.BACKOFF, ServiceState.CONFLICT}
 _AT_REST = {ServiceState.STOPPED, ServiceState.DISABLED, ServiceState.DEPRECATED}
+#: States in which a service will print nothing more (a failed one may be retried: it is followed).
+_DONE = _AT_REST | {ServiceState.EXITED}
 
 
 class _LineCount(click.ParamType):
@@ -72,6 +76,21 @@ class _LineCount(click.ParamType):
         if count < 0:
             self.fail(f"{value!r} is negative: give 0 or more, or 'all'", param, ctx)
         return count
+
+
+class _Every:
+    """``check()`` at most every ``seconds``; False in between (a poll of the daemon is not free)."""
+
+    def __init__(self, seconds: float, check: Callable[[], bool]) -> None:
+        self.seconds = seconds
+        self.check = check
+        self._next = time.monotonic() + seconds
+
+    def __call__(self) -> bool:
+        if time.monotonic() < self._next:
+            return False
+        self._next = time.monotonic() + self.seconds
+        return self.check()
 
 
 class LogView:
@@ -217,6 +236,8 @@ def logs(
     logs_dir, names = _selection(resolve_manifest_path(manifest), selectors)
     sys.stdout.reconfigure(errors="replace")  # type: ignore[union-attr]  # a log may hold anything
     view = LogView(logs_dir, names, _style(names, no_color=no_color, timestamps=timestamps, prefix=not no_log_prefix))
+    if not follow and not any((logs_dir / f"{name}.log").exists() for name in names):
+        click.echo(f"(no output yet: no log in {logs_dir} for {', '.join(names) or 'any service'})", err=True)
     try:
         view.show_history(count, since_stamp)
         if follow:
@@ -267,14 +288,20 @@ class Attachment:
         self.view = LogView(self.logs_dir, shown, _style(shown))
         try:
             self.view.show_history(ALL_LINES, stamp_of(self.began))  # what they said while starting
-            self.view.follow()
+            self.view.follow(until=_Every(STATUS_SECONDS, lambda: self._all_done(shown)))
+            click.echo("nothing left to follow: every one of them stopped or exited (or the daemon ended)", err=True)
         except KeyboardInterrupt:
             _end_the_caret_line()
             sys.exit(self._stop(started))
         except BrokenPipeError:
             _quiet_stdout()
             sys.exit(self._stop(started))
-        sys.exit(ExitCode.OK)  # not reached: following ends only with Ctrl-C
+        sys.exit(ExitCode.OK)
+
+    def _all_done(self, names: list[str]) -> bool:
+        """True once every followed service is stopped (`svc down` elsewhere) or has exited for
+        good (a oneshot), or the daemon is gone."""
+        return all(s.state in _DONE for s in self._services() if s.name in names)
 
     def _services(self) -> list[Any]:
         from supervisord_lite.cli import client  # lazy: keeps svc --help fast

@@ -192,12 +192,16 @@ def test_follow_picks_up_new_lines_of_every_service_across_rotations(platform: P
     proc, out, err = _start_cli(platform, "logs", "-f", "-n", "0")
     try:
         log = platform.state_dir / "logs" / "fast.log"
-        inodes = {log.stat().st_ino}
+        sizes = [log.stat().st_size]
 
         def rotated_thrice() -> bool:
-            inodes.add(log.stat().st_ino)
+            try:
+                sizes.append(log.stat().st_size)
+            except FileNotFoundError:  # between the rename and the next line
+                return False
+            rotations = sum(b < a for a, b in zip(sizes, sizes[1:]))
             beats = [BEAT.match(line) for line in list(out.lines)]
-            return len(inodes) >= 4 and sum(1 for m in beats if m and m["name"] == "fast") >= 200
+            return rotations >= 3 and sum(1 for m in beats if m and m["name"] == "fast") >= 200
 
         wait_until(rotated_thrice, timeout=60, interval=0.01, what="fast.log to rotate 3 times under `svc logs -f`")
         _ctrl_c(proc)
@@ -308,3 +312,20 @@ def test_ctrl_c_while_up_attach_is_still_starting_stops_what_it_started(platform
     assert platform.status()["slow"]["state"] == "stopped"
     assert "stopping slow" in "\n".join(err.finish())
 
+
+
+def test_up_attach_ends_by_itself_once_what_it_follows_is_stopped_elsewhere(platform: Platform) -> None:
+    platform.add("worker", port=None, args="--heartbeat 0.05")
+    platform.add("once", port=None, kind="oneshot", args="--oneshot 0.1")
+    platform.write()
+    proc, out, err = _start_cli(platform, "up", "-a")
+    try:
+        out.wait_for(lambda line: line.startswith("worker | worker: heartbeat"), "a heartbeat")
+        assert platform.status()["once"]["state"] == "exited"  # done, and `up -a` goes on
+        assert proc.poll() is None
+        platform.svc("down", "worker", check=True)  # from another terminal
+        assert proc.wait(60) == 0
+    finally:
+        _end(proc, out, err)
+    assert "nothing left to follow" in "\n".join(err.lines)
+    assert "worker | stopped" in out.lines
