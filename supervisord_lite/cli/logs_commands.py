@@ -100,6 +100,9 @@ class LogView:
         self.style = style
         self.sources = {name: LogSource(logs_dir / f"{name}.log") for name in names}
         self._stamps = dict.fromkeys(names, "")  # each service's last stamp, for a line without one
+        reconfigure = getattr(sys.stdout, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="replace")  # a log may hold what the terminal's encoding cannot
 
     def show_history(self, count: int, since: str | None) -> None:
         """Each service's last ``count`` lines (ALL_LINES: every one), from ``since`` (a stamp) on."""
@@ -234,7 +237,6 @@ def logs(
     if count is None:
         count = ALL_LINES if since is not None else DEFAULT_LINES
     logs_dir, names = _selection(resolve_manifest_path(manifest), selectors)
-    sys.stdout.reconfigure(errors="replace")  # type: ignore[union-attr]  # a log may hold anything
     view = LogView(logs_dir, names, _style(names, no_color=no_color, timestamps=timestamps, prefix=not no_log_prefix))
     if not follow and not any((logs_dir / f"{name}.log").exists() for name in names):
         click.echo(f"(no output yet: no log in {logs_dir} for {', '.join(names) or 'any service'})", err=True)
