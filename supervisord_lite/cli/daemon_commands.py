@@ -1,4 +1,4 @@
-"""`svc up|down|restart|status|logs|reload|daemon|shutdown`: thin clients of the daemon.
+"""`svc up|down|restart|status|reload|daemon|shutdown`: thin clients of the daemon.
 
 This module is imported for `svc --help`: the control client, the manifest loader,
 the renderers and rich are imported inside the commands that use them.
@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Mapping
+from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -23,7 +24,6 @@ from supervisord_lite.cli.app import (
     fail,
     fail_no_daemon,
     load_or_fail,
-    long_manifest_option,
     main,
     manifest_option,
     require_manifest_file,
@@ -32,7 +32,6 @@ from supervisord_lite.cli.app import (
 )
 from supervisord_lite.core.exitcodes import ExitCode
 from supervisord_lite.core.states import ServiceState
-from supervisord_lite.host.files import tail_file
 
 if TYPE_CHECKING:
     from supervisord_lite.core.model import Manifest
@@ -283,13 +282,18 @@ def _invalid_or_no_daemon(path: Path) -> NoReturn:
 @click.argument("names", nargs=-1)
 @click.option("--no-wait", is_flag=True, help="Return once the start is requested.")
 @click.option("--timeout", type=float, default=None, help="Give up waiting after this many seconds.")
-def up(manifest: Path | None, names: tuple[str, ...], no_wait: bool, timeout: float | None) -> None:
+@click.option("--attach", "-a", is_flag=True, help="Then follow their logs; Ctrl-C stops what this command started.")
+def up(manifest: Path | None, names: tuple[str, ...], no_wait: bool, timeout: float | None, attach: bool) -> None:
     """Start services (all active ones by default) in order and wait until ready."""
     from supervisord_lite.cli import client  # lazy: keeps svc --help fast
+    from supervisord_lite.cli.logs_commands import Attachment
 
     path, sock = _target(manifest, names)
-    with daemon_errors(path), _Progress(sys.stdout.isatty()) as progress:
+    attachment = Attachment(path, sock, names) if attach else None
+    with attachment or nullcontext(), daemon_errors(path), _Progress(sys.stdout.isatty()) as progress:
         result = client.up(sock, names, wait=not no_wait, timeout=timeout, on_progress=progress.update)
+    if attachment is not None:
+        attachment.follow(result, report=None if no_wait else partial(_finish, result))
     if no_wait:
         click.echo(f"starting {len(result['services'])} services")
         return
@@ -398,56 +402,6 @@ def _show_status(snap: SupervisorSnapshot) -> None:
         click.echo(plain_table(STATUS_COLUMNS, rows))
     for line in attention_lines(snap.services):
         click.echo(line)
-
-
-@main.command()
-@long_manifest_option
-@click.argument("name")
-@click.option("-n", "lines", type=click.IntRange(min=0), default=50, show_default=True, help="How many lines.")
-@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
-def logs(manifest: Path | None, name: str, lines: int, follow: bool) -> None:
-    """A service's output, with timestamps (from state_dir/logs/NAME.log)."""
-    m = load_or_fail(resolve_manifest_path(manifest))
-    _check_names(m, (name,))
-    path = m.supervisor.logs_dir / f"{name}.log"
-    for line in tail_file(path, lines):
-        click.echo(line)
-    if not path.exists() and not follow:
-        click.echo(f"(no output yet: {path} does not exist)", err=True)
-        return
-    if follow:
-        _follow(path)
-
-
-def _follow(path: Path) -> None:
-    """tail -F: keep reading, reopen after rotation; ends with Ctrl-C."""
-    handle = None
-    inode = None
-    try:
-        while True:
-            try:
-                st = os.stat(path)
-            except FileNotFoundError:
-                st = None
-            if st is not None and (handle is None or st.st_ino != inode):
-                if handle is not None:
-                    handle.close()
-                handle = open(path, "rb")
-                if inode is None:
-                    handle.seek(0, os.SEEK_END)
-                inode = st.st_ino
-            if handle is not None:
-                chunk = handle.read()
-                if chunk:
-                    sys.stdout.write(chunk.decode(errors="replace"))
-                    sys.stdout.flush()
-                    continue
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if handle is not None:
-            handle.close()
 
 
 @main.command()

@@ -609,6 +609,8 @@ class Runner:
         if event is Event.STOPPED:
             new = self._resting_state() if self.state is S.STOPPING else new
         old, self.state = self.state, new
+        if old is not new and new not in (S.WAITING, S.STARTING):  # waiting, starting: "started pid N" says enough
+            self.log.mark(f"{new.value}: {reason}" if reason else new.value)
         if new is not S.WAITING or reason:
             self.reason = reason
         if new is not S.WAITING:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 
 import subprocess
@@ -324,11 +325,13 @@ def test_logs_show_timestamped_output(platform: Platform) -> None:
     platform.add("api")
     platform.write()
     platform.svc("up", check=True)
-    result = platform.svc("logs", "api", "-n", "5")
+    result = platform.svc("logs", "api", "-n", "5", "--timestamps")
     assert result.returncode == 0
     lines = result.stdout.splitlines()
-    assert lines and all(line[:4].isdigit() and "T" in line[:11] for line in lines)
+    assert lines and all(re.match(r"api \| \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ", line) for line in lines), lines
     assert any("listening" in line for line in lines)
+    plain = platform.svc("logs", "api", "-n", "5").stdout.splitlines()  # compose's default: no time
+    assert [line.replace(line[6:31], "") for line in lines] == plain
     assert platform.svc("logs", "nope").returncode == 2
 
 
