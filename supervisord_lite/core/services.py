@@ -17,7 +17,13 @@ from typing import Any
 
 from supervisord_lite.core.export_section import ExportDefaults, service_export
 from supervisord_lite.core.budget import spend_pattern_characters
-from supervisord_lite.core.limits import MAX_COUNT, MAX_PATTERN, MAX_PATTERNS_TOTAL, MAX_SERVICE_NAME, MIN_PROBE_INTERVAL
+from supervisord_lite.core.limits import (
+    MAX_COUNT,
+    MAX_PATTERN,
+    MAX_PATTERNS_TOTAL,
+    MAX_SERVICE_NAME,
+    MIN_PROBE_INTERVAL,
+)
 from supervisord_lite.core.locate import ProblemLog
 from supervisord_lite.core.model import (
     DEFAULT_TIER,
@@ -241,7 +247,9 @@ def _check_pattern(p: TableReader, log: str) -> None:
         p.error("log", f"a regular expression of {len(log):,} characters: at most {MAX_PATTERN:,}")
         return
     if not spend_pattern_characters(len(log)):
-        p.error("log", f"the ready.log patterns of this manifest are longer than {MAX_PATTERNS_TOTAL:,} characters in all")
+        p.error(
+            "log", f"the ready.log patterns of this manifest are longer than {MAX_PATTERNS_TOTAL:,} characters in all"
+        )
         return
     try:
         re.compile(log)

@@ -166,8 +166,8 @@ def _too_many(path: KeyPath, container: dict[str, Any] | list[Any]) -> str:
 
 
 def _scalar_problem(value: object) -> str | None:
-    if type(value) is str:
-        return None if len(value) <= MAX_STRING else f"a string of {plural(len(value), 'character')}: at most {MAX_STRING:,} are allowed"
+    if type(value) is str and len(value) > MAX_STRING:
+        return f"a string of {plural(len(value), 'character')}: at most {MAX_STRING:,} are allowed"
     if type(value) is int and not MIN_INT <= value <= MAX_INT:
         return "an integer beyond 64 bits (TOML integers go from -2^63 to 2^63-1)"
     return None

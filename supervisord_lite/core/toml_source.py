@@ -65,6 +65,20 @@ def parse_toml(text: str, file: str) -> dict[str, Any] | Problem:
         return Problem("error", file, None, None, "invalid TOML: nested too deeply")
 
 
+def toml_data(path: Path) -> dict[str, Any]:
+    """The file's TOML data, read and parsed within the manifest's bounds, not validated
+    (for what must work on a manifest that no longer validates, such as finding its
+    daemon). :raises ValueError: the file cannot be read or parsed."""
+    try:
+        text = read_manifest_text(path)
+    except ManifestError as exc:
+        raise ValueError(str(exc)) from None
+    data = parse_toml(text, str(path))
+    if isinstance(data, Problem):
+        raise ValueError(str(data))
+    return data
+
+
 def _syntax_problem(file: str, text: str, exc: tomllib.TOMLDecodeError) -> Problem:
     message = str(exc)
     line = col = None

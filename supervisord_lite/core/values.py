@@ -165,7 +165,8 @@ def user_name(value: Any) -> str:
         raise ValueError(f"expected a user name or uid, got {describe(value)}")
     if not USER_NAME.fullmatch(value):
         raise ValueError(
-            f'"{shorten(value)}" is not a user name or uid (at most 256 characters, no blanks, control characters, ":" or "/")'
+            f'"{shorten(value)}" is not a user name or uid '
+            '(at most 256 characters, no blanks, control characters, ":" or "/")'
         )
     if value.isascii() and value.isdigit() and int(value) > MAX_UID:
         raise ValueError(f"uid {value} is beyond {MAX_UID}, the largest uid")

@@ -356,7 +356,8 @@ def test_pattern_characters_are_budgeted_across_the_manifest() -> None:
 
 
 def test_past_200_problems_the_rest_are_counted() -> None:
-    text = "".join(f'[services.s{i}]\ncommand = "x"\n' + "".join(f"bad{j} = 1\n" for j in range(10)) for i in range(600))
+    bad_keys = "".join(f"bad{j} = 1\n" for j in range(10))
+    text = "".join(f'[services.s{i}]\ncommand = "x"\n{bad_keys}' for i in range(600))
     problems = problems_of(text)
     assert len(problems) == limits.MAX_PROBLEMS + 1
     last = problems[-1]
