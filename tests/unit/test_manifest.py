@@ -427,8 +427,9 @@ _DURATIONS = st.one_of(
     st.integers(0, 10**6),
     st.floats(0, 10**6, allow_nan=False),
 )
+_NO_NUL = st.text(st.characters(blacklist_characters="\x00"), min_size=1)  # a process cannot be given a NUL
 _SERVICE_VALUES = st.fixed_dictionaries(
-    {"command": st.one_of(st.text(min_size=1), st.lists(st.text(min_size=1), min_size=1))},
+    {"command": st.one_of(_NO_NUL, st.lists(_NO_NUL, min_size=1))},
     optional={
         "port": st.integers(1, 65535),
         "title": st.text(),
@@ -442,14 +443,17 @@ _SERVICE_VALUES = st.fixed_dictionaries(
         "failed_retry": _DURATIONS,
         "start_limit": st.integers(0, 100),
         "unhealthy_threshold": st.integers(1, 100),
-        "env": st.dictionaries(st.text(min_size=1), st.one_of(st.text(), st.integers(), st.booleans())),
+        "env": st.dictionaries(
+            st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True),
+            st.one_of(st.text(st.characters(blacklist_characters="\x00")), st.integers(), st.booleans()),
+        ),
         "stop_signal": st.sampled_from(["TERM", "SIGINT", 9, "hup"]),
         "max_memory": st.one_of(st.integers(1, 2**40), st.sampled_from(["512MB", "1GiB", "100KB"])),
         "ready": st.fixed_dictionaries(
-            {}, optional={"exec": st.text(min_size=1), "after": _DURATIONS, "log": st.sampled_from(["ok", "^a+$"])}
+            {}, optional={"exec": _NO_NUL, "after": _DURATIONS, "log": st.sampled_from(["ok", "^a+$"])}
         ),
         "watch": st.lists(st.from_regex(r"[a-z]{1,5}(/\*\*)?/\*\.[a-z]{1,3}", fullmatch=True)),
-        "user": st.text(min_size=1),
+        "user": st.from_regex(r"[a-z_][a-z0-9_-]{0,15}|[0-9]{1,9}", fullmatch=True),
     },
 )
 
