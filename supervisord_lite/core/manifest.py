@@ -96,12 +96,20 @@ def load_manifest(path: Path) -> Manifest:
 
 
 def env_file_warnings(m: Manifest) -> list[Problem]:
-    """A missing env_file is only a warning here: the file may be created before start."""
-    return [
-        Problem("warning", str(m.path), spec.name, "env_file", f"{spec.env_file} does not exist (yet)")
-        for spec in m.services.values()
-        if spec.env_file is not None and not spec.env_file.exists()
-    ]
+    """A missing env_file is only a warning here: the file may be created before start
+    (or be readable only by the user the daemon runs as)."""
+    found = []
+    for spec in m.services.values():
+        if spec.env_file is None:
+            continue
+        try:
+            if spec.env_file.exists():
+                continue
+            message = f"{spec.env_file} does not exist (yet)"
+        except OSError as exc:  # e.g. a folder this user may not enter
+            message = f"{spec.env_file} cannot be looked at: {exc.strerror or exc}"
+        found.append(Problem("warning", str(m.path), spec.name, "env_file", message))
+    return found
 
 
 def check_manifest(

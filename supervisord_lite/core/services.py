@@ -15,8 +15,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from supervisord_lite.core.export_section import ExportDefaults, service_export
 from supervisord_lite.core.budget import spend_pattern_characters
+from supervisord_lite.core.export_section import ExportDefaults, service_export
 from supervisord_lite.core.limits import (
     MAX_COUNT,
     MAX_PATTERN,

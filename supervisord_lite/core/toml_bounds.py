@@ -9,9 +9,8 @@ keys, of arrays and inline tables, and of commas (so of values) in the whole fil
 The scan is one regular expression applied repeatedly: it skips strings, comments
 and values in C, and stops only at a key, a table header, a bracket, a comma, or a
 dotted run too long to be a key, each of them counted against a limit, so the Python
-loop runs a bounded number of times. It
-follows valid TOML exactly; on invalid TOML it may stop early, and tomllib, which
-stops at the first error too, reports it.
+loop runs a bounded number of times. It follows valid TOML exactly; on invalid TOML
+it may stop early, and tomllib, which stops at the first error too, reports it.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from supervisord_lite.core.locate import KeyPath
 from supervisord_lite.core.limits import (
     MAX_COMMAS,
     MAX_CONTAINERS,
@@ -34,6 +32,7 @@ from supervisord_lite.core.limits import (
     MIN_INT,
     plural,
 )
+from supervisord_lite.core.locate import KeyPath
 
 # One part of a dotted key: bare, "basic" or 'literal'.
 _PART = r"""(?:[A-Za-z0-9_-]++|"(?:[^"\\\n]++|\\.)*+"|'[^'\n]*+')"""
