@@ -16,6 +16,7 @@ from supervisord_lite.core.limits import MAX_PROBLEMS
 from supervisord_lite.core.problems import Problem, Severity
 
 KeyPath = tuple[str, ...]  # a key's path from the document root, e.g. ("services", "api", "port")
+_LONGEST_MESSAGE = 1000
 
 _KEY_PART = r'(?:"(?:[^"\\\n]++|\\.)*+"|\'[^\'\n]*+\'|[A-Za-z0-9_-]++)'
 _DOTTED_KEY = rf"{_KEY_PART}(?:[ \t]*+\.[ \t]*+{_KEY_PART})*+"
@@ -91,6 +92,8 @@ class ProblemLog:
             self.omitted += 1
             self._omitted_error |= severity == "error"
             return
+        if len(message) > _LONGEST_MESSAGE:  # it quotes a value of up to 128 KiB
+            message = message[: _LONGEST_MESSAGE - 3] + "..."
         if len(path) >= 2 and path[0] == "services":
             service, key = path[1], ".".join(path[2:]) or None
         else:
