@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 import time
-import tomllib
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
@@ -137,11 +136,13 @@ def state_dir_for_path(manifest_path: Path) -> Path:
     `svc reload`, `status` and `down` must reach the running daemon when the file is
     broken (the daemon keeps the last good manifest and refuses the bad one itself);
     only ``[supervisor] state_dir`` is read here."""
+    from supervisord_lite.core.toml_source import toml_data
+
     state_dir = ".svc"
     try:
-        data = tomllib.loads(manifest_path.read_text())
+        data = toml_data(manifest_path)  # bounded: no file makes this recurse or take long
         value = data.get("supervisor", {}).get("state_dir", state_dir)
-        if isinstance(value, str) and value:
+        if isinstance(value, str) and value and "\0" not in value:
             state_dir = value
     except (OSError, ValueError, AttributeError):
         pass

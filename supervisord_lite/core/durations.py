@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import math
 import re
+from decimal import Decimal
+
+from supervisord_lite.core.limits import MAX_DURATION, MAX_SIZE
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|h|m|s)")
@@ -30,17 +33,21 @@ _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]*)")
 
 DURATION_HINT = 'a duration such as "500ms", "2s", "1m", "1h" or a number of seconds'
 SIZE_HINT = 'a size such as "512MB", "1GB", "1GiB" or a number of bytes'
+DURATION_RANGE = f"durations go from 0 to {MAX_DURATION / 3600:g}h ({MAX_DURATION / 86400:g} days)"
+SIZE_RANGE = "sizes go from 1 byte to 1TiB"
 
 
 def parse_duration(value: object) -> float:
     """Seconds from ``"500ms"``, ``"2s"``, ``"1m30s"``, ``"1h"``, ``"0"`` or an int/float.
 
-    :raises ValueError: not a duration, negative, or not finite.
+    :raises ValueError: not a duration, negative, not finite, or beyond ``MAX_DURATION``.
     """
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError(f"expected {DURATION_HINT}")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
+    if isinstance(value, int):
+        seconds = float(value) if abs(value) <= MAX_DURATION else math.inf if value > 0 else -math.inf
+    elif isinstance(value, float):
+        seconds = value
     else:
         text = value.strip().lower()
         if _NUMBER.fullmatch(text):
@@ -49,8 +56,10 @@ def parse_duration(value: object) -> float:
             seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
         else:
             raise ValueError(f"{value!r} is not {DURATION_HINT}")
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"{value!r} is not {DURATION_HINT} (it must be 0 or more)")
+    if math.isnan(seconds) or seconds < 0:
+        raise ValueError(f"{_shown(value)} is not {DURATION_HINT} (it must be 0 or more)")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"{_shown(value)} is too long: {DURATION_RANGE}")
     return seconds
 
 
@@ -71,17 +80,28 @@ def format_duration(seconds: float) -> str | float:
 def parse_size(value: object) -> int:
     """Bytes from ``"512MB"``, ``"1GiB"``, ``"100KB"`` or an int of bytes.
 
-    :raises ValueError: not a size, or not positive.
+    :raises ValueError: not a size, not positive, or beyond ``MAX_SIZE``.
     """
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise ValueError(f"expected {SIZE_HINT}")
     if isinstance(value, int):
-        size = value
+        exact: int | Decimal = value
     else:
         match = _SIZE.fullmatch(value.strip().lower())
         if not match or match.group(2) not in _SIZE_UNITS | {"": 1}:
-            raise ValueError(f"{value!r} is not {SIZE_HINT}")
-        size = int(float(match.group(1)) * _SIZE_UNITS.get(match.group(2), 1))
+            raise ValueError(f"{_shown(value)} is not {SIZE_HINT}")
+        exact = Decimal(match.group(1)) * _SIZE_UNITS.get(match.group(2), 1)  # exact, however many digits
+    if exact > MAX_SIZE:
+        raise ValueError(f"{_shown(value)} is too large: {SIZE_RANGE}")
+    size = int(exact)
     if size <= 0:
-        raise ValueError(f"{value!r} is not {SIZE_HINT} (it must be more than 0)")
+        raise ValueError(f"{_shown(value)} is not {SIZE_HINT} (it must be more than 0)")
     return size
+
+
+def _shown(value: object) -> str:
+    """The value as the user wrote it, cut short when it is long."""
+    if isinstance(value, int) and value.bit_length() > 128:
+        return "an integer of more than 38 digits"
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."

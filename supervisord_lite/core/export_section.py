@@ -13,7 +13,7 @@ from typing import Any
 from supervisord_lite.core.locate import ProblemLog
 from supervisord_lite.core.model import ExportSpec
 from supervisord_lite.core.tables import TableReader
-from supervisord_lite.core.values import Placeholders, env_table, resolve_path, split_command
+from supervisord_lite.core.values import Placeholders, check_arguments, env_table, resolve_path, split_command
 from supervisord_lite.core.wording import describe
 
 EXPORT_KEYS = ("image", "build", "command", "env")
@@ -101,10 +101,12 @@ def service_export(
         )
     build = None
     if (context := value("build")) is not None:
-        if context.strip():
-            build = resolve_path(base, context)
-        else:
+        if not context.strip():
             problems.error((*path, "build"), f"the build context{origin} is empty")
+        elif "\0" in context:
+            problems.error((*path, "build"), f"the build context{origin} contains a NUL byte")
+        else:
+            build = resolve_path(base, context)
 
     command: tuple[str, ...] | None = None
     env = {key: quietly(text) for key, text in defaults.env.items()}
@@ -114,7 +116,8 @@ def service_export(
                 command = ()  # the image's own command
             else:
                 argv = split_command(problems, (*path, "command"), raw["command"])
-                command = tuple(subst.expand((*path, "command"), arg) for arg in argv or ())
+                expanded = tuple(subst.expand((*path, "command"), arg) for arg in argv or ())
+                command = check_arguments(problems, (*path, "command"), expanded)
         if "env" in raw:
             own_env = env_table(problems, (*path, "env"), raw["env"])
             env |= {key: subst.expand((*path, "env", key), text) for key, text in own_env.items()}

@@ -13,15 +13,18 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from supervisord_lite.core.export_section import export_defaults_section
-from supervisord_lite.core.locate import KeyLocator, ProblemLog, locate
+from supervisord_lite.core.budget import manifest_budget
+from supervisord_lite.core.locate import KeyLocator, ProblemLog, locate, problem_order
 from supervisord_lite.core.model import DEFAULT_TIER, Manifest, ServiceSpec, Tier
 from supervisord_lite.core.problems import ManifestError, Problem
 from supervisord_lite.core.rules import apply_rules
 from supervisord_lite.core.sections import supervisor_section, tiers_section
 from supervisord_lite.core.services import service_section
 from supervisord_lite.core.tables import TableReader
+from supervisord_lite.core.toml_bounds import check_data_bounds
 from supervisord_lite.core.toml_source import parse_toml, read_manifest_text
 from supervisord_lite.core.wording import describe
 
@@ -35,6 +38,16 @@ def analyse(text: str, path: Path) -> tuple[Manifest | None, list[Problem]]:
     if isinstance(data, Problem):
         return None, [data]
     problems = ProblemLog(file, KeyLocator(text))
+    for where, message in check_data_bounds(data):
+        problems.error(where, message)
+    if problems.has_errors:
+        return None, problems.found()
+    with manifest_budget():
+        return _build(data, path, problems)
+
+
+def _build(data: dict[str, Any], path: Path, problems: ProblemLog) -> tuple[Manifest | None, list[Problem]]:
+    """The manifest from the parsed document, every problem reported to ``problems``."""
     base = Path(os.path.normpath(path.absolute().parent))
     TableReader(problems, (), data, TOP_LEVEL_KEYS)
     sup = supervisor_section(problems, data.get("supervisor"), base / path.name)
@@ -54,7 +67,7 @@ def analyse(text: str, path: Path) -> tuple[Manifest | None, list[Problem]]:
             problems.warning(("services",), "no services: add [services.NAME] tables (or use svc add)")
     apply_rules(problems, services, tiers, sup)
 
-    found = sorted(problems.items, key=lambda p: (not p.is_error, p.line if p.line is not None else 1 << 30))
+    found = problems.found()
     if problems.has_errors:
         return None, found
     manifest = Manifest(
@@ -83,12 +96,20 @@ def load_manifest(path: Path) -> Manifest:
 
 
 def env_file_warnings(m: Manifest) -> list[Problem]:
-    """A missing env_file is only a warning here: the file may be created before start."""
-    return [
-        Problem("warning", str(m.path), spec.name, "env_file", f"{spec.env_file} does not exist (yet)")
-        for spec in m.services.values()
-        if spec.env_file is not None and not spec.env_file.exists()
-    ]
+    """A missing env_file is only a warning here: the file may be created before start
+    (or be readable only by the user the daemon runs as)."""
+    found = []
+    for spec in m.services.values():
+        if spec.env_file is None:
+            continue
+        try:
+            if spec.env_file.exists():
+                continue
+            message = f"{spec.env_file} does not exist (yet)"
+        except OSError as exc:  # e.g. a folder this user may not enter
+            message = f"{spec.env_file} cannot be looked at: {exc.strerror or exc}"
+        found.append(Problem("warning", str(m.path), spec.name, "env_file", message))
+    return found
 
 
 def check_manifest(
@@ -106,4 +127,4 @@ def check_manifest(
         if live_checks is not None:
             extra += live_checks(manifest)
         problems = problems + locate(extra, path, text)
-    return manifest, sorted(problems, key=lambda p: not p.is_error)
+    return manifest, sorted(problems, key=problem_order)

@@ -12,7 +12,9 @@ Severity = Literal["error", "warning"]
 
 
 def _quote_key(part: str) -> str:
-    return part if re.fullmatch(r"[A-Za-z0-9_-]+", part) else '"' + part.replace('"', '\\"') + '"'
+    """One part of a dotted key as TOML writes it; a very long one is cut short for people."""
+    shown = part if len(part) <= 80 else part[:77] + "..."
+    return shown if re.fullmatch(r"[A-Za-z0-9_-]+", part) else '"' + shown.replace('"', '\\"') + '"'
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,10 +11,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from supervisord_lite.core.limits import MAX_LOG_BACKUPS, MIN_PROBE_INTERVAL
 from supervisord_lite.core.locate import ProblemLog
 from supervisord_lite.core.model import SupervisorSpec, Tier
 from supervisord_lite.core.tables import TableReader
-from supervisord_lite.core.values import parse_ports, resolve_path
+from supervisord_lite.core.values import parse_ports, path_in, resolve_path
 from supervisord_lite.core.wording import describe
 
 SUPERVISOR_KEYS = ("name", "state_dir", "metrics", "probe_interval", "log_max_bytes", "log_backups", "http_logs", "restore")
@@ -42,11 +43,11 @@ def supervisor_section(problems: ProblemLog, data: Any, path: Path) -> Superviso
         name = default.name
     return SupervisorSpec(
         name=name,
-        state_dir=resolve_path(path.parent, t.string("state_dir", str(model.state_dir))),
+        state_dir=t.read("state_dir", default.state_dir, "a path", path_in(path.parent)),
         metrics=metrics,
-        probe_interval=t.duration("probe_interval", default.probe_interval, positive=True),
+        probe_interval=t.duration("probe_interval", default.probe_interval, positive=True, shortest=MIN_PROBE_INTERVAL),
         log_max_bytes=t.size("log_max_bytes", default.log_max_bytes),
-        log_backups=t.integer("log_backups", default.log_backups, low=0),
+        log_backups=t.integer("log_backups", default.log_backups, low=0, high=MAX_LOG_BACKUPS),
         http_logs=t.boolean("http_logs", default.http_logs),
         restore=t.boolean("restore", default.restore),
     )

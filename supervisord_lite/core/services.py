@@ -15,7 +15,15 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from supervisord_lite.core.budget import spend_pattern_characters
 from supervisord_lite.core.export_section import ExportDefaults, service_export
+from supervisord_lite.core.limits import (
+    MAX_COUNT,
+    MAX_PATTERN,
+    MAX_PATTERNS_TOTAL,
+    MAX_SERVICE_NAME,
+    MIN_PROBE_INTERVAL,
+)
 from supervisord_lite.core.locate import ProblemLog
 from supervisord_lite.core.logpattern import pattern_problem
 from supervisord_lite.core.model import (
@@ -31,10 +39,19 @@ from supervisord_lite.core.model import (
     Tier,
 )
 from supervisord_lite.core.tables import TableReader
-from supervisord_lite.core.values import Placeholders, env_table, parse_signal, resolve_path, split_command
-from supervisord_lite.core.wording import describe, did_you_mean
+from supervisord_lite.core.values import (
+    Placeholders,
+    check_arguments,
+    env_table,
+    parse_signal,
+    path_in,
+    resolve_path,
+    split_command,
+    user_name,
+)
+from supervisord_lite.core.wording import describe, did_you_mean, first_of, shorten
 
-SERVICE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+SERVICE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,%d}" % (MAX_SERVICE_NAME - 1))
 SERVICE_KEYS = (
     "tier", "port", "command", "title", "description", "url", "status", "replaced_by", "kind",
     "ready", "ready_timeout", "health", "probe_interval", "unhealthy_threshold", "depends_on",
@@ -43,6 +60,7 @@ SERVICE_KEYS = (
     "watch_ignore", "export",
 )  # fmt: skip
 PROBE_KEYS = ("tcp", "http", "exec", "log", "after", "timeout")
+_URL_UNSAFE = re.compile(r"[\x00-\x20\x7f]")  # would break the probe's request line
 BACKOFF_KEYS = ("first", "max", "reset_after")
 
 # The model's defaults (core/model.py): every key a service table leaves out takes
@@ -64,10 +82,15 @@ def service_section(
     """The service ``name`` of a manifest in folder ``base``, or None when its table is
     not a table. ``tiers`` is None when the manifest declares none."""
     path = ("services", name)
-    if not SERVICE_NAME.fullmatch(name):
+    if len(name) > MAX_SERVICE_NAME:
+        problems.error(
+            path, f'"{shorten(name)}" is not a valid service name: {len(name):,} characters, at most {MAX_SERVICE_NAME}'
+        )
+    elif not SERVICE_NAME.fullmatch(name):
         problems.error(
             path,
-            f'"{name}" is not a valid service name: use letters, digits, "_", "." and "-" (not first: "." and "-")',
+            f'"{shorten(name)}" is not a valid service name: use letters, digits, "_", "." and "-" '
+            '(not first: "." and "-")',
         )
     if not isinstance(data, dict):
         problems.error(path, f"expected a table of service settings, got {describe(data)}")
@@ -103,9 +126,9 @@ def _tier(t: TableReader, tiers: Mapping[str, Tier] | None) -> str:
         if tiers is None and tier != DEFAULT_TIER:
             t.error("tier", f'unknown tier "{tier}": the manifest declares no [tiers.{tier}] table')
         elif tiers is not None and "tier" not in t.data:
-            t.problems.error(t.path, f'missing key "tier" (one of: {", ".join(tiers)})')
+            t.problems.error(t.path, f'missing key "tier" (one of: {first_of(tiers)})')
         elif tiers is not None and tier not in tiers:
-            t.error("tier", f'unknown tier "{tier}"{did_you_mean(tier, tiers)} (tiers: {", ".join(tiers)})')
+            t.error("tier", f'unknown tier "{tier}"{did_you_mean(tier, tiers)} (tiers: {first_of(tiers)})')
     return tier
 
 
@@ -132,13 +155,13 @@ def _process(t: TableReader, subst: Placeholders, status: Status, base: Path) ->
     """How the process is started, limited and stopped."""
     raw_env = t.table("env")
     env = env_table(t.problems, t.at("env"), raw_env, subst.expand) if raw_env is not None else None
-    env_file = t.optional_string("env_file")
+    env_file = t.data.get("env_file")  # "" means none
     return {
         "command": _command(t, subst, status),
         "env": MappingProxyType(env) if env is not None else _MODEL.env,
-        "env_file": resolve_path(base, env_file) if env_file else _MODEL.env_file,
-        "cwd": resolve_path(base, t.string("cwd", str(_MODEL.cwd))),
-        "user": t.optional_string("user"),
+        "env_file": t.read("env_file", _MODEL.env_file, "a path", path_in(base)) if env_file != "" else None,
+        "cwd": t.read("cwd", resolve_path(base, str(_MODEL.cwd)), "a path", path_in(base)),
+        "user": t.read("user", _MODEL.user, "a user name or uid", user_name),
         "stop_signal": t.read("stop_signal", _MODEL.stop_signal, "a signal", parse_signal),
         "stop_timeout": t.duration("stop_timeout", _MODEL.stop_timeout),
         "max_memory": t.optional_size("max_memory"),
@@ -149,7 +172,8 @@ def _command(t: TableReader, subst: Placeholders, status: Status) -> tuple[str, 
     """Required, except of a deprecated service (which never starts)."""
     if "command" in t.data:
         argv = split_command(t.problems, t.at("command"), t.data["command"])
-        return tuple(subst.expand(t.at("command"), arg) for arg in argv or ())
+        expanded = tuple(subst.expand(t.at("command"), arg) for arg in argv or ())
+        return check_arguments(t.problems, t.at("command"), expanded)
     if status is not Status.DEPRECATED:
         message = 'missing key "command" (a string such as "uvicorn app:app --port {port}" or an array)'
         t.problems.error(t.path, message)
@@ -170,8 +194,8 @@ def _liveness(t: TableReader, port: int | None, subst: Placeholders, sup: Superv
     health = _probe(t, "health", port, subst, liveness=True) if "health" in t.data else _MODEL.health
     return {
         "health": health,
-        "probe_interval": t.duration("probe_interval", sup.probe_interval, positive=True),
-        "unhealthy_threshold": t.integer("unhealthy_threshold", _MODEL.unhealthy_threshold, low=1),
+        "probe_interval": t.duration("probe_interval", sup.probe_interval, positive=True, shortest=MIN_PROBE_INTERVAL),
+        "unhealthy_threshold": t.integer("unhealthy_threshold", _MODEL.unhealthy_threshold, low=1, high=MAX_COUNT),
     }
 
 
@@ -191,14 +215,17 @@ def _probe(t: TableReader, key: str, port: int | None, subst: Placeholders, live
     http = p.optional_string("http")
     if http is not None:
         if not http.startswith("/"):
-            p.error("http", f'expected a path starting with "/", such as "/health", got "{http}"')
+            p.error("http", f'expected a path starting with "/", such as "/health", got "{shorten(http)}"')
+        elif _URL_UNSAFE.search(http):
+            p.error("http", f'"{shorten(http)}" has blanks or control characters; write them %-encoded ("%20")')
         elif port is None:
             p.error("http", "an http probe needs a port, and the service has none")
         http = subst.expand(p.at("http"), http)
     exec_ = _PROBE_MODEL.exec
     if "exec" in data:
         argv = split_command(problems, p.at("exec"), data["exec"])
-        exec_ = tuple(subst.expand(p.at("exec"), arg) for arg in argv) if argv else None
+        expanded = tuple(subst.expand(p.at("exec"), arg) for arg in argv) if argv else ()
+        exec_ = check_arguments(problems, p.at("exec"), expanded) or None
     log = p.optional_string("log")
     after = p.duration("after", 0.0) if "after" in data else _PROBE_MODEL.after
     if liveness:
@@ -217,7 +244,19 @@ def _probe(t: TableReader, key: str, port: int | None, subst: Placeholders, live
 
 
 def _check_pattern(p: TableReader, log: str) -> None:
-    if (problem := pattern_problem(log)) is not None:
+    if len(log) > MAX_PATTERN:
+        p.error("log", f"a regular expression of {len(log):,} characters: at most {MAX_PATTERN:,}")
+        return
+    if not spend_pattern_characters(len(log)):
+        p.error(
+            "log", f"the ready.log patterns of this manifest are longer than {MAX_PATTERNS_TOTAL:,} characters in all"
+        )
+        return
+    try:
+        problem = pattern_problem(log)
+    except (OverflowError, RecursionError) as exc:
+        problem = f"invalid regular expression {log!r}: {exc}"
+    if problem is not None:
         p.error("log", problem)
 
 
@@ -226,7 +265,7 @@ def _restart_policy(t: TableReader, kind: Kind) -> dict[str, Any]:
     default_restart = RestartPolicy.NO if kind is Kind.ONESHOT else _MODEL.restart
     return {
         "restart": t.choice("restart", RestartPolicy, default_restart),
-        "start_limit": t.integer("start_limit", _MODEL.start_limit, low=0),
+        "start_limit": t.integer("start_limit", _MODEL.start_limit, low=0, high=MAX_COUNT),
         "start_limit_window": t.duration("start_limit_window", _MODEL.start_limit_window, positive=True),
         "backoff": _backoff(t),
         "failed_retry": t.duration("failed_retry", _MODEL.failed_retry),
@@ -262,6 +301,8 @@ def _watch_patterns(t: TableReader, key: str, base: Path) -> tuple[str, ...]:
         target = resolve_path(base, pattern)
         if not pattern.strip():
             t.error(key, "a watch pattern is empty")
+        elif "\0" in pattern:
+            t.error(key, f'the pattern "{shorten(pattern)}" contains a NUL byte')
         elif target != base and base not in target.parents:
             t.error(key, f'"{pattern}" points outside the manifest folder {base}')
         else:

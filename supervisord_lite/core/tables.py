@@ -10,7 +10,7 @@ import enum
 from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
-from supervisord_lite.core.durations import parse_duration, parse_size
+from supervisord_lite.core.durations import format_duration, parse_duration, parse_size
 from supervisord_lite.core.locate import KeyPath, ProblemLog
 from supervisord_lite.core.wording import describe, did_you_mean
 
@@ -81,11 +81,15 @@ class TableReader:
 
         return self.read(key, default, expected, convert)
 
-    def duration(self, key: str, default: float, positive: bool = False) -> float:
+    def duration(self, key: str, default: float, positive: bool = False, shortest: float = 0.0) -> float:
+        """A duration within ``durations.DURATION_RANGE``; ``shortest`` > 0 bounds it from below too."""
+
         def convert(value: Any) -> float:
             seconds = parse_duration(value)
             if positive and seconds == 0:
                 raise ValueError(f"{key} must be more than 0")
+            if seconds < shortest:
+                raise ValueError(f"{key} {value!r} is shorter than {format_duration(shortest)}, the least allowed")
             return seconds
 
         return self.read(key, default, "a duration", convert)

@@ -8,18 +8,28 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import signal
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from supervisord_lite.core.limits import (
+    MAX_ARGUMENT_BYTES,
+    MAX_ITEMS,
+    MAX_PATH_BYTES,
+    MAX_PATH_PART_BYTES,
+    MAX_UID,
+)
 from supervisord_lite.core.locate import KeyPath, ProblemLog
 from supervisord_lite.core.model import PortRange
+from supervisord_lite.core.shellwords import split_like_shell
 from supervisord_lite.core.tables import is_int
-from supervisord_lite.core.wording import describe, did_you_mean
+from supervisord_lite.core.wording import describe, did_you_mean, shorten
 
 PLACEHOLDERS = ("name", "port", "state_dir")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+USER_NAME = re.compile(r"[^\x00-\x20:/\x7f]{0,256}")  # what passwd can hold ("" means none)
+_NUL = "a NUL byte, which a process cannot be given"
 
 
 class Placeholders:
@@ -33,6 +43,8 @@ class Placeholders:
 
     def expand(self, path: KeyPath, text: str) -> str:
         """``text`` expanded; on a problem it is reported at ``path`` and ``text`` kept as is."""
+        if "{" not in text and "}" not in text:
+            return text
 
         def replace(match: re.Match[str]) -> str:
             token = match.group(0)
@@ -63,9 +75,9 @@ def split_command(problems: ProblemLog, path: KeyPath, value: Any) -> tuple[str,
     """A string split like a shell (never run by one) or an array of strings."""
     if isinstance(value, str):
         try:
-            argv = tuple(shlex.split(value))
+            argv = tuple(split_like_shell(value))
         except ValueError as exc:
-            problems.error(path, f'cannot split "{value}" like a shell: {exc}')
+            problems.error(path, f'cannot split "{shorten(value)}" like a shell: {exc}')
             return None
     elif isinstance(value, list) and all(isinstance(v, str) for v in value):
         argv = tuple(value)
@@ -75,6 +87,22 @@ def split_command(problems: ProblemLog, path: KeyPath, value: Any) -> tuple[str,
     if not argv or not argv[0].strip():
         problems.error(path, "the command is empty")
         return None
+    if len(argv) > MAX_ITEMS:
+        problems.error(path, f"a command of {len(argv):,} arguments: at most {MAX_ITEMS:,}")
+        return None
+    return argv
+
+
+def check_arguments(problems: ProblemLog, path: KeyPath, argv: tuple[str, ...]) -> tuple[str, ...]:
+    """``argv`` when the kernel can start it: no NUL byte, no argument over 128 KiB; else
+    the problem is reported (once) and ``()`` returned."""
+    for arg in argv:
+        if "\0" in arg:
+            problems.error(path, f'the argument "{shorten(arg)}" contains {_NUL}')
+            return ()
+        if _beyond_kernel_limit(arg):
+            problems.error(path, f"an argument of {len(arg.encode()):,} bytes: the kernel takes at most 128 KiB")
+            return ()
     return argv
 
 
@@ -90,18 +118,59 @@ def parse_ports(problems: ProblemLog, path: KeyPath, value: Any) -> tuple[PortRa
         if not match:
             problems.error(path, f'expected a port range such as "3000-3099" or a port, got {describe(item)}')
             continue
-        start = int(match.group(1))
-        end = int(match.group(2) or start)
+        start, end = (int(n) if len(n) <= 6 else 1 << 20 for n in (match.group(1), match.group(2) or match.group(1)))
         if not (1 <= start <= end <= 65535):
-            problems.error(path, f'port range "{item}" must go upwards within 1-65535')
+            problems.error(path, f'port range "{shorten(str(item))}" must go upwards within 1-65535')
             continue
         ranges.append(PortRange(start, end))
     return tuple(ranges)
 
 
+def _beyond_kernel_limit(text: str) -> bool:
+    """More bytes than execve takes for one argument or variable (the length is checked first)."""
+    return len(text) * 4 > MAX_ARGUMENT_BYTES and len(text.encode()) > MAX_ARGUMENT_BYTES
+
+
 def resolve_path(base: Path, value: str) -> Path:
     """``value`` against the manifest's folder ``base``, normalised (an absolute value stays)."""
     return Path(os.path.normpath(base / value))
+
+
+def path_in(base: Path) -> Callable[[Any], Path]:
+    """A converter for ``TableReader.read``: a path string resolved against ``base``,
+    refused when no system call could take it (a NUL byte, too long).
+
+    :raises ValueError: with the message to report.
+    """
+
+    def convert(value: Any) -> Path:
+        if not isinstance(value, str):
+            raise ValueError(f"expected a path, got {describe(value)}")
+        if "\0" in value:
+            raise ValueError(f'the path "{shorten(value)}" contains a NUL byte')
+        resolved = resolve_path(base, value)
+        encoded = os.fsencode(resolved)
+        if len(encoded) > MAX_PATH_BYTES:
+            raise ValueError(f"the path is {len(encoded):,} bytes long once resolved; at most {MAX_PATH_BYTES:,}")
+        if any(len(part) > MAX_PATH_PART_BYTES for part in encoded.split(b"/")):
+            raise ValueError(f'the path "{shorten(value)}" has a name of more than {MAX_PATH_PART_BYTES} bytes')
+        return resolved
+
+    return convert
+
+
+def user_name(value: Any) -> str:
+    """A user name or uid to drop privileges to. :raises ValueError: with the message to report."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected a user name or uid, got {describe(value)}")
+    if not USER_NAME.fullmatch(value):
+        raise ValueError(
+            f'"{shorten(value)}" is not a user name or uid '
+            '(at most 256 characters, no blanks, control characters, ":" or "/")'
+        )
+    if value.isascii() and value.isdigit() and int(value) > MAX_UID:
+        raise ValueError(f"uid {value} is beyond {MAX_UID}, the largest uid")
+    return value
 
 
 def parse_signal(value: Any) -> signal.Signals:
@@ -134,9 +203,21 @@ def env_table(
         return {}
     env = {}
     for key, item in value.items():
-        if isinstance(item, (str, int, float)):
+        if not ENV_NAME.fullmatch(key):
+            problems.error(
+                (*path, key),
+                f'"{shorten(key)}" is not an environment variable name: use letters, digits and "_", '
+                "not starting with a digit",
+            )
+        elif isinstance(item, (str, int, float)):
             text = str(item).lower() if isinstance(item, bool) else str(item)
-            env[key] = expand((*path, key), text) if expand is not None else text
+            text = expand((*path, key), text) if expand is not None else text
+            if "\0" in text:
+                problems.error((*path, key), f"the value contains {_NUL}")
+            elif _beyond_kernel_limit(f"{key}={text}"):
+                problems.error((*path, key), "the variable is longer than 128 KiB, the most the kernel takes")
+            else:
+                env[key] = text
         else:
             problems.error((*path, key), f"expected a string or a number, got {describe(item)}")
     return env

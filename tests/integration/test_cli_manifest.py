@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from supervisord_lite.core.manifest import load_manifest, parse_manifest
-from tests.conftest import PYTHON, ROOT, free_port
+from tests.conftest import PYTHON, ROOT, free_port, wait_until
 from tests.integration.harness import Platform
 
 SVC = Path(sys.executable).parent / "svc"
@@ -261,3 +261,68 @@ def test_add_keeps_comments_and_refuses_conflicts(tmp_path: Path) -> None:
         assert path.read_text() == text
     bad_port = svc("add", "x", "--command", "x", "--port", "lots", "-f", str(path))
     assert bad_port.returncode == 2 and "neither a port number nor" in bad_port.stderr
+
+
+# Manifests that cannot run or cannot be loaded safely: `svc check` says what is wrong,
+# at the key, and exits 2 (a traceback with exit 1 before; "no problems" for the first four).
+HOSTILE = [
+    ("nul-in-command", '[services.api]\ncommand = "serve\\u0000 --now"\n',
+     '{path}:2:1: error: services.api.command: the argument "serve\\x00" contains a NUL byte, '
+     "which a process cannot be given"),
+    ("nul-in-env", '[services.api]\ncommand = "serve"\nenv = { TOKEN = "a\\u0000b" }\n',
+     "{path}:3:9: error: services.api.env.TOKEN: the value contains a NUL byte, which a process cannot be given"),
+    ("env-key-with-equals", '[services.api]\ncommand = "serve"\nenv = { "A=B" = "c" }\n',
+     '{path}:3:9: error: services.api.env.A=B: "A=B" is not an environment variable name: use letters, digits '
+     'and "_", not starting with a digit'),
+    ("300-character-name", "[services." + "n" * 300 + ']\ncommand = "serve"\n',
+     "{path}:1:2: error: services." + "n" * 77 + '...: "' + "n" * 57 + '..." is not a valid service name: '
+     "300 characters, at most 63"),
+    ("100000-deep-array", "x = " + "[" * 100_000 + "]" * 100_000 + "\n",
+     "{path}:1:15: error: arrays and inline tables are nested more than 10 deep, the limit"),
+    ("ready-timeout-400-digits", '[services.api]\ncommand = "serve"\nready_timeout = ' + "9" * 400 + "\n",
+     "{path}:3:1: error: services.api.ready_timeout: an integer beyond 64 bits "
+     "(TOML integers go from -2^63 to 2^63-1)"),
+    ("log-max-bytes-400-digits", '[supervisor]\nlog_max_bytes = "' + "9" * 400 + 'GiB"\n',
+     "{path}:2:1: error: supervisor.log_max_bytes: '" + "9" * 36 + "... is too large: sizes go from 1 byte to 1TiB"),
+    ("log-backups-100000000", "[supervisor]\nlog_backups = 100000000\n",
+     "{path}:2:1: error: supervisor.log_backups: log_backups 100000000 is outside 0-100"),
+    ("20000-part-header", "[" + ".".join(["a"] * 20_000) + "]\n",
+     "{path}:1:2: error: a dotted key or table name has more than 10 parts, the limit"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "first_line"), [case[1:] for case in HOSTILE], ids=[case[0] for case in HOSTILE])
+def test_check_says_what_is_wrong_with_a_manifest_that_cannot_run(tmp_path: Path, text: str, first_line: str) -> None:
+    path = tmp_path / "svc.toml"
+    path.write_text(text)
+    result = svc("check", "-f", str(path))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout.splitlines()[0] == first_line.format(path=path)
+    assert "Traceback" not in result.stdout + result.stderr
+    for command in ("status", "config"):  # every command that loads the manifest refuses it the same way
+        other = svc(command, "-f", str(path))
+        assert other.returncode == 2, (command, other.stdout, other.stderr)
+        assert first_line.format(path=path) in other.stderr and "Traceback" not in other.stderr
+
+
+def test_reload_and_sighup_refuse_hostile_manifests_and_the_daemon_stays(platform: Platform) -> None:
+    platform.add("api")
+    platform.write()
+    platform.svc("up", check=True)
+    daemon, pid = platform.daemon_pid(), platform.status()["api"]["pid"]
+    good = platform.manifest.read_text()
+    for name, text, first_line in HOSTILE:
+        platform.manifest.write_text(good + "\n" + text)
+        result = platform.svc("reload")
+        assert result.returncode == 2, (name, result.stdout, result.stderr)
+        assert "reload refused" in result.stderr and "Traceback" not in result.stderr, (name, result.stderr)
+        errors_before = json.loads(platform.svc("status", "--json", check=True).stdout)["reloads_error"]
+        os.kill(daemon or 0, signal.SIGHUP)
+        wait_until(
+            lambda: json.loads(platform.svc("status", "--json", check=True).stdout)["reloads_error"] > errors_before,
+            what=f"the SIGHUP reload of {name} to be refused",
+        )
+        assert platform.daemon_pid() == daemon and platform.status()["api"]["pid"] == pid, name
+    platform.manifest.write_text(good)
+    assert platform.svc("reload").returncode == 0
+    assert platform.status()["api"]["state"] == "ready"

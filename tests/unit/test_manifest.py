@@ -153,6 +153,22 @@ BAD = [
      r'^port range "7999-7000" must go upwards within 1-65535$', 3),
     ("tier-without-order", '[tiers.extra]\nports = ["7000-7999"]\n', "tiers.extra", r'^missing key "order"', 1),
     ("service-not-a-table", '[services]\napi = "uvicorn"\n', "services.api", r"^expected a table of service", 2),
+    ("name-too-long", f'[services.{"a" * 64}]\ntier = "web"\ncommand = "x"\n', f"services.{'a' * 64}",
+     r'is not a valid service name: 64 characters, at most 63$', 1),
+    ("nul-in-command", '[services.api]\ntier = "web"\ncommand = ["x", "a\\u0000"]\n', "services.api.command",
+     r'^the argument "a\\x00" contains a NUL byte, which a process cannot be given$', 3),
+    ("nul-in-env-value", '[services.api]\ntier = "web"\ncommand = "x"\nenv = { A = "\\u0000" }\n', "services.api.env.A",
+     r"^the value contains a NUL byte", 4),
+    ("env-key-not-a-name", '[services.api]\ntier = "web"\ncommand = "x"\nenv = { "A=B" = "1" }\n',
+     "services.api.env.A=B", r'^"A=B" is not an environment variable name', 4),
+    ("duration-too-long", '[services.api]\ntier = "web"\ncommand = "x"\nstop_timeout = "721h"\n',
+     "services.api.stop_timeout", r"is too long: durations go from 0 to 720h \(30 days\)$", 4),
+    ("size-too-large", '[services.api]\ntier = "web"\ncommand = "x"\nmax_memory = "2TiB"\n', "services.api.max_memory",
+     r"is too large: sizes go from 1 byte to 1TiB$", 4),
+    ("too-many-log-backups", "[supervisor]\nlog_backups = 101\n", "supervisor.log_backups",
+     r"^log_backups 101 is outside 0-100$", 2),
+    ("integer-beyond-64-bits", "[tiers.extra]\norder = 9223372036854775808\n", "tiers.extra.order",
+     r"^an integer beyond 64 bits", 2),
 ]  # fmt: skip
 
 
@@ -413,8 +429,9 @@ _DURATIONS = st.one_of(
     st.integers(0, 10**6),
     st.floats(0, 10**6, allow_nan=False),
 )
+_NO_NUL = st.text(st.characters(blacklist_characters="\x00"), min_size=1)  # a process cannot be given a NUL
 _SERVICE_VALUES = st.fixed_dictionaries(
-    {"command": st.one_of(st.text(min_size=1), st.lists(st.text(min_size=1), min_size=1))},
+    {"command": st.one_of(_NO_NUL, st.lists(_NO_NUL, min_size=1))},
     optional={
         "port": st.integers(1, 65535),
         "title": st.text(),
@@ -428,14 +445,17 @@ _SERVICE_VALUES = st.fixed_dictionaries(
         "failed_retry": _DURATIONS,
         "start_limit": st.integers(0, 100),
         "unhealthy_threshold": st.integers(1, 100),
-        "env": st.dictionaries(st.text(min_size=1), st.one_of(st.text(), st.integers(), st.booleans())),
+        "env": st.dictionaries(
+            st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True),
+            st.one_of(st.text(st.characters(blacklist_characters="\x00")), st.integers(), st.booleans()),
+        ),
         "stop_signal": st.sampled_from(["TERM", "SIGINT", 9, "hup"]),
         "max_memory": st.one_of(st.integers(1, 2**40), st.sampled_from(["512MB", "1GiB", "100KB"])),
         "ready": st.fixed_dictionaries(
-            {}, optional={"exec": st.text(min_size=1), "after": _DURATIONS, "log": st.sampled_from(["ok", "^a+$"])}
+            {}, optional={"exec": _NO_NUL, "after": _DURATIONS, "log": st.sampled_from(["ok", "^a+$"])}
         ),
         "watch": st.lists(st.from_regex(r"[a-z]{1,5}(/\*\*)?/\*\.[a-z]{1,3}", fullmatch=True)),
-        "user": st.text(min_size=1),
+        "user": st.from_regex(r"[a-z_][a-z0-9_-]{0,15}|[0-9]{1,9}", fullmatch=True),
     },
 )
 
