@@ -235,3 +235,16 @@ def test_run_usage_errors_exit_2_before_anything_starts(platform: Platform, bad:
     result = platform.svc("run", *bad, "--", "true")
     assert result.returncode == 2, result.stderr
     assert platform.daemon_pid() is None
+
+
+def test_changing_groups_restarts_nothing_on_reload(platform: Platform) -> None:
+    platform.add("api", groups=["backend"])
+    platform.write()
+    platform.svc("up", check=True)
+    pid = platform.status()["api"]["pid"]
+    platform.services["api"]["groups"] = ["backend", "payments"]
+    platform.write()
+    reload = platform.svc("reload", check=True)
+    assert "restarted" not in reload.stdout and "changed" not in reload.stdout, reload.stdout
+    assert platform.status()["api"]["pid"] == pid
+    assert [s["name"] for s in json.loads(platform.svc("status", "--json", "@payments", check=True).stdout)["services"]] == ["api"]
