@@ -125,24 +125,26 @@ def run(manifest: Path | None, needs: tuple[str, ...], timeout: float | None, co
     CMD gets SVC_<NAME>_PORT and SVC_<NAME>_URL for every ready service (the name
     upper-cased, other characters than letters and digits as "_"), and SVC_MANIFEST.
     Exit 1 when the platform did not come up."""
+    from supervisord_lite.core.protocol import ControlError, DaemonUnreachable  # lazy: keeps svc --help fast
+
     relay = _Relay()
     relay.install()  # first: a signal from here on cleans up what was started
-    path = resolve_manifest_path(manifest)
-    loaded = load_or_fail(path)
     platform: _Platform | None = None
     code: int = ExitCode.FAILED
     try:
+        loaded = load_or_fail(resolve_manifest_path(manifest))
         platform = _prepare(loaded, needs)
         if platform.daemon_started:
             _start_daemon(loaded)
         ready = _bring_up(platform, timeout)
         code = _run_command(command, _environment(loaded, ready), relay)
     except Interrupted as exc:
-        click.echo(f"svc run: {exc}: stopping", err=True)
+        click.echo(f"svc run: {exc}: stopping" if platform else f"svc run: {exc}", err=True)
         code = 128 + exc.signum
     except _PlatformDown as exc:
         click.echo(f"svc run: {exc}", err=True)
-        code = ExitCode.FAILED
+    except (ControlError, DaemonUnreachable) as exc:
+        click.echo(f"svc run: cannot go on talking to the daemon: {exc}", err=True)
     finally:
         relay.child = None  # a signal now abandons the clean-up
         if platform is not None:

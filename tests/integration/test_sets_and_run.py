@@ -167,7 +167,10 @@ def _spawn_run(platform: Platform, *args: str) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
-def test_sigterm_to_run_goes_to_the_command_then_everything_started_is_stopped(platform: Platform, tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_run_goes_to_the_command_then_everything_started_is_stopped(
+    platform: Platform, tmp_path: Path, signum: signal.Signals
+) -> None:
     ports = sets_platform(platform)
     out = tmp_path / "env.json"
     run = _spawn_run(platform, "--needs", "api", "--", *CMD, str(out), "5", "--wait-signal")
@@ -175,13 +178,13 @@ def test_sigterm_to_run_goes_to_the_command_then_everything_started_is_stopped(p
         started = Path(str(out) + ".started")
         wait_until(started.exists, timeout=60, what="the command to start")
         cmd_pid = int(started.read_text())
-        run.send_signal(signal.SIGTERM)
+        run.send_signal(signum)
         _, stderr = run.communicate(timeout=60)
     finally:
         if run.poll() is None:
             run.kill()
     assert run.returncode == 5, stderr  # the command's own code after it handled the signal
-    assert Path(str(out) + ".signal").read_text() == "SIGTERM"
+    assert Path(str(out) + ".signal").read_text() == signum.name
     wait_gone([cmd_pid])
     wait_until(lambda: not platform.our_processes(), timeout=15, what="the daemon and every service to be gone")
     assert not port_accepts(ports["db"]) and not port_accepts(ports["api"])  # type: ignore[arg-type]
