@@ -111,10 +111,11 @@ def _group(manifest: Manifest, group: str, startable: bool) -> list[str]:
 
 
 def _unknown_bare(manifest: Manifest, word: str) -> str:
+    said = f'no service named "{word}" in {manifest.path} (nor a tier)'
     if word in group_names(manifest):
-        return f'no service or tier named "{word}" in {manifest.path} ("{word}" is a group: write "{GROUP_PREFIX}{word}")'
+        return f'{said}; "{word}" is a group: write "{GROUP_PREFIX}{word}"'
     choices = [*manifest.services, *manifest.tiers, *(GROUP_PREFIX + g for g in group_names(manifest))]
-    return f'no service or tier named "{word}" in {manifest.path}{_hint(word, choices)}'
+    return f"{said}{_hint(word, choices)}"
 
 
 def _hint(word: str, choices: Iterable[str], prefix: str = "") -> str:

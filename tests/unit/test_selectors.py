@@ -83,9 +83,9 @@ def test_a_word_that_is_a_service_and_a_tier_is_refused_with_both_spellings() ->
 @pytest.mark.parametrize(
     ("word", "message"),
     [
-        ("apii", 'no service or tier named "apii" in /srv/svc.toml; did you mean "api"?'),
-        ("zzz", 'no service or tier named "zzz" in /srv/svc.toml'),
-        ("backend", 'no service or tier named "backend" in /srv/svc.toml ("backend" is a group: write "@backend")'),
+        ("apii", 'no service named "apii" in /srv/svc.toml (nor a tier); did you mean "api"?'),
+        ("zzz", 'no service named "zzz" in /srv/svc.toml (nor a tier)'),
+        ("backend", 'no service named "backend" in /srv/svc.toml (nor a tier); "backend" is a group: write "@backend"'),
         ("@bakend", 'no group named "bakend" in /srv/svc.toml; did you mean "@backend"?'),
         ("@api", 'no group named "api" in /srv/svc.toml ("api" is a service: write it without "@")'),
         ("@zzz", 'no group named "zzz" in /srv/svc.toml (groups: data, backend)'),
