@@ -288,7 +288,7 @@ def status(manifest: Path | None, names: tuple[str, ...], as_json: bool, watch: 
     # manifest only when the daemon is not there or the file changed since it loaded it
     path = resolve_manifest_path(manifest)
     require_manifest_file(path)
-    selected = set(select_services(path, names))
+    selected = set(select_services(path, names, warn=False))  # the changed-file note below says it
     with daemon_errors(path, when_absent=partial(_invalid_or_no_daemon, path)):
         data = client.status(client.socket_for_path(path), timeout=10)
     if data.get("manifest_mtime") != path.stat().st_mtime:

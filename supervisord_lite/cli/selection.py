@@ -41,12 +41,15 @@ def names_of(manifest: Manifest, words: Sequence[str], *, startable: bool = Fals
         fail(str(exc), ExitCode.USAGE)
 
 
-def select_services(path: Path, words: Sequence[str], *, startable: bool = False) -> tuple[str, ...]:
+def select_services(
+    path: Path, words: Sequence[str], *, startable: bool = False, warn: bool = True
+) -> tuple[str, ...]:
     """The services ``words`` select in the manifest at ``path``.
 
     While the file does not validate (the daemon keeps the last good manifest), plain
     service names go through as they are, for the daemon to check; a group or tier
-    selector needs the file, so its problems are printed and the exit is 2."""
+    selector needs the file, so its problems are printed and the exit is 2. ``warn=False``
+    leaves the "does not validate" warning to a caller that gives it anyway."""
     if not words:
         return ()
     from supervisord_lite.core.manifest import load_manifest  # lazy: keeps svc --help fast
@@ -56,7 +59,8 @@ def select_services(path: Path, words: Sequence[str], *, startable: bool = False
         manifest = load_manifest(path)
     except ManifestError as exc:
         if path.exists() and not any(_is_set_syntax(w) for w in words):
-            warn_not_validating(path, exc)
+            if warn:
+                warn_not_validating(path, exc)
             return tuple(dict.fromkeys(words))
         load_or_fail(path)  # says what is wrong and exits 2
         raise

@@ -251,3 +251,12 @@ def test_changing_groups_restarts_nothing_on_reload(platform: Platform) -> None:
     assert "restarted" not in reload.stdout and "changed" not in reload.stdout, reload.stdout
     assert platform.status()["api"]["pid"] == pid
     assert [s["name"] for s in json.loads(platform.svc("status", "--json", "@payments", check=True).stdout)["services"]] == ["api"]
+
+
+def test_run_of_a_command_that_does_not_exist_exits_127_and_cleans_up(platform: Platform) -> None:
+    platform.add("db", tier="infra")
+    platform.write()
+    result = platform.svc("run", "--", "no-such-command-xyz", "--flag")
+    assert result.returncode == 127
+    assert "no-such-command-xyz: command not found" in result.stderr
+    wait_until(lambda: not platform.our_processes(), timeout=15, what="the daemon and every service to be gone")
