@@ -45,9 +45,16 @@ def _manifest_flag(ctx: click.Context | None) -> Path | None:
 
 def selector_items(data: dict[str, Any]) -> list[CompletionItem]:
     """What a selector word can be in this manifest data: a service, a tier, an @group; a
-    name that is both a service and a tier is offered as ``service:NAME`` and ``tier:NAME``."""
+    name that is both a service and a tier (one that holds more than that service) is
+    offered as ``service:NAME`` and ``tier:NAME``, the spellings ``svc`` takes for it."""
     services = data.get("services") if isinstance(data.get("services"), dict) else {}
     tiers = data.get("tiers") if isinstance(data.get("tiers"), dict) else {}
+    members: dict[str, set[str]] = {}
+    for name, table in services.items():
+        tier = table.get("tier") if isinstance(table, dict) else None
+        if isinstance(tier, str):
+            members.setdefault(tier, set()).add(name)
+    ambiguous = {name for name in services if name in tiers and not members.get(name, set()) <= {name}}
     groups: dict[str, None] = {}
     items: list[CompletionItem] = []
     for name, table in services.items():
@@ -57,9 +64,12 @@ def selector_items(data: dict[str, Any]) -> list[CompletionItem]:
             groups.update((g, None) for g in listed if isinstance(g, str))
         description = table.get("description")
         helptext = description if isinstance(description, str) and description else "service"
-        items.append(CompletionItem(f"service:{name}" if name in tiers else name, help=helptext))
+        items.append(CompletionItem(f"service:{name}" if name in ambiguous else name, help=helptext))
     for name in tiers:
-        items.append(CompletionItem(f"tier:{name}" if name in services else name, help="tier"))
+        if name not in services:
+            items.append(CompletionItem(name, help="tier"))
+        elif name in ambiguous:
+            items.append(CompletionItem(f"tier:{name}", help="tier"))
     items.extend(CompletionItem(f"@{group}", help="group") for group in groups)
     return items
 

@@ -9,7 +9,8 @@ Every command that takes services (``up``, ``down``, ``restart``, ``status``, ``
     tier:NAME      every service of the tier NAME, even when a service has that name too
 
 A bare word that names both a service and a tier is refused (``AmbiguousSelector``)
-with the two spellings that pick one; an unknown word gets a did-you-mean
+with the two spellings that pick one, unless the tier holds that service alone (both
+readings then select the same); an unknown word gets a did-you-mean
 (``UnknownSelector``). Pure: a manifest in, service names out.
 """
 
@@ -60,7 +61,7 @@ def resolve(manifest: Manifest, words: Iterable[str], *, startable: bool = False
 def _one(manifest: Manifest, word: str, startable: bool) -> list[str]:
     is_service = word in manifest.services
     is_tier = word in manifest.tiers
-    if is_service and is_tier:
+    if is_service and is_tier and not _same_either_way(manifest, word):
         raise AmbiguousSelector(
             f'"{word}" is both a service and a tier in {manifest.path}: '
             f'write "{SERVICE_PREFIX}{word}" for the service or "{TIER_PREFIX}{word}" for the tier'
@@ -82,6 +83,12 @@ def _one(manifest: Manifest, word: str, startable: bool) -> list[str]:
             raise UnknownSelector(f'no tier named "{name}" in {manifest.path}{_hint(name, manifest.tiers)}')
         return _tier(manifest, name, startable)
     raise UnknownSelector(_unknown_bare(manifest, word))
+
+
+def _same_either_way(manifest: Manifest, word: str) -> bool:
+    """The service ``word`` is all its tier of the same name holds (``web`` in tier ``web``):
+    both readings select the same, so the word is not ambiguous."""
+    return {s.name for s in manifest.services.values() if s.tier == word} <= {word}
 
 
 def _tier(manifest: Manifest, tier: str, startable: bool) -> list[str]:

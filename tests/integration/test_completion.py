@@ -18,6 +18,8 @@ MANIFEST = """\
 order = 0
 [tiers.app]
 order = 1
+[tiers.web]
+order = 2
 
 [services.postgres]
 tier = "infra"
@@ -31,6 +33,10 @@ groups = ["backend", "payments"]
 
 [services.app]
 tier = "app"
+command = "x"
+
+[services.web]
+tier = "web"
 command = "x"
 """
 
@@ -68,8 +74,9 @@ def test_bash_completes_commands_options_and_names_from_the_manifest_found_above
     assert "--with-dependents" in complete(["svc", "restart", "--"], below)
 
     names = set(complete(["svc", "up", ""], below))
-    # "app" is a service and a tier: offered in the two spellings that are not ambiguous
-    assert names == {"postgres", "payments-api", "service:app", "infra", "tier:app", "@data", "@backend", "@payments"}
+    # "app" is a service and a tier of more: offered in the two spellings that are not ambiguous;
+    # "web" is a tier that holds the service "web" alone: the one word means the same either way
+    assert names == {"postgres", "payments-api", "service:app", "web", "infra", "tier:app", "@data", "@backend", "@payments"}
     assert set(complete(["svc", "status", "pa"], below)) == {"payments-api"}
     assert set(complete(["svc", "down", "@p"], below)) == {"@payments"}
     assert set(complete(["svc", "run", "--needs", "po"], below)) == {"postgres"}

@@ -45,6 +45,11 @@ tier = "web"
 port = 3000
 command = "web"
 
+[services.docs]
+tier = "web"
+port = 3001
+command = "docs"
+
 [services.payments-api]
 tier = "app"
 port = 8001
@@ -76,8 +81,14 @@ def test_a_word_that_is_a_service_and_a_tier_is_refused_with_both_spellings() ->
         '"web" is both a service and a tier in /srv/svc.toml: write "service:web" for the service or "tier:web" for the tier'
     )
     assert resolve(M, ["service:web"]) == ["web"]
-    assert resolve(M, ["tier:web"]) == ["web"]
+    assert resolve(M, ["tier:web"]) == ["web", "docs"]
     assert resolve(M, ["tier:infra"]) == ["db", "cache"]
+
+
+def test_a_tier_that_holds_only_the_service_of_its_name_is_not_ambiguous() -> None:
+    alone = parse_manifest(TEXT.replace('[services.docs]\ntier = "web"', '[services.docs]\ntier = "app"'), FILE)
+    assert resolve(alone, ["web"]) == ["web"]
+    assert resolve(alone, ["web"], startable=True) == ["web"]
 
 
 @pytest.mark.parametrize(
