@@ -38,7 +38,7 @@ def _manifest_flag(*names: str) -> Callable[[F], F]:
         "manifest",
         type=click.Path(dir_okay=False, path_type=Path),
         default=None,
-        help="Manifest file (default: $SVC_MANIFEST, else ./svc.toml).",
+        help="Manifest file (default: $SVC_MANIFEST, else svc.toml here or in the nearest folder above).",
     )
 
 
@@ -52,8 +52,14 @@ def long_manifest_option(func: F) -> F:
     return _manifest_flag("--manifest")(func)
 
 
-def resolve_manifest_path(explicit: Path | None) -> Path:
-    """-f wins, then the group's -f, then $SVC_MANIFEST, then ./svc.toml."""
+MANIFEST_NAME = "svc.toml"
+
+
+def find_manifest_path(explicit: Path | None) -> Path | None:
+    """-f wins, then the group's -f, then $SVC_MANIFEST, then svc.toml in the current
+    folder or the nearest folder above it (as git and compose look); None when the
+    lookup finds none. A file found in the current folder is named ``svc.toml``, one
+    found above by its absolute path."""
     if explicit is not None:
         return explicit
     ctx = click.get_current_context(silent=True)
@@ -64,7 +70,34 @@ def resolve_manifest_path(explicit: Path | None) -> Path:
     env = os.environ.get("SVC_MANIFEST")
     if env:
         return Path(env)
-    return Path("svc.toml")
+    here = _current_folder()
+    if here is None:
+        return None
+    if os.path.exists(here / MANIFEST_NAME):
+        return Path(MANIFEST_NAME)
+    for folder in here.parents:
+        if os.path.exists(folder / MANIFEST_NAME):
+            return folder / MANIFEST_NAME
+    return None
+
+
+def _current_folder() -> Path | None:
+    try:
+        return Path.cwd()
+    except OSError:  # removed while we stand in it
+        return None
+
+
+def resolve_manifest_path(explicit: Path | None) -> Path:
+    """``find_manifest_path``, or exit 2 saying where the lookup looked."""
+    found = find_manifest_path(explicit)
+    if found is None:
+        fail(
+            f"no {MANIFEST_NAME} in {_current_folder() or 'the current folder'} or any folder above it "
+            "(give one with -f PATH or $SVC_MANIFEST)",
+            ExitCode.USAGE,
+        )
+    return found
 
 
 def fail(message: str, code: int = ExitCode.FAILED) -> NoReturn:

@@ -1,7 +1,7 @@
 """Finding, starting and asking the daemon of a manifest (the CLI side).
 
 Every request the CLI makes has its function here (``ping``, ``status``, ``up``,
-``restart``, ``down``, ``reload``, ``shutdown``, ``watch``), built on
+``restart``, ``down``, ``send_signal``, ``reload``, ``shutdown``, ``watch``), built on
 ``transport.call``/``request``: the op names and their arguments are written
 once. Each takes the daemon's socket and raises ``DaemonUnreachable`` when no
 daemon answers, ``ControlError`` (with the exit code) when it refuses.
@@ -87,6 +87,11 @@ def restart(sock: Path, names: tuple[str, ...], *, dependents: bool, on_progress
 def down(sock: Path, names: tuple[str, ...]) -> dict[str, Any]:
     """Stop ``names`` (every service when empty) and what depends on them."""
     return transport.call(sock, "down", {"names": list(names)}, timeout=None)
+
+
+def send_signal(sock: Path, names: tuple[str, ...], signal_name: str) -> dict[str, Any]:
+    """Signal each service's process group; which got it and which were not running."""
+    return transport.call(sock, "signal", {"names": list(names), "signal": signal_name})
 
 
 def reload(sock: Path) -> dict[str, list[str]]:

@@ -30,6 +30,7 @@ from supervisord_lite.cli.app import (
     resolve_manifest_path,
     warn_not_validating,
 )
+from supervisord_lite.cli.completion import complete_services
 from supervisord_lite.core.exitcodes import ExitCode
 from supervisord_lite.core.states import ServiceState
 
@@ -279,15 +280,19 @@ def _invalid_or_no_daemon(path: Path) -> NoReturn:
 
 @main.command()
 @manifest_option
-@click.argument("names", nargs=-1)
+@click.argument("names", nargs=-1, shell_complete=complete_services)
 @click.option("--no-wait", is_flag=True, help="Return once the start is requested.")
 @click.option("--timeout", type=float, default=None, help="Give up waiting after this many seconds.")
 @click.option("--attach", "-a", is_flag=True, help="Then follow their logs; Ctrl-C stops what this command started.")
 def up(manifest: Path | None, names: tuple[str, ...], no_wait: bool, timeout: float | None, attach: bool) -> None:
-    """Start services (all active ones by default) in order and wait until ready."""
+    """Start services (all active ones by default) in order and wait until ready.
+
+    NAMES: services, tiers (tier:NAME), groups (@GROUP)."""
     from supervisord_lite.cli import client  # lazy: keeps svc --help fast
     from supervisord_lite.cli.logs_commands import Attachment
+    from supervisord_lite.cli.selection import select_services
 
+    names = select_services(resolve_manifest_path(manifest), names, startable=True)
     path, sock = _target(manifest, names)
     attachment = Attachment(path, sock, names) if attach else None
     with attachment or nullcontext(), daemon_errors(path), _Progress(sys.stdout.isatty()) as progress:
@@ -302,14 +307,16 @@ def up(manifest: Path | None, names: tuple[str, ...], no_wait: bool, timeout: fl
 
 @main.command()
 @manifest_option
-@click.argument("names", nargs=-1)
+@click.argument("names", nargs=-1, shell_complete=complete_services)
 def down(manifest: Path | None, names: tuple[str, ...]) -> None:
     """Stop services (all by default) and what depends on them, in reverse order."""
     from supervisord_lite.cli import client  # lazy: keeps svc --help fast
     from supervisord_lite.cli.render import plural
+    from supervisord_lite.cli.selection import select_services
 
     path = resolve_manifest_path(manifest)
     require_manifest_file(path)
+    names = select_services(path, names)
     # the daemon checks the names, and works even while the file does not validate
     with daemon_errors(path, when_absent=partial(_down_without_daemon, path, names)):
         result = client.down(client.socket_for_path(path), names)
@@ -322,13 +329,19 @@ def down(manifest: Path | None, names: tuple[str, ...]) -> None:
 
 @main.command()
 @manifest_option
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1, shell_complete=complete_services)
 @click.option("--with-dependents", is_flag=True, help="Also restart what depends on them.")
 def restart(manifest: Path | None, names: tuple[str, ...], with_dependents: bool) -> None:
-    """Stop then start services (dependents untouched unless asked)."""
+    """Stop then start services (dependents untouched unless asked); with no name, every
+    running service, in order."""
     from supervisord_lite.cli import client  # lazy: keeps svc --help fast
+    from supervisord_lite.cli.selection import restart_targets, select_services
 
-    path, sock = _target(manifest, names)
+    if names:
+        names = select_services(resolve_manifest_path(manifest), names)
+        path, sock = _target(manifest, names)
+    else:
+        path, sock, names = restart_targets(manifest)
     with daemon_errors(path), _Progress(sys.stdout.isatty()) as progress:
         result = client.restart(sock, names, dependents=with_dependents, on_progress=progress.update)
     _finish(result)
@@ -336,23 +349,30 @@ def restart(manifest: Path | None, names: tuple[str, ...], with_dependents: bool
 
 @main.command()
 @manifest_option
+@click.argument("names", nargs=-1, shell_complete=complete_services)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--watch", "-w", is_flag=True, help="Keep showing the live state (Ctrl-C ends it).")
-def status(manifest: Path | None, as_json: bool, watch: bool) -> None:
-    """Every service: tier, port, state, pid, uptime, restarts, health, URL."""
+def status(manifest: Path | None, names: tuple[str, ...], as_json: bool, watch: bool) -> None:
+    """Every service (or those NAMES select): tier, port, state, pid, uptime, restarts, health, URL."""
     if watch:
+        if names:
+            fail("--watch shows every service; leave out the names", ExitCode.USAGE)
         _watch(manifest)
     from supervisord_lite.cli import client  # lazy: keeps svc --help fast
+    from supervisord_lite.cli.selection import filter_services, select_services
     from supervisord_lite.core.snapshot import SupervisorSnapshot
 
     # fast path: find the daemon from the file's state_dir alone; validate the whole
     # manifest only when the daemon is not there or the file changed since it loaded it
     path = resolve_manifest_path(manifest)
     require_manifest_file(path)
+    selected = set(select_services(path, names, warn=False))  # the changed-file note below says it
     with daemon_errors(path, when_absent=partial(_invalid_or_no_daemon, path)):
         data = client.status(client.socket_for_path(path), timeout=10)
     if data.get("manifest_mtime") != path.stat().st_mtime:
         _say_manifest_changed(path)
+    if selected:
+        data["services"] = filter_services(path, data["services"], selected)
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack
 
 import tomli_w
 
@@ -25,6 +25,40 @@ from supervisord_lite.core.wording import one_line
 from supervisord_lite.host import portinfo
 
 PortChoice = int | Literal["auto"] | None
+
+
+class TableSettings(TypedDict, total=False):
+    """The optional keys of a new service table beyond tier, port, command, depends_on,
+    description and url (``svc add --kind --env --cwd --ready-http --group``)."""
+
+    kind: str
+    env: Mapping[str, str]
+    cwd: str
+    ready_http: str
+    groups: Sequence[str]
+
+
+def new_service_settings(
+    *,
+    kind: str | None,
+    env: Mapping[str, str],
+    cwd: str | None,
+    ready_http: str | None,
+    groups: Sequence[str],
+) -> TableSettings:
+    """The settings given on the command line (None and empty ones left out)."""
+    settings = TableSettings()
+    if kind is not None:
+        settings["kind"] = kind
+    if env:
+        settings["env"] = dict(env)
+    if cwd is not None:
+        settings["cwd"] = cwd
+    if ready_http is not None:
+        settings["ready_http"] = ready_http
+    if groups:
+        settings["groups"] = tuple(groups)
+    return settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +93,11 @@ def service_table(
     depends_on: Sequence[str] = (),
     description: str = "",
     url: str = "",
+    kind: str | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    ready_http: str | None = None,
+    groups: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The new table, with only the keys given (the loader fills in the defaults)."""
     table: dict[str, Any] = {}
@@ -67,12 +106,22 @@ def service_table(
     if port is not None:
         table["port"] = port
     table["command"] = command
+    if kind is not None:
+        table["kind"] = kind
     if description:
         table["description"] = description
     if url:
         table["url"] = url
+    if groups:
+        table["groups"] = list(dict.fromkeys(groups))
     if depends_on:
         table["depends_on"] = list(depends_on)
+    if cwd is not None:
+        table["cwd"] = cwd
+    if ready_http is not None:
+        table["ready"] = {"http": ready_http}
+    if env:
+        table["env"] = dict(env)
     return table
 
 
@@ -94,11 +143,13 @@ def plan_addition(
     description: str = "",
     url: str = "",
     busy: Collection[int] = frozenset(),
+    **settings: Unpack[TableSettings],
 ) -> Addition:
     """Validate adding service ``name`` to the manifest ``text``; return what to append.
 
     ``port="auto"`` picks ``free_port_in_tier``; ``busy`` are the ports something
-    listens on now.
+    listens on now; ``settings`` are the other keys ``service_table`` takes (kind,
+    env, cwd, ready_http, groups).
 
     :raises ManifestError: the manifest is invalid already, the name or port is taken,
         no port is free, or the result would not pass validation.
@@ -122,8 +173,9 @@ def plan_addition(
         chosen = port
     newline = "\r\n" if "\r\n" in text else "\n"
     table = service_table(
-        tier=tier, command=command, port=chosen, depends_on=depends_on, description=description, url=url
-    )
+        tier=tier, command=command, port=chosen, depends_on=depends_on, description=description, url=url,
+        **settings,
+    )  # fmt: skip
     rendered = tomli_w.dumps({"services": {name: table}})
     appended = _separator(text, newline) + rendered.replace("\n", newline)
     try:
@@ -150,6 +202,7 @@ def add_service(
     depends_on: Sequence[str] = (),
     description: str = "",
     url: str = "",
+    **settings: Unpack[TableSettings],
 ) -> Addition:
     """Append the service to the manifest file, or raise ``ManifestError`` and touch nothing.
 
@@ -159,7 +212,7 @@ def add_service(
     busy = portinfo.listening_ports()
     addition = plan_addition(
         text, path, name, tier=tier, command=command, port=port,
-        depends_on=depends_on, description=description, url=url, busy=busy,
+        depends_on=depends_on, description=description, url=url, busy=busy, **settings,
     )  # fmt: skip
     if isinstance(port, int) and port in busy:
         listener = portinfo.listener_on(port)

@@ -16,11 +16,13 @@ import click
 from supervisord_lite.cli.app import (
     echo_problems,
     fail,
+    find_manifest_path,
     load_or_fail,
     main,
     manifest_option,
     resolve_manifest_path,
 )
+from supervisord_lite.cli.completion import complete_services
 from supervisord_lite.core.exitcodes import ExitCode
 
 if TYPE_CHECKING:
@@ -93,16 +95,19 @@ def config(manifest: Path | None) -> None:
     show_default=True,
     help="Output format.",
 )
-def ports(manifest: Path | None, fmt: str) -> None:
-    """Print the port allocation guide, generated from the manifest.
+@click.argument("names", nargs=-1, shell_complete=complete_services)
+def ports(manifest: Path | None, fmt: str, names: tuple[str, ...]) -> None:
+    """Print the port allocation guide, generated from the manifest (of the services
+    NAMES select: services, tiers, @groups).
 
     With a running daemon, the status column shows each service's live state.
     """
-    from supervisord_lite.core import portguide  # lazy: keeps svc --help fast
+    from supervisord_lite.cli.selection import guide_of  # lazy: keeps svc --help fast
+    from supervisord_lite.core import portguide
 
     path = resolve_manifest_path(manifest)
     loaded = load_or_fail(path)
-    guide = portguide.build_guide(loaded, _live_snapshot(loaded), source=str(path))
+    guide = guide_of(loaded, names, _live_snapshot(loaded), source=str(path))
     render = portguide.render_json if fmt == "json" else portguide.render_markdown
     click.echo(render(guide), nl=False)
 
@@ -130,8 +135,8 @@ def who(port: int, manifest: Path | None) -> None:
     from supervisord_lite.core.wording import one_line  # lazy: keeps svc --help fast
     from supervisord_lite.host import portinfo
 
-    path = resolve_manifest_path(manifest)
-    found = _declaring_service(path, port)
+    path = find_manifest_path(manifest)  # none is fine: who answers without a manifest too
+    found = _declaring_service(path, port) if path is not None else None
     spec = found[1] if found else None
     declared = f"service {spec.name} of {path} declares it" if spec else ""
     listener = portinfo.listener_on(port)
@@ -184,6 +189,17 @@ def _port_choice(ctx: click.Context, param: click.Parameter, value: str | None) 
     return port
 
 
+def _env_pairs(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    """``--env K=V`` (repeatable) as a dict; the value may contain "=", the name may not be empty."""
+    pairs: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f'"{item}" is not NAME=VALUE')
+        pairs[key.strip()] = value
+    return pairs
+
+
 @main.command()
 @click.argument("name")
 @click.option("--tier", "-t", default=None, help="Tier of the service (required when the manifest has tiers).")
@@ -199,6 +215,11 @@ def _port_choice(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--depends-on", "-d", "depends_on", multiple=True, help="A service it needs (repeatable).")
 @click.option("--description", default="", help="What it is, for the port guide.")
 @click.option("--url", default="", help="Where people reach it ({port} allowed).")
+@click.option("--kind", type=click.Choice(["service", "oneshot"]), default=None, help="A long-running service (default) or a oneshot task.")
+@click.option("--env", "-e", "env", multiple=True, callback=_env_pairs, metavar="K=V", help="An environment variable (repeatable).")
+@click.option("--cwd", default=None, help="Working directory (relative to the manifest's folder).")
+@click.option("--ready-http", "ready_http", default=None, metavar="PATH", help="Ready once GET PATH on its port answers 2xx/3xx.")
+@click.option("--group", "-g", "groups", multiple=True, help="A group it belongs to (repeatable; `svc up @GROUP`).")
 @manifest_option
 def add(
     name: str,
@@ -208,6 +229,11 @@ def add(
     depends_on: tuple[str, ...],
     description: str,
     url: str,
+    kind: str | None,
+    env: dict[str, str],
+    cwd: str | None,
+    ready_http: str | None,
+    groups: tuple[str, ...],
     manifest: Path | None,
 ) -> None:
     """Append service NAME to the manifest; its text stays as it is.
@@ -215,14 +241,15 @@ def add(
     Refuses (exit 2, file untouched) anything that would not pass svc check:
     a taken name or port, an unknown tier or dependency, a port in use.
     """
-    from supervisord_lite.cli.editing import add_service  # lazy: keeps svc --help fast
+    from supervisord_lite.cli.editing import add_service, new_service_settings  # lazy: keeps svc --help fast
     from supervisord_lite.core.problems import ManifestError
 
     path = resolve_manifest_path(manifest)
+    settings = new_service_settings(kind=kind, env=env, cwd=cwd, ready_http=ready_http, groups=groups)
     try:
         addition = add_service(
             path, name, tier=tier, command=command, port=port,  # type: ignore[arg-type]
-            depends_on=depends_on, description=description, url=url,
+            depends_on=depends_on, description=description, url=url, **settings,
         )  # fmt: skip
     except ManifestError as exc:
         echo_problems(exc.problems, err=True)

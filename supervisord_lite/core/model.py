@@ -150,6 +150,7 @@ class ServiceSpec:
     watch: tuple[str, ...] = ()
     watch_ignore: tuple[str, ...] = ()
     title: str = ""  # display name for people ("Client Portal"); `name` is what `svc` takes
+    groups: tuple[str, ...] = ()  # named sets the CLI selects with @GROUP (`svc up @backend`)
     export: ExportSpec = field(default_factory=ExportSpec)
 
     @property

@@ -47,6 +47,7 @@ def service_to_dict(spec: ServiceSpec) -> dict[str, Any]:
         out["replaced_by"] = spec.replaced_by
     out |= {
         "kind": spec.kind.value,
+        "groups": list(spec.groups),
         "depends_on": list(spec.depends_on),
         "ready": _probe_to_dict(spec.ready),
         "ready_timeout": format_duration(spec.ready_timeout),

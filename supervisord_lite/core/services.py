@@ -57,7 +57,7 @@ SERVICE_KEYS = (
     "ready", "ready_timeout", "health", "probe_interval", "unhealthy_threshold", "depends_on",
     "restart", "start_limit", "start_limit_window", "backoff", "failed_retry", "env", "env_file",
     "cwd", "stop_signal", "stop_timeout", "user", "on_dependency_restart", "max_memory", "watch",
-    "watch_ignore", "export",
+    "watch_ignore", "export", "groups",
 )  # fmt: skip
 PROBE_KEYS = ("tcp", "http", "exec", "log", "after", "timeout")
 _URL_UNSAFE = re.compile(r"[\x00-\x20\x7f]")  # would break the probe's request line
@@ -113,6 +113,7 @@ def service_section(
         **_liveness(t, port, subst, sup),
         **_restart_policy(t, kind),
         **_dependencies(t),
+        groups=_groups(t),
         watch=_watch_patterns(t, "watch", base),
         watch_ignore=_watch_patterns(t, "watch_ignore", base),
         export=service_export(problems, t, export_defaults, subst, base),
@@ -292,6 +293,18 @@ def _dependencies(t: TableReader) -> dict[str, Any]:
         "depends_on": tuple(dict.fromkeys(t.strings("depends_on"))),
         "on_dependency_restart": t.choice("on_dependency_restart", DependencyRestart, _MODEL.on_dependency_restart),
     }
+
+
+def _groups(t: TableReader) -> tuple[str, ...]:
+    """The named sets the service belongs to; a group name follows the service-name rule
+    (the CLI selects one as ``@NAME``)."""
+    kept = []
+    for group in t.strings("groups"):
+        if SERVICE_NAME.fullmatch(group):
+            kept.append(group)
+        else:
+            t.error("groups", f'"{group}" is not a valid group name: use letters, digits, "_", "." and "-" (not first: "." and "-")')
+    return tuple(dict.fromkeys(kept))
 
 
 def _watch_patterns(t: TableReader, key: str, base: Path) -> tuple[str, ...]:

@@ -174,6 +174,34 @@ class Daemon:
         yield _done({"pid": os.getpid()})
         self.shutdown_requested.set()  # after the answer is sent: the server goes down with us
 
+    async def op_signal(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Send a signal to each named service's process group (`svc signal`): only to a
+        process this daemon started or adopted, as it records it; never restarts anything."""
+        from supervisord_lite.core.values import parse_signal
+
+        names = _names(args)
+        if not names:
+            raise protocol.ControlError("signal needs at least one service name", ExitCode.USAGE)
+        if "signal" not in args:
+            raise protocol.ControlError("signal needs 'signal': a name such as \"SIGHUP\" or a number", ExitCode.USAGE)
+        try:
+            _check_known(self.sup.manifest, names)
+            sig = parse_signal(args["signal"])
+        except (KeyError, ValueError) as exc:
+            raise protocol.ControlError(_message(exc), ExitCode.USAGE) from None
+        signalled, not_running = [], []
+        for name in names:
+            runner = self.sup.runners[name]
+            proc = runner.proc
+            if proc is not None and proc.returncode is None:
+                runner.log.mark(f"sent {sig.name} to process group {proc.pgid} (svc signal)")
+                proc.send_signal(sig)
+                signalled.append({"name": name, "pgid": proc.pgid})
+            else:
+                not_running.append(name)
+        log.info("signal sent", signal=sig.name, services=[s["name"] for s in signalled], not_running=not_running)
+        yield _done({"signal": sig.name, "signalled": signalled, "not_running": not_running})
+
     async def op_tail(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         name = str(args.get("name", ""))
         runner = self.sup.runners.get(name)

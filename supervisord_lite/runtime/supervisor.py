@@ -431,5 +431,6 @@ def _mtime(path: Path) -> float | None:
 
 
 def _runtime_view(spec: ServiceSpec) -> ServiceSpec:
-    """The spec without what only people read: changing those never restarts a service."""
-    return replace(spec, description="", url="", title="", export=type(spec.export)())
+    """The spec without what only people read (and the groups the CLI selects by): changing
+    those never restarts a service."""
+    return replace(spec, description="", url="", title="", groups=(), export=type(spec.export)())

@@ -160,7 +160,7 @@ def test_ports_markdown_and_json() -> None:
 
 
 def test_who_names_the_listener_and_the_declaring_service(
-    tmp_path: Path, listener: tuple[int, subprocess.Popen[str]]
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, listener: tuple[int, subprocess.Popen[str]]
 ) -> None:
     port, child = listener
     path = tmp_path / "svc.toml"
@@ -174,8 +174,7 @@ def test_who_names_the_listener_and_the_declaring_service(
     assert lines[3].startswith(f"command:  {PYTHON} -c import socket") and lines[3].endswith("\\n listener-for-test")
     assert lines[4] == f"service:  api (tier default, {path}) declares this port"
 
-    elsewhere = tmp_path / "no-manifest-here"
-    elsewhere.mkdir()
+    elsewhere = tmp_path_factory.mktemp("no-manifest-here")  # not below tmp_path: the lookup would find its svc.toml
     without_manifest = svc("who", str(port), cwd=elsewhere)
     assert without_manifest.returncode == 0 and "service:" not in without_manifest.stdout
 

@@ -340,7 +340,7 @@ def test_up_with_an_unknown_name_is_a_usage_error(platform: Platform) -> None:
     platform.write()
     result = platform.svc("up", "apii")
     assert result.returncode == 2
-    assert "no service named 'apii'" in result.stderr and "did you mean 'api'" in result.stderr
+    assert 'no service named "apii"' in result.stderr and 'did you mean "api"' in result.stderr
 
 
 
