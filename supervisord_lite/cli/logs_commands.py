@@ -27,7 +27,9 @@ from typing import Any, NoReturn
 
 import click
 
-from supervisord_lite.cli.app import fail, load_or_fail, long_manifest_option, main, require_manifest_file, resolve_manifest_path
+from supervisord_lite.cli.completion import complete_services
+from supervisord_lite.cli.selection import names_of
+from supervisord_lite.cli.app import load_or_fail, long_manifest_option, main, require_manifest_file, resolve_manifest_path
 from supervisord_lite.cli.logview import (
     LogLine,
     SelectionError,
@@ -37,7 +39,7 @@ from supervisord_lite.cli.logview import (
     parse_line,
     parse_lines,
     parse_since,
-    select,
+    select_logged,
     stamp_of,
     use_colour,
 )
@@ -188,7 +190,7 @@ def _selection(path: Path, selectors: tuple[str, ...]) -> tuple[Path, list[str]]
         logs_dir = state_dir_for_path(path) / "logs"
         logged = logged_services(logs_dir)
         try:
-            names = select(selectors, {}, logged) if logged else []
+            names = select_logged(selectors, logged) if logged else []
         except SelectionError:
             names = []
         if not names:
@@ -197,17 +199,17 @@ def _selection(path: Path, selectors: tuple[str, ...]) -> tuple[Path, list[str]]
         return logs_dir, names
     logs_dir = manifest.supervisor.logs_dir
     logged = logged_services(logs_dir)
-    services = {name: spec.tier for name, spec in manifest.services.items()}
-    default = [name for name, spec in manifest.services.items() if spec.is_active or name in logged]
-    try:
-        return logs_dir, select(selectors, services, logged, declared_tiers=manifest.tiers, default=default)
-    except SelectionError as exc:
-        fail(f"{manifest.path}: {exc}", ExitCode.USAGE)
+    if not selectors:
+        return logs_dir, [name for name, spec in manifest.services.items() if spec.is_active or name in logged]
+    # a service no longer in the manifest still has its log; everything else is a selector
+    gone = [word for word in selectors if word in logged and word not in manifest.services and word not in manifest.tiers]
+    chosen = names_of(manifest, [word for word in selectors if word not in gone])
+    return logs_dir, list(dict.fromkeys([*chosen, *gone]))
 
 
 @main.command()
 @long_manifest_option
-@click.argument("selectors", nargs=-1, metavar="[NAME|TIER]...")
+@click.argument("selectors", nargs=-1, metavar="[NAME|TIER|@GROUP]...", shell_complete=complete_services)
 @click.option("-n", "--tail", "count", type=_LineCount(), default=None,
               help=f"Lines of each service: a number or 'all' (default {DEFAULT_LINES}; all with --since).")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C ends it).")

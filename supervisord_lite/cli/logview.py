@@ -163,45 +163,19 @@ class SelectionError(ValueError):
     """A selector that names nothing, or two things."""
 
 
-def select(
-    selectors: Sequence[str],
-    services: Mapping[str, str],
-    logged: Collection[str] = (),
-    *,
-    declared_tiers: Collection[str] = (),
-    default: Sequence[str] | None = None,
-) -> list[str]:
-    """The services ``selectors`` stand for, in the order given, each once.
+def select_logged(selectors: Sequence[str], logged: Collection[str]) -> list[str]:
+    """What ``selectors`` name among the services that have a log file: what `svc logs`
+    can show while the manifest does not load (no tiers or groups then). No selector
+    means every log, in name order.
 
-    :param services: every service of the manifest and its tier, in manifest order
-        (empty when the manifest does not load)
-    :param logged: services that have a log file (a name among them works without the manifest)
-    :param declared_tiers: the manifest's tiers, also those no service is in yet
-    :param default: what no selector means (every service of ``services``, else of ``logged``)
-    :raises SelectionError: an unknown name (with a did-you-mean), a group, or a name that
-        is both a service and a tier of other services too
+    :raises SelectionError: a name with no log file (with a did-you-mean)
     """
     if not selectors:
-        return list(default if default is not None else services or sorted(logged))
-    tiers: dict[str, list[str]] = {tier: [] for tier in declared_tiers}
-    for name, tier in services.items():
-        tiers.setdefault(tier, []).append(name)
-    chosen: dict[str, None] = {}
-    for selector in selectors:
-        if selector.startswith("@"):
-            raise SelectionError(f"no group named {selector[1:]!r} (groups are not declared in this manifest)")
-        if selector in services and selector in tiers and tiers[selector] != [selector]:
-            raise SelectionError(
-                f"{selector!r} is ambiguous: it is both a service and a tier "
-                f"(the tier's services: {', '.join(tiers[selector])})"
-            )
-        if selector in services or (selector in logged and selector not in tiers):
-            chosen[selector] = None
-        elif selector in tiers:
-            chosen.update(dict.fromkeys(tiers[selector]))
-        else:
-            raise SelectionError(f"no service named {selector!r}{_did_you_mean(selector, [*services, *tiers, *logged])}")
-    return list(chosen)
+        return sorted(logged)
+    unknown = [s for s in selectors if s not in logged]
+    if unknown:
+        raise SelectionError(f"no service named {unknown[0]!r}{_did_you_mean(unknown[0], logged)}")
+    return list(dict.fromkeys(selectors))
 
 
 def _did_you_mean(name: str, candidates: list[str]) -> str:

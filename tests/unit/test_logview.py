@@ -21,7 +21,7 @@ from supervisord_lite.cli.logview import (
     parse_line,
     parse_lines,
     parse_since,
-    select,
+    select_logged,
     stamp_of,
     use_colour,
 )
@@ -147,30 +147,13 @@ def test_since_takes_durations_and_dates() -> None:
 SERVICES = {"postgres": "infra", "redis": "infra", "api": "app", "worker": "app", "web": "web"}
 
 
-def test_selectors_names_and_tiers_in_the_order_given_each_once() -> None:
-    assert select([], SERVICES) == list(SERVICES)
-    assert select([], SERVICES, default=["api"]) == ["api"]
-    assert select(["app"], SERVICES) == ["api", "worker"]
-    assert select(["web", "infra", "redis"], SERVICES) == ["web", "postgres", "redis"]
-    assert select(["empty"], SERVICES, declared_tiers=["empty"]) == []  # a tier no service is in yet
-    assert select(["web"], SERVICES) == ["web"]  # the service, and the tier of that service alone: the same
-
-
-def test_a_log_file_is_enough_to_select_a_service() -> None:
-    assert select([], {}, ["worker", "api"]) == ["api", "worker"]  # no manifest: every log
-    assert select(["old"], SERVICES, ["old", "api"]) == ["old"]  # removed from the manifest, its log is still there
-    with pytest.raises(SelectionError, match="no service named 'app'"):
-        select(["app"], {}, ["api"])  # without the manifest there are no tiers
-
-
-def test_unknown_group_and_ambiguous_selectors_are_errors() -> None:
+def test_without_the_manifest_a_log_file_is_enough_to_select_a_service() -> None:
+    assert select_logged([], ["worker", "api"]) == ["api", "worker"]  # every log
+    assert select_logged(["worker", "api", "worker"], ["api", "worker"]) == ["worker", "api"]  # as given, once
     with pytest.raises(SelectionError, match=r"no service named 'wrker' \(did you mean 'worker'\?\)"):
-        select(["wrker"], SERVICES)
-    with pytest.raises(SelectionError, match="no group named 'backend'"):
-        select(["@backend"], SERVICES)
-    both = {**SERVICES, "app": "web"}
-    with pytest.raises(SelectionError, match=r"'app' is ambiguous: it is both a service and a tier \(the tier's services: api, worker\)"):
-        select(["app"], both)
-    for hostile in ("../../etc/passwd", "api.log", "..", "api/../api"):
+        select_logged(["wrker"], ["worker"])
+    for hostile in ("../../etc/passwd", "api.log", "..", "api/../api", "@backend"):
         with pytest.raises(SelectionError, match="no service named"):
-            select([hostile], SERVICES, ["api"])
+            select_logged([hostile], ["api"])
+
+
