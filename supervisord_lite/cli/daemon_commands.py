@@ -119,12 +119,14 @@ def _change_key(s: ServiceSnapshot) -> str:
 def _stop_leftovers_before_start(manifest: Manifest) -> None:
     """A daemon that died left services running: stop them (and say so) before a new
     daemon starts them again, so `svc up` tells what happened to them."""
-    from supervisord_lite.cli.client import DaemonBusy, stop_leftovers  # lazy: reads /proc with psutil
+    from supervisord_lite.cli.client import CannotInspect, DaemonBusy, stop_leftovers  # lazy: reads /proc with psutil
 
     try:
         report = stop_leftovers(manifest.supervisor.state_dir, manifest)
     except DaemonBusy:
         return  # a daemon is starting right now: it stops them itself
+    except CannotInspect:
+        return  # not this user's platform to clean up: talking to its daemon says why
     if report.stopped:
         click.echo(f"a previous daemon died; stopped what it left running: {_processes(report.stopped)}", err=True)
     if report.left:

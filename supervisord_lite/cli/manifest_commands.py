@@ -56,12 +56,12 @@ def check(manifest: Path | None) -> None:
     from supervisord_lite.core.problems import ManifestError
     from supervisord_lite.core.toml_source import read_manifest_text
     from supervisord_lite.cli.render import manifest_summary_line
-    from supervisord_lite.host.portinfo import port_warnings
+    from supervisord_lite.host.portinfo import ephemeral_warnings, port_warnings
 
     path = resolve_manifest_path(manifest)
     loaded, problems = check_manifest(path)
     if loaded is not None:
-        busy = port_warnings(loaded, _own_pids(_live_snapshot(loaded)))
+        busy = port_warnings(loaded, _own_pids(_live_snapshot(loaded))) + ephemeral_warnings(loaded)
         try:
             busy = locate(busy, path, read_manifest_text(path))
         except ManifestError:  # the file went away since: keep them as they are

@@ -181,3 +181,44 @@ def port_warnings(m: Manifest, own_pids: Collection[int] = frozenset()) -> list[
             )
         )
     return found
+
+
+EPHEMERAL_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
+
+
+def ephemeral_range(path: str = EPHEMERAL_RANGE_FILE) -> tuple[int, int] | None:
+    """The ports Linux hands to outgoing connections (``net.ipv4.ip_local_port_range``),
+    or None where it cannot be read."""
+    try:
+        with open(path) as f:
+            low, high = (int(part) for part in f.read().split()[:2])
+    except (OSError, ValueError):
+        return None
+    return (low, high) if 0 < low <= high else None
+
+
+def ephemeral_warnings(m: Manifest, ports: tuple[int, int] | None = None) -> list[Problem]:
+    """Declared ports and tier ranges inside the machine's ephemeral range: any outgoing
+    connection may take such a port for a while, and the service then fails with
+    "Address already in use" at random (what a port guide exists to prevent)."""
+    ports = ephemeral_range() if ports is None else ports
+    if ports is None:
+        return []
+    low, high = ports
+    found = []
+    for tier in m.tiers.values():
+        inside = [str(r) for r in tier.ports if r.start <= high and r.end >= low]
+        if inside:
+            found.append(Problem(
+                "warning", str(m.path), None, f"tiers.{tier.name}.ports",
+                f"{', '.join(inside)} overlaps this machine's ephemeral port range {low}-{high} "
+                f"(net.ipv4.ip_local_port_range): outgoing connections may take its ports; move it below {low}",
+            ))
+    for spec in m.services.values():
+        if spec.port is not None and low <= spec.port <= high:
+            found.append(Problem(
+                "warning", str(m.path), spec.name, "port",
+                f"port {spec.port} is in this machine's ephemeral port range {low}-{high} "
+                f"(net.ipv4.ip_local_port_range): an outgoing connection may hold it when {spec.name} starts",
+            ))
+    return found

@@ -502,11 +502,6 @@ def sigkill_the_daemon(platform: Platform) -> None:
     wait_gone([pid], timeout=10)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with the daemon SIGKILLed, `svc down` says there is nothing to stop and exits 0 while the "
-    "services recorded in the state file keep running and holding their ports",
-)
 def test_flow4_down_after_the_daemon_was_sigkilled_stops_the_survivors(up: BizOSaaS) -> None:
     platform = up.platform
     sigkill_the_daemon(platform)
@@ -520,11 +515,6 @@ def test_flow4_down_after_the_daemon_was_sigkilled_stops_the_survivors(up: BizOS
         up.stop_everything()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with the daemon SIGKILLed, `svc shutdown` says no daemon is running and exits 0 while the "
-    "services recorded in the state file keep running and holding their ports",
-)
 def test_flow4_shutdown_after_the_daemon_was_sigkilled_stops_the_survivors(bizosaas: BizOSaaS) -> None:
     platform = bizosaas.platform
     started = platform.svc("up", "frontend", timeout=120)  # frontend, api, redis
@@ -596,11 +586,6 @@ def test_flow9_the_unit_daemon_stops_every_service_cleanly_on_sigterm(unit_daemo
     biz.figures["unit_stopped_cleanly"] = 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the daemon starts with nothing wanted and a clean stop deletes state.json, so after a reboot or "
-    "`systemctl restart` no service runs until someone types `svc up`",
-)
 def test_flow9_the_unit_daemon_started_again_brings_the_wanted_services_back(unit_daemon: BizOSaaS) -> None:
     biz = unit_daemon
     if "unit_stopped_cleanly" not in biz.figures:

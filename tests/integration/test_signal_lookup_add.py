@@ -71,7 +71,8 @@ def test_commands_find_the_manifest_in_a_parent_folder(platform: Platform) -> No
     below.mkdir(parents=True)
 
     check = svc_in(below, "check")
-    assert check.returncode == 0 and check.stdout.strip() == f"{platform.manifest}: 1 service, no problems"
+    # found from the sub-folder (its free port may draw an ephemeral-range warning: that is not the point here)
+    assert check.returncode == 0 and check.stdout.splitlines()[-1].startswith(f"{platform.manifest}: 1 service"), check.stdout
     up = svc_in(below, "up")
     assert up.returncode == 0, up.stderr
     status = svc_in(below, "status", "api")
