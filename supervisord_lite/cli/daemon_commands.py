@@ -215,6 +215,18 @@ class _Progress:
             self._closed = True
 
 
+def _duration_option(option: str, text: str) -> float:
+    from supervisord_lite.core.durations import DURATION_HINT, parse_duration
+
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < 1e6:
+        fail(f"{option}: expected {DURATION_HINT} above 0, got {text!r}", EXIT_USAGE)
+    return seconds
+
+
 def _finish(result: dict[str, Any], verb: str) -> None:
     from supervisord_lite.cli.render import failure_report, summary_line
     from supervisord_lite.core.snapshot import ServiceSnapshot
@@ -223,6 +235,9 @@ def _finish(result: dict[str, Any], verb: str) -> None:
     if result.get("all_ready"):
         click.echo(summary_line(services))
         sys.exit(EXIT_OK)
+    if result.get("timed_out"):
+        waiting = ", ".join(result.get("unsettled", []))
+        click.echo(f"svc {verb}: gave up waiting after {result.get('timeout', 0):g}s; not settled yet: {waiting}", err=True)
     click.echo(summary_line(services), err=True)
     click.echo(failure_report(services, result.get("tails", {})), err=True)
     sys.exit(EXIT_FAILED)
@@ -232,10 +247,18 @@ def _finish(result: dict[str, Any], verb: str) -> None:
 @manifest_option
 @click.argument("names", nargs=-1)
 @click.option("--no-wait", is_flag=True, help="Return once the start is requested.")
-@click.option("--timeout", type=float, default=None, help="Give up waiting after this many seconds.")
-def up(manifest: Path | None, names: tuple[str, ...], no_wait: bool, timeout: float | None) -> None:
+@click.option(
+    "--timeout",
+    metavar="DURATION",
+    default=None,
+    help='Give up waiting after this long ("90s", "5m"); default: a bound derived from the manifest.',
+)
+def up(manifest: Path | None, names: tuple[str, ...], no_wait: bool, timeout: str | None) -> None:
     """Start services (all active ones by default) in order and wait until ready."""
-    result = _stream(_target(manifest, names), "up", {"names": list(names), "wait": not no_wait}, timeout=timeout)
+    args: dict[str, Any] = {"names": list(names), "wait": not no_wait}
+    if timeout is not None:
+        args["timeout"] = _duration_option("--timeout", timeout)
+    result = _stream(_target(manifest, names), "up", args)
     if no_wait:
         click.echo(f"starting {len(result['services'])} services")
         return
