@@ -25,6 +25,7 @@ from supervisord_lite.core.model import Kind
 from supervisord_lite.core.states import ServiceState
 
 S = ServiceState
+WAITING_FOR_TIERS = "waiting for the earlier tiers of this up to settle"
 
 
 class DependencyView(Protocol):
@@ -97,10 +98,9 @@ class UpBatch:
     start order, not a dependency.
     """
 
-    def __init__(self, members: Mapping[str, int], settled: Callable[[str], bool], tier_names: Mapping[int, str] | None = None) -> None:
+    def __init__(self, members: Mapping[str, int], settled: Callable[[str], bool]) -> None:
         self.order = dict(members)
         self.levels = sorted(set(self.order.values()))
-        self.tier_names = dict(tier_names or {})
         self._unsettled: dict[int, set[str]] = {level: set() for level in self.levels}
         for name, level in self.order.items():
             if not settled(name):
@@ -145,8 +145,6 @@ class UpBatch:
         return frontier is None or order <= frontier
 
     def waiting_reason(self) -> str:
-        frontier = self.frontier
-        if frontier is None:
-            return ""
-        tier = self.tier_names.get(frontier, str(frontier))
-        return f"waiting for tier {tier} to settle (earlier tiers start first)"
+        """Why a member waits on the barrier. The same words while it waits, so a
+        barrier that opens tier by tier does not republish hundreds of waiting services."""
+        return "" if self.done else WAITING_FOR_TIERS

@@ -225,6 +225,12 @@ class Runner:
         self._kick.set()
         self._publish(notify=True)
 
+    def release(self, command: int) -> None:
+        """A `down` that will stop it after its dependents: from now on nobody wants it,
+        so it is not restarted in the meantime; ``request_stop`` comes at its turn."""
+        self.intent.ask_stop(command)
+        self._publish(notify=True)
+
     def request_removal(self) -> None:
         for event in self.listeners:  # whoever waits on us must look again
             event.set()
@@ -354,6 +360,8 @@ class Runner:
         self._fire(Event.START, "")
         while True:
             await self._wait_gate()
+            if not self.intent.wanted:
+                await anyio.sleep_forever()  # a `down` took it back and its turn to stop has not come: that stop ends this
             if not await self._port_is_ours_to_take():
                 continue  # back to the gate once the port was freed
             self._fire(Event.DEPS_READY, f"restarting after: {self._last_exit}" if self._last_exit else "")
@@ -368,35 +376,42 @@ class Runner:
                 return
 
     async def _after(self, end: InstanceEnd) -> bool:
-        """Act on how an instance ended; False when the service is done for good."""
-        name = self.spec.name
+        """Act on how an instance ended; False when the service is done for good.
+
+        When the main process exited by itself, the state changes at once (it is gone)
+        and its stragglers are swept after; otherwise the process is stopped first."""
         was_ready = self.ready_at is not None and self.state in (S.READY, S.UNHEALTHY)
-        if end.kind is Ending.EXITED:
+        exited = end.kind is Ending.EXITED
+        rc = -9
+        if exited:
             rc = end.returncode if end.returncode is not None else -9
             self.exit_code = rc
             self.port_up = False if self.spec.port else None
             end = await self._check_daemonized(end, rc)
-            await self._clear_after_exit(rc)  # stragglers of its group
         else:
             await self._stop_process()
         verdict = judge(self.spec, end, self.history, now=anyio.current_time(), was_ready=was_ready, rng=self.rng)
+        retry_at = anyio.current_time() + verdict.delay
         if verdict.next is Next.DONE:
             self._fire(Event.DONE, verdict.reason)
-            log.info("service exited", service=name, reason=verdict.reason)
+            log.info("service exited", service=self.spec.name, reason=verdict.reason)
+        elif verdict.next is Next.FAIL:
+            self._fire(Event.GIVE_UP, verdict.reason)
+        else:
+            self.next_retry_at = self.io.wall_time() + verdict.delay
+            self._last_exit = verdict.cause
+            self._nudge = anyio.Event()
+            self._fire(Event.CRASHED, verdict.reason)
+            log.warning("service crashed", service=self.spec.name, reason=verdict.cause, delay=round(verdict.delay, 3))
+        if exited:
+            await self._clear_after_exit(rc)  # stragglers of its group
+        if verdict.next is Next.DONE:
             await anyio.sleep_forever()
         if verdict.next is Next.FAIL:
-            self._fire(Event.GIVE_UP, verdict.reason)
             await self._rest_in_failed()
             return True
-        delay = verdict.delay
-        self.next_retry_at = self.io.wall_time() + delay
-        self._last_exit = verdict.cause
-        self._nudge = anyio.Event()
-        self._fire(Event.CRASHED, verdict.reason)
-        log.warning("service crashed", service=name, reason=self._last_exit, delay=round(delay, 3))
-        if delay:
-            with anyio.move_on_after(delay):
-                await self._nudge.wait()  # `svc up` cuts the wait short
+        with anyio.move_on_after(retry_at - anyio.current_time()):
+            await self._nudge.wait()  # `svc up` cuts the wait short
         self.next_retry_at = None
         self.restarts += 1
         self._fire(Event.BACKOFF_OVER, "")
@@ -427,6 +442,9 @@ class Runner:
         self._publish()
         await anyio.sleep(self.spec.failed_retry)
         self.next_retry_at = None
+        if not self.intent.wanted:
+            self._publish()
+            await anyio.sleep_forever()  # nobody wants it any more: its stop ends this
         self.history.clear()
         self.restarts += 1
         self._fire(Event.START, "retrying after failure (failed_retry)")

@@ -252,10 +252,8 @@ class Supervisor:
 
     def _open_gate(self, names: Collection[str]) -> None:
         """The tier barrier of one request: each of ``names`` obeys it and counts in it."""
-        manifest = self.manifest
         members = {n: self.runners[n].order for n in names}
-        tier_names = {manifest.tier_order(s): s.tier for s in manifest.services.values()}
-        gate = UpGate(UpBatch(members, lambda n: self.runners[n].settled, tier_names))
+        gate = UpGate(UpBatch(members, lambda n: self.runners[n].settled))
         for name in names:
             runner = self.runners[name]
             runner.obey(gate)
@@ -270,10 +268,14 @@ class Supervisor:
         """Stop ``names`` and their dependents (all when None), dependents first."""
         plan = graph.stop_plan(self.manifest, names)
         command = self._next_command()
+        for step in plan:  # nobody wants any of them from now on, though they stop in turn
+            for name in step:
+                if name in self.runners:
+                    self.runners[name].release(command)
         stopped: list[str] = []
         for step in plan:
             # a service a later up/restart asked for is theirs now: the last command wins
-            runners = [self.runners[n] for n in step if n in self.runners and self.runners[n].command < command]
+            runners = [self.runners[n] for n in step if n in self.runners and self.runners[n].command == command]
             was_running = {r.spec.name for r in runners if not r.settled_stopped}
             for runner in runners:
                 runner.request_stop(command)

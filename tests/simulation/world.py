@@ -66,6 +66,7 @@ class FakeProcess:
         self.parent = parent
         self.pid = world.new_pid()
         self.pgid = self.pid  # a service leads its own session; a daemonized child its own too
+        self.born = world.now()  # virtual time
         self.create_time = self.started_at = world.wall()
         self.env: dict[str, str] = {}
         self.returncode: int | None = None
@@ -174,12 +175,14 @@ class World:
         self._pids = itertools.count(1000)
         self.listeners: dict[int, FakeProcess | Foreign] = {}
         self.alive: dict[int, FakeProcess] = {}
+        self._by_service: dict[str, dict[int, FakeProcess]] = {}
         self.programs: dict[str, Program | list[Program]] = {}
         self.spawn_count: Counter[str] = Counter()
         self.spawns: list[tuple[float, str, int]] = []  # (virtual time, service, pid)
         self.collisions: list[tuple[str, int, str, int]] = []  # a process of ours could not bind: another of ours held the port
         self.exits: dict[str, list[tuple[float, int]]] = {}  # service -> (time, rc) of main processes
         self.on_spawn: list[Callable[[str], None]] = []
+        self.foreign_at: dict[int, float] = {}  # port -> when a foreign process last took it
         self._port_changed = asyncio.Event()
 
     def now(self) -> float:
@@ -200,9 +203,11 @@ class World:
 
     def add(self, proc: FakeProcess) -> None:
         self.alive[proc.pid] = proc
+        self._by_service.setdefault(proc.service, {})[proc.pid] = proc
 
     def gone(self, proc: FakeProcess) -> None:
         self.alive.pop(proc.pid, None)
+        self._by_service.get(proc.service, {}).pop(proc.pid, None)
         if proc.parent is None:
             self.exits.setdefault(proc.service, []).append((self.now(), proc.returncode or 0))
 
@@ -224,7 +229,7 @@ class World:
             await self._port_changed.wait()
 
     def processes_of(self, service: str) -> list[FakeProcess]:
-        return [p for p in self.alive.values() if p.service == service]
+        return list(self._by_service.get(service, {}).values())
 
     def main_of(self, service: str) -> FakeProcess | None:
         mains = [p for p in self.processes_of(service) if p.parent is None]
@@ -232,6 +237,7 @@ class World:
 
     def take_port(self, port: int) -> Foreign:
         foreign = Foreign(self.new_pid())
+        self.foreign_at[port] = self.now()
         self.listen(port, foreign)
         return foreign
 
