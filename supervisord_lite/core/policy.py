@@ -11,6 +11,7 @@ import random
 import signal
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from supervisord_lite.core.model import Backoff, Kind, RestartPolicy, ServiceSpec
 
@@ -200,14 +201,23 @@ def judge(
     return Verdict(Next.RESTART, f"{why}; restarting in {delay:.2f}s" if delay else f"{why}; restarting", delay, why)
 
 
-def daemonized_reason(returncode: int, pid: int, cmdline: str, port: int | None) -> str:
-    """Why a service whose main process exited 0 while a descendant lives on is failed,
-    and what to do about it."""
+def daemonized_reason(
+    returncode: int, pid: int, cmdline: str, port: int | None, *, ours: bool = True, pid_file: Path | None = None
+) -> str:
+    """Why a service whose main process exited 0 while a process it started lives on is
+    failed, and what to do about it."""
     holding = f"listening on port {port}" if port is not None else "running"
     shown = f" ({cmdline})" if cmdline else ""
+    left = f"its main process {describe_exit(returncode)} but left pid {pid}{shown} {holding}"
+    if not ours:
+        left += (
+            "; that process left the session and cleared its environment, so it cannot be proven to be "
+            f"this service's and is left running: stop it (kill {pid})"
+        )
+    if pid_file is not None:
+        return f"{left}; {pid_file} (pid_file) named no process of this service: check that the program writes its pid there"
     return (
-        f"its main process {describe_exit(returncode)} but left pid {pid}{shown} {holding}: "
-        "the program put itself in the background, which cannot be supervised; run it in the "
+        f"{left}. The program put itself in the background, which cannot be supervised: run it in the "
         "foreground (e.g. `redis-server --daemonize no`, `postgres -D DIR` instead of `pg_ctl start`), "
         'or set pid_file = "PATH" to the file where it writes its pid'
     )

@@ -20,6 +20,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
@@ -426,7 +427,7 @@ class Runner:
         leftover = await self.io.leftover(proc, self.spec.port)
         if leftover is None:
             return end
-        why = daemonized_reason(rc, leftover.pid, leftover.cmdline, leftover.port)
+        why = daemonized_reason(rc, leftover.pid, leftover.cmdline, leftover.port, ours=leftover.ours, pid_file=self.spec.pid_file)
         log.error("service daemonized itself", service=self.spec.name, pid=leftover.pid, cmdline=leftover.cmdline)
         return InstanceEnd(Ending.DAEMONIZED, rc, why)
 
@@ -525,6 +526,8 @@ class Runner:
             async def watch_exit() -> None:
                 nonlocal end
                 rc = await proc.wait()
+                if rc == 0 and self.spec.pid_file is not None and self.spec.kind is Kind.SERVICE:
+                    rc = await self._follow_pid_file(proc, self.spec.pid_file, rc)
                 if end is None:
                     end = InstanceEnd(Ending.EXITED, rc)
                 tg.cancel_scope.cancel()
@@ -554,6 +557,19 @@ class Runner:
             tg.cancel_scope.cancel()
         assert end is not None
         return end
+
+    async def _follow_pid_file(self, proc: ProcessHandle, pid_file: Path, rc: int) -> int:
+        """A program that daemonizes: its main process exited 0; supervise the pid it wrote
+        to ``pid_file`` from now on (what systemd's PIDFile= does). Returns how that ended."""
+        daemon = await self.io.follow_pid_file(proc, pid_file, self.spec.ready_timeout)
+        if daemon is None:
+            return rc
+        self.log.mark(f"pid {proc.pid} exited 0; supervising pid {daemon.pid} from {pid_file}")
+        log.info("following the pid file", service=self.spec.name, pid=daemon.pid, pid_file=str(pid_file))
+        self.proc = daemon
+        self._publish(notify=True)
+        self.host.save_state()
+        return await daemon.wait()
 
     async def _wait_ready(self, proc: ProcessHandle) -> str | None:
         """None once every readiness condition holds; a reason when ready_timeout hit."""

@@ -29,9 +29,11 @@ import psutil
 
 from supervisord_lite.core.model import ProbeSpec, ServiceSpec, SupervisorSpec
 from supervisord_lite.host import portinfo
+from supervisord_lite.host.proctable import CTIME_TOLERANCE
 from supervisord_lite.host.recovery import DaemonState, write_state
 from supervisord_lite.runtime import probes
 from supervisord_lite.runtime.logs import ServiceLog
+from supervisord_lite.runtime.service_process import adopt
 from supervisord_lite.runtime.spawn import spawn
 
 
@@ -42,6 +44,7 @@ class Leftover:
     pid: int
     cmdline: str
     port: int | None  # the service's port, when this process listens on it
+    ours: bool = True  # provably of the instance (its tree or marker); else only started after it
 
 
 class ProcessHandle(Protocol):
@@ -52,6 +55,7 @@ class ProcessHandle(Protocol):
     create_time: float
     started_at: float
     env: dict[str, str]
+    instance_id: str
 
     @property
     def returncode(self) -> int | None: ...
@@ -105,6 +109,11 @@ class ServiceIO(Protocol):
         """A process of the instance's tree still alive after its main process exited:
         the one listening on ``port`` if any, else the oldest."""
 
+    async def follow_pid_file(self, proc: ProcessHandle, path: Path, timeout: float) -> ProcessHandle | None:
+        """The process named by ``path`` once the main process has exited (a program that
+        daemonizes writes it), provided it belongs to the instance; None when no such pid
+        shows up within ``timeout`` seconds."""
+
     async def wait_listening(self, port: int) -> None: ...
 
     async def wait_closed(self, port: int) -> None: ...
@@ -122,6 +131,32 @@ class ServiceIO(Protocol):
 
     async def run(self) -> None:
         """Background work of the seam itself (the port watcher); runs until cancelled."""
+
+
+def _read_pid(path: Path, written_after: float) -> int | None:
+    """The pid in a pid file written after ``written_after`` (unix time), or None."""
+    try:
+        if path.stat().st_mtime < written_after - 1.0:
+            return None  # left over from an earlier run
+        text = path.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() and int(text) > 1 else None
+
+
+def _started_after(pid: int, create_time: float) -> bool:
+    try:
+        return psutil.Process(pid).create_time() >= create_time - CTIME_TOLERANCE
+    except psutil.Error:
+        return False
+
+
+def _adopt(pid: int, proc: ProcessHandle) -> ProcessHandle | None:
+    try:
+        create_time = psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+    return adopt(pid, create_time, proc.instance_id, name=getattr(proc, "name", ""), log=getattr(proc, "log", None))
 
 
 def _cmdline(pid: int) -> str:
@@ -168,14 +203,34 @@ class RealServiceIO:
 
     async def leftover(self, proc: ProcessHandle, port: int | None) -> Leftover | None:
         members = [p for p in await anyio.to_thread.run_sync(proc.tree_pids) if p != proc.pid]
-        if not members:
-            return None
         if port is not None and port in self.listening_ports():
             listener = await self.listener_on(port)
-            if listener is not None and listener.pid in members:
-                return Leftover(listener.pid, listener.cmdline, port)
-        oldest = members[0]
-        return Leftover(oldest, await anyio.to_thread.run_sync(_cmdline, oldest), None)
+            if listener is not None and listener.pid is not None and listener.pid != proc.pid:
+                if listener.pid in members:
+                    return Leftover(listener.pid, listener.cmdline, port)
+                if _started_after(listener.pid, proc.create_time):
+                    # left the session and wiped its environment (redis does): not provably ours
+                    return Leftover(listener.pid, listener.cmdline, port, ours=False)
+        if not members:
+            return None
+        first = members[0]
+        return Leftover(first, await anyio.to_thread.run_sync(_cmdline, first), None)
+
+    async def follow_pid_file(self, proc: ProcessHandle, path: Path, timeout: float) -> ProcessHandle | None:
+        with anyio.move_on_after(timeout):
+            while True:
+                pid = _read_pid(path, written_after=proc.create_time)
+                if pid is not None and pid != proc.pid:
+                    # only a process of this instance is taken: one of its tree, or one that
+                    # started after its command did (a daemon that left the session and wiped
+                    # its environment); a stale file may name a pid that is someone else's by now
+                    members = await anyio.to_thread.run_sync(proc.tree_pids)
+                    if pid in members or _started_after(pid, proc.create_time):
+                        daemon = _adopt(pid, proc)
+                        if daemon is not None:
+                            return daemon
+                await anyio.sleep(0.05)
+        return None
 
     async def wait_listening(self, port: int) -> None:
         await self.port_watcher.wait_listening(port)

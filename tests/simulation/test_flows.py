@@ -384,3 +384,28 @@ def test_a_stubborn_process_is_killed_at_stop_timeout_and_down_leaves_nothing(tm
         await sim.stop()
 
     simulate(body)
+
+
+def test_a_daemonizing_program_with_a_pid_file_is_supervised_through_that_pid(tmp_path: Path) -> None:
+    pid_file = tmp_path / "redis.pid"
+    m = manifest(tmp_path, [service("redis", port=6379, pid_file=pid_file), service("app", port=8000, depends_on=("redis",))])
+
+    async def body() -> None:
+        sim = Sim(m)
+        sim.world.programs["redis"] = Program(ready_after=None, exit_after=0.1, daemonize=True, pid_file=pid_file)
+        await sim.start()
+        result = await sim.up()
+        assert result["all_ready"] is True
+        runner = sim.sup.runners["redis"]  # type: ignore[union-attr]
+        daemon = sim.world.main_of("redis")
+        assert daemon is not None and daemon.parent is not None and runner.proc is daemon
+        assert runner.snap.pid == daemon.pid and runner.state is S.READY
+        sim.world.kill("redis")  # the daemon dies: noticed through its pid, restarted
+        await sim.run_for(2.0)
+        assert runner.state is S.READY and runner.restarts == 1 and sim.world.main_of("redis") is not daemon
+        await sim.down()
+        assert not sim.world.processes_of("redis")
+        sim.check()
+        await sim.stop()
+
+    simulate(body)

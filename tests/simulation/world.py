@@ -41,6 +41,7 @@ class Program:
     exit_code: int = 0
     term_delay: float = 0.0  # from SIGTERM to exit; math.inf: ignores SIGTERM (only SIGKILL ends it)
     daemonize: bool = False  # at exit_after, exits 0 leaving a child that listens on the port
+    pid_file: Path | None = None  # where the daemonized child's pid is written
     spawn_error: str | None = None  # the command cannot run at all
 
 
@@ -64,6 +65,7 @@ class FakeProcess:
         self.port = port
         self.program = program
         self.parent = parent
+        self.main = parent is None  # the service's main process (or the daemon a pid file named)
         self.pid = world.new_pid()
         self.pgid = self.pid  # a service leads its own session; a daemonized child its own too
         self.born = world.now()  # virtual time
@@ -107,6 +109,8 @@ class FakeProcess:
             child = FakeProcess(self.world, self.service, self.instance_id, self.port, Program(ready_after=None), parent=self)
             self.children.append(child)
             self.world.add(child)
+            if self.program.pid_file is not None:
+                self.world.pid_files[self.program.pid_file] = child.pid
             if self.up and self.port is not None:
                 self.world.unlisten(self.port, self)
                 self.up = False
@@ -183,6 +187,7 @@ class World:
         self.exits: dict[str, list[tuple[float, int]]] = {}  # service -> (time, rc) of main processes
         self.on_spawn: list[Callable[[str], None]] = []
         self.foreign_at: dict[int, float] = {}  # port -> when a foreign process last took it
+        self.pid_files: dict[Path, int] = {}  # pid files daemonized children wrote
         self._port_changed = asyncio.Event()
 
     def now(self) -> float:
@@ -208,7 +213,7 @@ class World:
     def gone(self, proc: FakeProcess) -> None:
         self.alive.pop(proc.pid, None)
         self._by_service.get(proc.service, {}).pop(proc.pid, None)
-        if proc.parent is None:
+        if proc.main:
             self.exits.setdefault(proc.service, []).append((self.now(), proc.returncode or 0))
 
     def listen(self, port: int, holder: FakeProcess | Foreign) -> None:
@@ -232,7 +237,7 @@ class World:
         return list(self._by_service.get(service, {}).values())
 
     def main_of(self, service: str) -> FakeProcess | None:
-        mains = [p for p in self.processes_of(service) if p.parent is None]
+        mains = [p for p in self.processes_of(service) if p.main]
         return mains[-1] if mains else None
 
     def take_port(self, port: int) -> Foreign:
@@ -327,6 +332,13 @@ class FakeIO:
             if port is not None and self.world.listeners.get(port) is child:
                 return Leftover(child.pid, f"fake {child.service} (daemonized)", port)
         return Leftover(children[0].pid, f"fake {children[0].service} (daemonized)", None)
+
+    async def follow_pid_file(self, proc: Any, path: Path, timeout: float) -> Any:
+        children = [c for c in proc.children if c.alive and self.world.pid_files.get(path) == c.pid]
+        if not children:
+            return None
+        children[0].main = True
+        return children[0]
 
     async def wait_listening(self, port: int) -> None:
         await self.world.until(lambda: port in self.world.listeners)
