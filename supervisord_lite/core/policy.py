@@ -207,7 +207,7 @@ def daemonized_reason(
     """Why a service whose main process exited 0 while a process it started lives on is
     failed, and what to do about it."""
     holding = f"listening on port {port}" if port is not None else "running"
-    shown = f" ({cmdline})" if cmdline else ""
+    shown = f" ({cmdline.strip()})" if cmdline.strip() else ""
     left = f"its main process {describe_exit(returncode)} but left pid {pid}{shown} {holding}"
     if not ours:
         left += (
