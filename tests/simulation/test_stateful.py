@@ -22,7 +22,7 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from supervisord_lite.core import graph
 from supervisord_lite.core.model import Backoff, Kind, Manifest, RestartPolicy, ServiceSpec
