@@ -31,7 +31,7 @@ from tests.simulation.vloop import VirtualTimeLoop
 from tests.simulation.world import Program, World
 
 TIERS = ["infra", "backend", "frontend"]
-EXAMPLES = int(os.environ.get("SVC_SIM_EXAMPLES", "100"))  # about 4000 steps
+EXAMPLES = int(os.environ.get("SVC_SIM_EXAMPLES", "100"))  # about 3500 steps
 
 
 def seconds(low: float, high: float) -> st.SearchStrategy[float]:
