@@ -71,11 +71,22 @@ def _progress_of(on_progress: OnProgress) -> Callable[[Any], None]:
 
 
 def up(
-    sock: Path, names: tuple[str, ...], *, wait: bool, on_progress: OnProgress, timeout: float | None = None
+    sock: Path,
+    names: tuple[str, ...],
+    *,
+    wait: bool,
+    on_progress: OnProgress,
+    settle_timeout: float | None = None,
+    answer_timeout: float | None = None,
 ) -> dict[str, Any]:
-    """Start ``names`` (every active service when empty); with ``wait``, return once they settled."""
-    args = {"names": list(names), "wait": wait}
-    return transport.call(sock, "up", args, timeout=timeout, on_progress=_progress_of(on_progress))
+    """Start ``names`` (every active service when empty); with ``wait``, return once they
+    settled, or once ``settle_timeout`` seconds passed (the daemon's bound from the manifest
+    when None): the answer then names what had not settled. ``answer_timeout`` bounds the
+    silence between two messages (the daemon sends one at least every second)."""
+    args: dict[str, Any] = {"names": list(names), "wait": wait}
+    if settle_timeout is not None:
+        args["timeout"] = settle_timeout
+    return transport.call(sock, "up", args, timeout=answer_timeout, on_progress=_progress_of(on_progress))
 
 
 def restart(sock: Path, names: tuple[str, ...], *, dependents: bool, on_progress: OnProgress) -> dict[str, Any]:

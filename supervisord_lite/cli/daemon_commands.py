@@ -210,8 +210,21 @@ class _Progress:
             self._closed = True
 
 
-def _finish(result: dict[str, Any]) -> NoReturn:
-    """The outcome of `svc up` or `svc restart`: how many are ready; what failed and why."""
+def _duration_option(option: str, text: str) -> float:
+    from supervisord_lite.core.durations import DURATION_HINT, parse_duration  # lazy: keeps svc --help fast
+
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < 1e6:
+        fail(f"{option}: expected {DURATION_HINT} above 0, got {text!r}", ExitCode.USAGE)
+    return seconds
+
+
+def _finish(result: dict[str, Any], verb: str = "up") -> NoReturn:
+    """The outcome of `svc up` or `svc restart`: how many are ready; what failed and why;
+    what had not settled when the wait ran out."""
     from supervisord_lite.cli.render import failure_report, ready_count_line  # lazy: keeps svc --help fast
     from supervisord_lite.core.snapshot import ServiceSnapshot
 
@@ -219,6 +232,9 @@ def _finish(result: dict[str, Any]) -> NoReturn:
     if result.get("all_ready"):
         click.echo(ready_count_line(services))
         sys.exit(ExitCode.OK)
+    if result.get("timed_out"):
+        waiting = ", ".join(result.get("unsettled", []))
+        click.echo(f"svc {verb}: gave up waiting after {result.get('timeout', 0):g}s; not settled yet: {waiting}", err=True)
     click.echo(ready_count_line(services), err=True)
     click.echo(failure_report(services, result.get("tails", {})), err=True)
     sys.exit(ExitCode.FAILED)
@@ -284,9 +300,14 @@ def _invalid_or_no_daemon(path: Path) -> NoReturn:
 @manifest_option
 @click.argument("names", nargs=-1, shell_complete=complete_services)
 @click.option("--no-wait", is_flag=True, help="Return once the start is requested.")
-@click.option("--timeout", type=float, default=None, help="Give up waiting after this many seconds.")
+@click.option(
+    "--timeout",
+    metavar="DURATION",
+    default=None,
+    help='Give up waiting after this long ("90s", "5m"); default: a bound derived from the manifest.',
+)
 @click.option("--attach", "-a", is_flag=True, help="Then follow their logs; Ctrl-C stops what this command started.")
-def up(manifest: Path | None, names: tuple[str, ...], no_wait: bool, timeout: float | None, attach: bool) -> None:
+def up(manifest: Path | None, names: tuple[str, ...], no_wait: bool, timeout: str | None, attach: bool) -> None:
     """Start services (all active ones by default) in order and wait until ready.
 
     NAMES: services, tiers (tier:NAME), groups (@GROUP)."""
@@ -294,11 +315,12 @@ def up(manifest: Path | None, names: tuple[str, ...], no_wait: bool, timeout: fl
     from supervisord_lite.cli.logs_commands import Attachment
     from supervisord_lite.cli.selection import select_services
 
+    settle = _duration_option("--timeout", timeout) if timeout is not None else None
     names = select_services(resolve_manifest_path(manifest), names, startable=True)
     path, sock = _target(manifest, names)
     attachment = Attachment(path, sock, names) if attach else None
     with attachment or nullcontext(), daemon_errors(path), _Progress(sys.stdout.isatty()) as progress:
-        result = client.up(sock, names, wait=not no_wait, timeout=timeout, on_progress=progress.update)
+        result = client.up(sock, names, wait=not no_wait, settle_timeout=settle, on_progress=progress.update)
     if attachment is not None:
         attachment.follow(result, report=None if no_wait else partial(_finish, result))
     if no_wait:

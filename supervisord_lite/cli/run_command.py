@@ -222,7 +222,9 @@ def _bring_up(platform: _Platform, timeout: float | None) -> list[str]:
             raise _TimedOut
 
     try:
-        result = client.up(platform.sock, platform.requested, wait=True, on_progress=progress, timeout=ANSWER_TIMEOUT)
+        result = client.up(
+            platform.sock, platform.requested, wait=True, on_progress=progress, settle_timeout=timeout, answer_timeout=ANSWER_TIMEOUT
+        )
     except _TimedOut:
         raise _PlatformDown(_not_ready_within(platform, timeout or 0.0)) from None
     except (ControlError, DaemonUnreachable) as exc:

@@ -1,9 +1,10 @@
 """Start and stop order (services start by tier, then by dependency): dependency closure, tier sequencing, cycles.
 
-Pure functions over ``model.Manifest``. A service starts once everything it
-``depends_on`` and every service of an earlier tier in the same start set is
-ready; services whose prerequisites are all met form one step and may start
-concurrently. Stopping runs the same steps backwards, dependents first.
+Pure functions over ``model.Manifest``. A start plan groups services in steps: a
+service comes after everything it ``depends_on`` and every service of an earlier
+tier in the same start set. Stopping runs the same steps backwards, dependents first.
+When a running service may actually start (dependencies ready, earlier tiers
+settled) is ``core.startgate``'s.
 """
 
 from __future__ import annotations
@@ -110,20 +111,31 @@ def prerequisites(m: Manifest, name: str, start_set: Collection[str]) -> set[str
 
 
 def _steps(m: Manifest, members: list[str]) -> list[list[str]]:
-    """Group ``members`` into steps; each step only needs members of earlier steps."""
+    """Group ``members`` into steps; each step only needs members of earlier steps.
+
+    Linear in the members and their dependencies: "every member of an earlier tier is
+    done" is one comparison with the lowest tier order not yet done."""
     member_set = set(members)
-    needs = {name: prerequisites(m, name, member_set) & member_set for name in members}
+    orders = _tier_orders(m)
+    deps = {name: [d for d in m.services[name].depends_on if d in member_set] for name in members}
+    undone_in_order: dict[int, int] = {}
+    for name in members:
+        undone_in_order[orders[name]] = undone_in_order.get(orders[name], 0) + 1
     done: set[str] = set()
     remaining = members
     steps: list[list[str]] = []
     while remaining:
-        step = [name for name in remaining if needs[name] <= done]
+        lowest = min(order for order, count in undone_in_order.items() if count)
+        step = [name for name in remaining if orders[name] <= lowest and all(d in done for d in deps[name])]
         if not step:
-            cycle = find_cycle({name: needs[name] for name in remaining})
+            needs = {name: prerequisites(m, name, member_set) & member_set for name in remaining}
+            cycle = find_cycle(needs)
             shown = format_cycle(cycle) if cycle else ", ".join(remaining)
             raise CycleError(f"dependency cycle: {shown}")
         steps.append(step)
         done.update(step)
+        for name in step:
+            undone_in_order[orders[name]] -= 1
         remaining = [name for name in remaining if name not in done]
     return steps
 

@@ -147,6 +147,7 @@ class ServiceSpec:
     user: str | None = None
     on_dependency_restart: DependencyRestart = DependencyRestart.IGNORE
     max_memory: int | None = None  # bytes
+    pid_file: Path | None = None  # a program that daemonizes writes its pid here; that pid is supervised
     watch: tuple[str, ...] = ()
     watch_ignore: tuple[str, ...] = ()
     title: str = ""  # display name for people ("Client Portal"); `name` is what `svc` takes

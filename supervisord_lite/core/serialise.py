@@ -80,6 +80,8 @@ def service_to_dict(spec: ServiceSpec) -> dict[str, Any]:
         out["user"] = spec.user
     if spec.max_memory is not None:
         out["max_memory"] = spec.max_memory
+    if spec.pid_file is not None:
+        out["pid_file"] = str(spec.pid_file)
     out |= {"watch": list(spec.watch), "watch_ignore": list(spec.watch_ignore)}
     if not spec.export.is_empty:
         out["export"] = _export_to_dict(spec.export)

@@ -57,7 +57,7 @@ SERVICE_KEYS = (
     "ready", "ready_timeout", "health", "probe_interval", "unhealthy_threshold", "depends_on",
     "restart", "start_limit", "start_limit_window", "backoff", "failed_retry", "env", "env_file",
     "cwd", "stop_signal", "stop_timeout", "user", "on_dependency_restart", "max_memory", "watch",
-    "watch_ignore", "export", "groups",
+    "watch_ignore", "export", "groups", "pid_file",
 )  # fmt: skip
 PROBE_KEYS = ("tcp", "http", "exec", "log", "after", "timeout")
 _URL_UNSAFE = re.compile(r"[\x00-\x20\x7f]")  # would break the probe's request line
@@ -157,6 +157,7 @@ def _process(t: TableReader, subst: Placeholders, status: Status, base: Path) ->
     raw_env = t.table("env")
     env = env_table(t.problems, t.at("env"), raw_env, subst.expand) if raw_env is not None else None
     env_file = t.data.get("env_file")  # "" means none
+    pid_file = t.optional_string("pid_file")
     return {
         "command": _command(t, subst, status),
         "env": MappingProxyType(env) if env is not None else _MODEL.env,
@@ -166,6 +167,7 @@ def _process(t: TableReader, subst: Placeholders, status: Status, base: Path) ->
         "stop_signal": t.read("stop_signal", _MODEL.stop_signal, "a signal", parse_signal),
         "stop_timeout": t.duration("stop_timeout", _MODEL.stop_timeout),
         "max_memory": t.optional_size("max_memory"),
+        "pid_file": resolve_path(base, subst.expand(t.at("pid_file"), pid_file)) if pid_file else _MODEL.pid_file,
     }
 
 

@@ -8,7 +8,7 @@ exactly what the daemon sees.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from supervisord_lite.core.states import ServiceState
@@ -42,7 +42,9 @@ class ServiceSnapshot:
     paused: bool = False  # its main process is stopped by a signal or a debugger (T state): it runs no code
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        # every field is a plain value (blocked_by a tuple of str): no deep copy needed,
+        # which makes this ten times cheaper than dataclasses.asdict (an `up` of 1000 services sends thousands)
+        d = {name: getattr(self, name) for name in _SERVICE_FIELDS}
         d["state"] = self.state.value
         d["blocked_by"] = list(self.blocked_by)
         return d
@@ -54,6 +56,9 @@ class ServiceSnapshot:
         values["state"] = ServiceState(values["state"])
         values["blocked_by"] = tuple(values.get("blocked_by", ()))
         return cls(**values)
+
+
+_SERVICE_FIELDS = tuple(f.name for f in fields(ServiceSnapshot))
 
 
 @dataclass(frozen=True, slots=True)

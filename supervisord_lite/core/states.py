@@ -71,6 +71,7 @@ TRANSITIONS: dict[tuple[ServiceState, Event], ServiceState] = {
     (S.STARTING, Event.READY): S.READY,
     (S.STARTING, Event.DONE): S.EXITED,
     (S.READY, Event.DONE): S.EXITED,
+    (S.UNHEALTHY, Event.DONE): S.EXITED,  # it exited 0 while its probes were failing
     (S.READY, Event.PROBE_FAILED): S.UNHEALTHY,
     **{(s, Event.CRASHED): S.BACKOFF for s in _ANY_LIVE},
     **{(s, Event.GIVE_UP): S.FAILED for s in (*_ANY_LIVE, S.BACKOFF)},

@@ -133,6 +133,7 @@ class Daemon:
 
     async def op_up(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         names = _names(args)
+        given = _float_arg(args, "timeout", 1.0) if "timeout" in args else None
         try:
             start_set = self.sup.up(names)
         except (KeyError, ValueError) as exc:
@@ -140,7 +141,8 @@ class Daemon:
         if not args.get("wait", True):
             yield _done({"services": start_set})
             return
-        async for message in self._progress(start_set):
+        timeout = given if given is not None else self.sup.settle_budget(start_set)
+        async for message in self._progress(start_set, timeout):
             yield message
 
     async def op_restart(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -154,7 +156,7 @@ class Daemon:
             start_set = self.sup.restart(names)
         except (KeyError, ValueError) as exc:
             raise protocol.ControlError(_message(exc), ExitCode.USAGE) from None
-        async for message in self._progress(start_set):
+        async for message in self._progress(start_set, self.sup.settle_budget(start_set)):
             yield message
 
     async def op_down(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -226,12 +228,14 @@ class Daemon:
 
     # -------------------------------------------------------------- helpers
 
-    async def _progress(self, names: list[str]) -> AsyncIterator[dict[str, Any]]:
+    async def _progress(self, names: list[str], timeout: float) -> AsyncIterator[dict[str, Any]]:
         wanted = set(names)
         final = None
         sent: dict[str, Any] = {}
-        async for snap in self.sup.wait_settled(names):
+        unsettled: list[str] = []
+        async for snap in self.sup.wait_settled(names, timeout):
             final = snap
+            unsettled = self.sup.unsettled(names)  # still on their way when the timeout hit
             # only what changed since the last update (snapshots are replaced, never mutated)
             changed = [s for s in snap.services if s.name in wanted and sent.get(s.name) is not s]
             sent.update((s.name, s) for s in changed)
@@ -241,7 +245,8 @@ class Daemon:
         failed = [s for s in services if s.state not in GOOD_STATES]
         tails = {s.name: self.sup.runners[s.name].log.tail(20) for s in failed if s.name in self.sup.runners}
         await self.sup.state_flushed()  # what it reports is on record for a successor before the answer
-        yield _done({"services": [s.to_dict() for s in services], "all_ready": not failed, "tails": tails})
+        yield _done({"services": [s.to_dict() for s in services], "all_ready": not failed, "tails": tails,
+                     "timed_out": bool(unsettled), "timeout": timeout, "unsettled": unsettled})
 
     async def reload(self) -> dict[str, Any]:
         """Load the manifest again and apply the difference. Every failure is a

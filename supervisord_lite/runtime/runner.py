@@ -1,77 +1,135 @@
 """One service's lifecycle: the runner task that starts, probes, restarts and stops it.
 
-Each ``Runner`` owns one service. Its state moves only through ``states.transition``
-(the pure table); the restart decisions come from ``policy`` (pure). What is left
-here is the I/O around them: spawning, probing, signalling, waiting, on anyio. The
-``Supervisor`` creates the runners and sends them requests; a runner reaches back
-only through the supervisor's public methods (shared port watcher and sweep, the
-other runners' readiness, the state file, the change feed).
+Each ``Runner`` owns one service. What it does is decided by pure code in ``core``:
+its state moves only through ``states.transition``; what a request does is
+``lifecycle`` (over its ``Intent``); when it may start is ``startgate`` (its
+dependencies, the tier barrier of its `up`); what follows the end of an instance is
+``policy.judge`` (restart after a backoff, done, failed). What is left here is
+carrying those decisions out on anyio, through the ``ServiceIO`` seam its host
+gives it (spawning, probing, signalling, the port table, the wall clock).
 
-This module is over 500 lines on purpose: it is one state machine whose steps
-(requests, spawn, readiness, liveness, exit handling, stopping, publishing) all read
-and write the same runner fields; cutting it into files would scatter one set of
+This module is over 500 lines on purpose: it is one task whose steps (requests,
+spawn, readiness, liveness, exit handling, stopping, publishing) all read and write
+the same runner fields; cutting it into files would scatter one sequence of
 transitions across them without making any part usable alone.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import random
-import time
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import anyio
+import anyio.abc
 import structlog
 
-from supervisord_lite.core.model import DependencyRestart, Kind, ServiceSpec, Status
-from supervisord_lite.core.policy import AfterExit, BackoffState, StartLimiter, after_exit, describe_exit
+from supervisord_lite.core.lifecycle import (
+    Intent,
+    UpAction,
+    is_settled,
+    keeps_instance,
+    may_stop_for_restart,
+    on_up,
+    rests_before_start,
+)
+from supervisord_lite.core.model import DependencyRestart, Kind, Manifest, ServiceSpec, Status
+from supervisord_lite.core.policy import (
+    Ending,
+    InstanceEnd,
+    Next,
+    RestartHistory,
+    daemonized_reason,
+    describe_exit,
+    judge,
+)
 from supervisord_lite.core.snapshot import ServiceSnapshot
-from supervisord_lite.core.states import RUNNING_STATES, TRANSIENT_STATES, Event, ServiceState, transition
+from supervisord_lite.core.startgate import Blockers, dependency_blockers
+from supervisord_lite.core.states import Event, ServiceState, transition
 from supervisord_lite.host import portinfo
 from supervisord_lite.runtime import probes
 from supervisord_lite.runtime.logmatch import compile_log_pattern
-from supervisord_lite.runtime.logs import ServiceLog
-from supervisord_lite.runtime.service_process import ServiceProcess
-from supervisord_lite.runtime.spawn import SpawnError, spawn
-
-if TYPE_CHECKING:
-    from supervisord_lite.runtime.supervisor import Supervisor
+from supervisord_lite.runtime.serviceio import ProcessHandle, ServiceIO
+from supervisord_lite.runtime.spawn import SpawnError
 
 log = structlog.get_logger("supervisor")
 
 S = ServiceState
-_SETTLED_BAD = frozenset({S.FAILED, S.CONFLICT, S.STOPPED, S.DISABLED, S.DEPRECATED})
+_AT_REST = (S.STOPPED, S.DISABLED, S.DEPRECATED)
 
 
-class _Outcome:
-    """How one spawned instance ended (returned by Runner._attempt)."""
+class Gate(Protocol):
+    """The tier barrier of the `up` a runner obeys (``supervisor.UpGate``)."""
 
-    EXITED = "exited"
-    READY_TIMEOUT = "ready_timeout"
-    UNHEALTHY = "unhealthy"
-    MEMORY = "memory"
+    listeners: set[anyio.Event]
 
-    def __init__(self, kind: str, returncode: int | None = None, detail: str = "") -> None:
-        self.kind = kind
-        self.returncode = returncode
-        self.detail = detail
+    def is_open_for(self, order: int) -> bool: ...
+
+    def waiting_reason(self) -> str: ...
+
+
+class RunnerHost(Protocol):
+    """What a runner needs of its supervisor: the seam, the other runners (read only),
+    and where to report."""
+
+    io: ServiceIO
+    manifest: Manifest
+    instance_prefix: str
+    child_env: dict[str, str]
+    runners: Mapping[str, Runner]
+
+    def changed(self, runner: Runner, *, settled_changed: bool) -> None: ...
+
+    def save_state(self) -> None: ...
+
+    def observe_probe(self, service: str, port: int, seconds: float) -> None: ...
+
+    def owns_pid(self, pid: int) -> bool: ...
+
+    def became_ready(self, name: str) -> None: ...
+
+    def ready_generations(self, names: Iterable[str]) -> dict[str, int]: ...
+
+    def tree_usage(self, runner: Runner) -> Any: ...
+
+    def log_write_error(self, service: str) -> Callable[[BaseException], None]: ...
+
+    def watch_port(self, runner: Runner) -> None: ...
+
+    def unwatch_port(self, runner: Runner) -> None: ...
+
+
+class _Instance:
+    """The task that runs one start of the service (waiting, spawning, probing, backoff)."""
+
+    def __init__(self) -> None:
+        self.scope = anyio.CancelScope()
+        self.done = anyio.Event()
+
+    async def cancel(self) -> None:
+        self.scope.cancel()
+        await self.done.wait()
 
 
 class Runner:
     """The lifecycle of one service. Requests come from the Supervisor; the work
     happens in ``run``, the service's long-lived task."""
 
-    def __init__(self, sup: Supervisor, spec: ServiceSpec) -> None:
-        self.sup = sup
+    def __init__(self, host: RunnerHost, spec: ServiceSpec) -> None:
+        self.host = host
+        self.io = host.io
         self.spec = spec
+        self.order = host.manifest.tier_order(spec)
         self.state = self._resting_state()
-        self.wanted = False
-        self.prereqs: frozenset[str] = frozenset()
-        self.proc: ServiceProcess | None = None
+        self.intent = Intent()
+        self.history = RestartHistory.of(spec)
+        self.gate: Gate | None = None  # the tier barrier of the last `up` that asked for it
+        self.gates: list[Any] = []  # the barriers it counts in (as an earlier-tier member)
+        self.stuck = False  # waiting for a dependency that settled without becoming ready
+        self.settled = True
+        self.proc: ProcessHandle | None = None
         self.instance_id = ""
         self.restarts = 0
         self.memory_restarts = 0
@@ -85,71 +143,113 @@ class Runner:
         self.blocked_by: tuple[str, ...] = ()
         self.next_retry_at: float | None = None
         self.exit_code: int | None = None
-        self.log = self._open_log()
-        self.backoff = BackoffState(spec.backoff)
-        self.limiter = StartLimiter(spec.start_limit, spec.start_limit_window)
-        self.rng = random.Random()
+        self.log = host.io.open_log(spec, host.manifest.supervisor, host.log_write_error(spec.name))
+        self.rng = host.io.random(spec.name)
         self._kick = anyio.Event()
-        self._scope: anyio.CancelScope | None = None
-        self._scope_done: anyio.Event | None = None
-        self._restart_requested = False
-        self._removed = False
-        self.pending = False  # a start was asked for and the runner has not begun it yet
+        self._nudge = anyio.Event()  # cuts a backoff wait short (`svc up` of a service in backoff)
+        self._instance: _Instance | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
         self._last_exit = ""  # why the last instance ended, shown while the next one starts
-        self.asked_by = 0  # the sequence number of the last command that named it (the last word wins)
-        self.listeners: set[anyio.Event] = set()  # set at this runner's next state change
+        self.listeners: set[anyio.Event] = set()  # set at this runner's next change
+        self._gate_listeners: set[anyio.Event] = set()  # set when its gate is replaced
         self.ready_generation = 0  # how many times it became ready (for on_dependency_restart)
         self._seen_generations: dict[str, int] = {}  # of its dependencies, when it became ready
         self._log_ready = anyio.Event()
         self._log_regex = compile_log_pattern(spec.ready.log, spec.name) if spec.ready.log else None
+        self._port_failures = 0
+        self._unhealthy = anyio.Event()
         self.snap = self._build_snapshot()
+
+    # ------------------------------------------------------------------ what others read
+
+    @property
+    def kind(self) -> Kind:
+        return self.spec.kind
+
+    @property
+    def restarting(self) -> bool:
+        return self.intent.restart
+
+    @property
+    def wanted(self) -> bool:
+        return self.intent.wanted
+
+    @property
+    def pending(self) -> bool:
+        return self.intent.pending
+
+    @property
+    def command(self) -> int:
+        return self.intent.command
+
+    @property
+    def has_process(self) -> bool:
+        return self.proc is not None
+
+    @property
+    def settled_stopped(self) -> bool:
+        return not self.intent.wanted and self.state in _AT_REST and self._instance is None
 
     # ------------------------------------------------------------------ requests
 
-    def request_start(self, prereqs: Collection[str]) -> None:
-        """Run the service (no-op when it already runs or is on its way)."""
-        if not self.spec.is_active:
-            return
-        self.prereqs = frozenset(prereqs)
-        if self.wanted and self.state in (RUNNING_STATES | TRANSIENT_STATES | {S.CONFLICT}) - {S.STOPPING}:
-            return
-        if self.wanted and self.state is S.EXITED and self.spec.kind is Kind.ONESHOT:
-            return  # a finished task does not run again on `up`; `restart` re-runs it
-        self.wanted = True
-        self.pending = True
-        self.limiter.reset()
-        self._kick.set()
+    def request_start(self, command: int) -> bool:
+        """`svc up` (or a restart's dependency): run the service. Clears its restart
+        history; a no-op when it already runs or is on its way. False for a service that
+        is never started (disabled, deprecated)."""
+        action = on_up(self.intent, self.state, self.spec.kind, active=self.spec.is_active)
+        if action is UpAction.IGNORE:
+            return False
+        self.history.clear()
+        if action is UpAction.START:
+            self.intent.ask_start(command)
+            self._kick.set()
+        else:
+            self.intent.command = command
+            if action is UpAction.RETRY_NOW:
+                self._nudge.set()
+        self._publish(notify=True)
+        return True
 
-    def request_restart(self, prereqs: Collection[str]) -> None:
+    def request_restart(self, command: int, stop_after: Iterable[str] = ()) -> bool:
+        """Stop the running instance (after ``stop_after``, its dependents restarted by
+        the same command) and start again, from a clean restart history."""
         if not self.spec.is_active:
-            return
-        self.prereqs = frozenset(prereqs)
-        self.wanted = True
-        self._restart_requested = True
-        self.pending = True
-        self.limiter.reset()
+            return False
+        self.history.clear()
+        self.intent.ask_restart(command, stop_after)
         self._kick.set()
+        self._publish(notify=True)  # its dependents must see it as not ready from now on
+        return True
 
-    def request_stop(self) -> None:
-        self.wanted = False
+    def request_stop(self, command: int) -> None:
+        self.intent.ask_stop(command)
         self._kick.set()
+        self._publish(notify=True)
+
+    def release(self, command: int) -> None:
+        """A `down` that will stop it after its dependents: from now on nobody wants it,
+        so it is not restarted in the meantime; ``request_stop`` comes at its turn."""
+        self.intent.ask_stop(command)
+        self._publish(notify=True)
 
     def request_removal(self) -> None:
         for event in self.listeners:  # whoever waits on us must look again
             event.set()
         self.listeners.clear()
-        self._removed = True
-        self.wanted = False
+        self.intent.ask_removal()
         self._kick.set()
+
+    def obey(self, gate: Gate) -> None:
+        """Take the tier barrier of the last `up` that asked for this service."""
+        self.gate = gate
+        for event in self._gate_listeners:
+            event.set()
+        self._gate_listeners.clear()
 
     def update_spec(self, spec: ServiceSpec) -> None:
         """Take a spec that differs only in what people read (description, url, ...): no restart."""
         self.spec = spec
         self._publish(notify=True)
-
-    @property
-    def settled_stopped(self) -> bool:
-        return not self.wanted and self.state in (S.STOPPED, S.DISABLED, S.DEPRECATED) and self._scope is None
 
     # ------------------------------------------------------------------ the task
 
@@ -167,51 +267,75 @@ class Runner:
             while True:
                 await self._kick.wait()
                 self._kick = anyio.Event()
-                restart = self._restart_requested
-                self._restart_requested = False
-                if self._scope is not None:
-                    if not self.wanted or restart or self.state in _SETTLED_BAD | {S.EXITED}:
-                        self._scope.cancel()
-                        assert self._scope_done is not None
-                        await self._scope_done.wait()
-                    else:
+                if self._instance is not None:
+                    if keeps_instance(self.intent, self.state):
                         self._settle_request()  # it runs and is wanted (a stop was taken back): nothing to do
                         continue
-                await self._stop_everything()
-                if self._removed:
-                    self.log.close()  # a reload replaced or removed it: its log file must not stay open
+                    if self.intent.restart and self.intent.stop_after:
+                        await self._wait_dependents_stopped()
+                    await self._instance.cancel()
+                restart = self.intent.take_restart()
+                if rests_before_start(self.intent, self.state, has_process=self.proc is not None, restart=restart):
+                    await self._stop_everything()
+                if self.intent.removed:
                     tg.cancel_scope.cancel()
                     return
-                if self.wanted:
-                    scope = anyio.CancelScope()
-                    self._scope, self._scope_done = scope, anyio.Event()
-                    tg.start_soon(self._supervise_in, scope, self._scope_done)
+                if self.intent.wanted:
+                    instance = self._instance = _Instance()
+                    tg.start_soon(self._supervise_in, instance)
                 else:
                     self._settle_request()  # a start was taken back by a later stop
 
     def _settle_request(self) -> None:
         """A start request ends without a new start: `svc up` must not wait for one."""
-        if self.pending:
-            self.pending = False
+        if self.intent.pending:
+            self.intent.pending = False
             self._publish(notify=True)
+
+    async def _wait_dependents_stopped(self) -> None:
+        """A restart with dependents: their processes go first."""
+        command = self.intent.command
+        while True:
+            dependents = [self.host.runners[n] for n in self.intent.stop_after if n in self.host.runners]
+            if may_stop_for_restart(command, dependents):
+                return
+            await self._wait_for_change(dependents)
+
+    async def _wait_for_change(self, runners: Iterable[Runner], *, gate: Gate | None = None) -> None:
+        """Until one of these runners changes, the gate opens further, or this runner's gate is replaced."""
+        event = anyio.Event()
+        watched = list(runners)
+        for runner in watched:
+            runner.listeners.add(event)
+        if gate is not None:
+            gate.listeners.add(event)
+        self._gate_listeners.add(event)
+        try:
+            await event.wait()
+        finally:
+            for runner in watched:
+                runner.listeners.discard(event)
+            if gate is not None:
+                gate.listeners.discard(event)
+            self._gate_listeners.discard(event)
 
     async def _watch_files(self) -> None:
         """Restart on changes to the watched files, while the service runs (debounced)."""
         from supervisord_lite.runtime.filewatch import changes
 
-        base = self.sup.manifest.path.parent
+        base = self.host.manifest.path.parent
         async for paths in changes(base, self.spec.watch, self.spec.watch_ignore):
-            if self.wanted and self.state in (S.READY, S.STARTING, S.UNHEALTHY, S.BACKOFF, S.FAILED):
+            if self.intent.wanted and self.state in (S.READY, S.STARTING, S.UNHEALTHY, S.BACKOFF, S.FAILED):
                 log.info("watched files changed: restarting", service=self.spec.name, files=paths[:5])
                 self.log.mark(f"restart: {len(paths)} watched file(s) changed: {', '.join(paths[:3])}")
                 self.restarts += 1
-                self.request_restart(self.prereqs)
+                self.request_restart(self.intent.command)
 
     def dependency_ready(self, dependency: str, generation: int) -> None:
         """A dependency became ready again: restart once, if the manifest asks for it."""
         if self.spec.on_dependency_restart is not DependencyRestart.RESTART:
             return
-        if self.state is not S.READY or not self.wanted:
+        if self.state is not S.READY or not self.intent.wanted:
             return
         if generation <= self._seen_generations.get(dependency, generation):
             return
@@ -219,11 +343,11 @@ class Runner:
         log.info("dependency restarted: restarting", service=self.spec.name, dependency=dependency)
         self.log.mark(f"restart: dependency {dependency} restarted")
         self.restarts += 1
-        self.request_restart(self.prereqs)
+        self.request_restart(self.intent.command)
 
-    async def _supervise_in(self, scope: anyio.CancelScope, done: anyio.Event) -> None:
+    async def _supervise_in(self, instance: _Instance) -> None:
         try:
-            with scope:
+            with instance.scope:
                 await self._supervise()
         except Exception as exc:  # a bug must not take the whole daemon down
             log.exception("runner crashed", service=self.spec.name)
@@ -231,20 +355,22 @@ class Runner:
             if self.state is not S.FAILED:  # outside the table on purpose: this is a bug's exit
                 self._set(S.FAILED)
         finally:
-            if self._scope is scope:
-                self._scope = None
-            done.set()
-            self.sup.notify()
+            if self._instance is instance:
+                self._instance = None
+            instance.done.set()
+            self._publish(notify=True)
 
     async def _supervise(self) -> None:
         self.exit_code = None
         self._last_exit = ""
+        self.intent.pending = False
         self._fire(Event.START, "")
-        self.pending = False
         while True:
-            await self._wait_prerequisites()
+            await self._wait_gate()
+            if not self.intent.wanted:
+                await anyio.sleep_forever()  # a `down` took it back and its turn to stop has not come: that stop ends this
             if not await self._port_is_ours_to_take():
-                continue  # back to checking prerequisites once the port was freed
+                continue  # back to the gate once the port was freed
             self._fire(Event.DEPS_READY, f"restarting after: {self._last_exit}" if self._last_exit else "")
             try:
                 await self._spawn()
@@ -252,121 +378,138 @@ class Runner:
                 self._fire(Event.GIVE_UP, str(exc))
                 await self._rest_in_failed()
                 continue
-            outcome = await self._attempt()
-            if not await self._after(outcome):
+            end = await self._attempt()
+            if not await self._after(end):
                 return
 
-    async def _after(self, outcome: _Outcome) -> bool:
-        """Act on how an instance ended; False when the service is done for good."""
-        name = self.spec.name
-        if outcome.kind == _Outcome.READY_TIMEOUT:
-            await self._stop_process()
-            self._fire(Event.GIVE_UP, f"not ready after {self.spec.ready_timeout:g}s (ready_timeout){outcome.detail}")
-            await self._rest_in_failed()
-            return True
-        if outcome.kind in (_Outcome.UNHEALTHY, _Outcome.MEMORY):
-            await self._stop_process()
-            decision = AfterExit.RESTART
-            why = outcome.detail
-        else:
-            rc = outcome.returncode if outcome.returncode is not None else -9
+    async def _after(self, end: InstanceEnd) -> bool:
+        """Act on how an instance ended; False when the service is done for good.
+
+        When the main process exited by itself, the state changes at once (it is gone)
+        and its stragglers are swept after; otherwise the process is stopped first."""
+        was_ready = self.ready_at is not None and self.state in (S.READY, S.UNHEALTHY)
+        exited = end.kind is Ending.EXITED
+        rc = -9
+        if exited:
+            rc = end.returncode if end.returncode is not None else -9
             self.exit_code = rc
             self.port_up = False if self.spec.port else None
-            decision = after_exit(self.spec.restart, self.spec.kind, rc)
-            why = describe_exit(rc)
+            end = await self._check_daemonized(end, rc)
+        else:
+            await self._stop_process()
+        verdict = judge(self.spec, end, self.history, now=anyio.current_time(), was_ready=was_ready, rng=self.rng)
+        retry_at = anyio.current_time() + verdict.delay
+        if verdict.next is Next.DONE:
+            self._fire(Event.DONE, verdict.reason)
+            log.info("service exited", service=self.spec.name, reason=verdict.reason)
+        elif verdict.next is Next.FAIL:
+            self._fire(Event.GIVE_UP, verdict.reason)
+        else:
+            self.next_retry_at = self.io.wall_time() + verdict.delay
+            self._last_exit = verdict.cause
+            self._nudge = anyio.Event()
+            self._fire(Event.CRASHED, verdict.reason)
+            log.warning("service crashed", service=self.spec.name, reason=verdict.cause, delay=round(verdict.delay, 3))
+        if exited:
             await self._clear_after_exit(rc)  # stragglers of its group
-        if decision is AfterExit.DONE:
-            self._fire(Event.DONE, why)
-            log.info("service exited", service=name, reason=why)
+        if verdict.next is Next.DONE:
             await anyio.sleep_forever()
-        if decision is AfterExit.FAIL:
-            self._fire(Event.GIVE_UP, why)
+        if verdict.next is Next.FAIL:
             await self._rest_in_failed()
             return True
-        now = anyio.current_time()
-        if not self.limiter.allow(now):
-            self._fire(
-                Event.GIVE_UP,
-                f"{why}; restarted {self.spec.start_limit} times in {self.spec.start_limit_window:g}s (start_limit), giving up",
-            )
-            await self._rest_in_failed()
-            return True
-        was_ready = self.ready_at is not None and self.state in (S.READY, S.UNHEALTHY)
-        delay = self.backoff.next_delay(was_ready=was_ready, rng=self.rng)
-        self.next_retry_at = time.time() + delay
-        self._last_exit = why
-        self._fire(Event.CRASHED, f"{why}; restarting in {delay:.2f}s" if delay else f"{why}; restarting")
-        log.warning("service crashed", service=name, reason=why, delay=round(delay, 3))
-        if delay:
-            await anyio.sleep(delay)
+        with anyio.move_on_after(retry_at - anyio.current_time()):
+            await self._nudge.wait()  # `svc up` cuts the wait short
         self.next_retry_at = None
         self.restarts += 1
         self._fire(Event.BACKOFF_OVER, "")
         return True
 
+    async def _check_daemonized(self, end: InstanceEnd, rc: int) -> InstanceEnd:
+        """A service whose main process exited 0 while a descendant lives on (holding its
+        port, typically) has put itself in the background: say so, naming the descendant."""
+        proc = self.proc
+        if rc != 0 or self.spec.kind is not Kind.SERVICE or proc is None:
+            return end
+        leftover = await self.io.leftover(proc, self.spec.port)
+        if leftover is None:
+            return end
+        why = daemonized_reason(rc, leftover.pid, leftover.cmdline, leftover.port, ours=leftover.ours, pid_file=self.spec.pid_file)
+        log.error("service daemonized itself", service=self.spec.name, pid=leftover.pid, cmdline=leftover.cmdline)
+        return InstanceEnd(Ending.DAEMONIZED, rc, why)
+
     async def _rest_in_failed(self) -> None:
-        """Stay failed; with failed_retry, try again slowly (the cause may go away)."""
+        """Stay failed; with failed_retry, try again slowly (the cause may go away),
+        from a clean restart history."""
         log.error("service failed", service=self.spec.name, reason=self.reason)
         if self.spec.failed_retry <= 0:
             self.next_retry_at = None
             self._publish()
             await anyio.sleep_forever()
-        self.next_retry_at = time.time() + self.spec.failed_retry
+        self.next_retry_at = self.io.wall_time() + self.spec.failed_retry
         self._publish()
         await anyio.sleep(self.spec.failed_retry)
         self.next_retry_at = None
-        self.limiter.reset()
+        if not self.intent.wanted:
+            self._publish()
+            await anyio.sleep_forever()  # nobody wants it any more: its stop ends this
+        self.history.clear()
         self.restarts += 1
         self._fire(Event.START, "retrying after failure (failed_retry)")
 
-    async def _wait_prerequisites(self) -> None:
+    async def _wait_gate(self) -> None:
+        """Until every dependency is ready (a one-shot: exited 0) and the tier barrier of
+        its `up` is open."""
         while True:
-            blockers = self.sup.unready(self.prereqs)
-            if not blockers:
-                if self.blocked_by:
-                    self.blocked_by = ()
-                    self._publish()
+            blockers = dependency_blockers(self.spec.depends_on, self.host.runners)
+            gate = self.gate
+            barrier_open = gate is None or gate.is_open_for(self.order)
+            if not blockers and barrier_open:
+                if self.blocked_by or self.stuck:
+                    self.blocked_by, self.stuck = (), False
+                    self._publish(notify=True)
                 return
-            blocked = tuple(sorted(blockers))
-            reason = "waiting for " + ", ".join(self.sup.describe_blocker(b) for b in blocked)
-            if blocked != self.blocked_by or reason != self.reason:
-                self.blocked_by = blocked
-                self.reason = reason
+            if not blockers:
+                assert gate is not None
+                blockers = Blockers((), False, gate.waiting_reason())
+            if blockers.names != self.blocked_by or blockers.reason != self.reason or blockers.stuck != self.stuck:
+                self.blocked_by, self.reason, self.stuck = blockers.names, blockers.reason, blockers.stuck
                 self._publish(notify=True)
-            await self.sup.wait_any_change(blocked)
+            watched = [self.host.runners[n] for n in blockers.names]
+            await self._wait_for_change(watched, gate=None if barrier_open else gate)
 
     async def _port_is_ours_to_take(self) -> bool:
         """Check the port before spawning; stay in `conflict` while a foreign process holds it."""
         port = self.spec.port
-        if port is None or port not in self.sup.listening_ports():
+        if port is None or port not in self.io.listening_ports():
             return True
-        listener = await anyio.to_thread.run_sync(portinfo.listener_on, port)
+        listener = await self.io.listener_on(port)
         if listener is None:
             return True
-        if listener.pid is not None and self.sup.owns_pid(listener.pid):
+        if listener.pid is not None and self.host.owns_pid(listener.pid):
             return True  # one of our own (e.g. a straggler about to go): let the spawn race it
         self.conflict = listener
         self._fire(Event.PORT_TAKEN, f"port {port} is held by {listener.describe()}")
         log.error("port conflict", service=self.spec.name, port=port, pid=listener.pid, cmdline=listener.cmdline)
-        while port in self.sup.listening_ports():
+        while port in self.io.listening_ports():
             await anyio.sleep(self.spec.probe_interval)
         self.conflict = None
         self._fire(Event.PORT_FREE, "")
         return False
 
     async def _spawn(self) -> None:
-        self.instance_id = self.sup.instance_prefix + uuid.uuid4().hex[:16]
+        self.instance_id = self.host.instance_prefix + uuid.uuid4().hex[:16]
         self._log_ready = anyio.Event()
         self.ready_at = None
         self.port_up = False if self.spec.port else None
+        assert self._tg is not None
         with anyio.CancelScope(shield=True):  # never lose track of a process half-spawned
-            self.proc = await spawn(
+            self.proc = await self.io.spawn(
                 self.spec,
                 instance_id=self.instance_id,
                 log=self.log,
                 task_group=self._tg,
                 on_line=self._on_line if self._log_regex else None,
-                extra_env=self.sup.child_env,
+                extra_env=self.host.child_env,
             )
         if not (self.spec.ready.exec or (self.spec.health is not None and self.spec.health.exec)):
             self.proc.env = {}  # no exec probe will need it
@@ -374,60 +517,75 @@ class Runner:
         self.exit_code = None
         self.log.mark(f"started pid {self.proc.pid}: {' '.join(self.spec.command)}")
         self._fire(Event.SPAWNED, self.reason)
-        self.sup.save_state()
+        self.host.save_state()
 
     def _on_line(self, line: str) -> None:
         if self._log_regex is not None and not self._log_ready.is_set() and self._log_regex.search(line):
             self._log_ready.set()
 
-    async def _attempt(self) -> _Outcome:
+    async def _attempt(self) -> InstanceEnd:
         proc = self.proc
         assert proc is not None
-        outcome: _Outcome | None = None
+        end: InstanceEnd | None = None
         async with anyio.create_task_group() as tg:
 
             async def watch_exit() -> None:
-                nonlocal outcome
+                nonlocal end
                 rc = await proc.wait()
-                if outcome is None:
-                    outcome = _Outcome(_Outcome.EXITED, rc)
+                if rc == 0 and self.spec.pid_file is not None and self.spec.kind is Kind.SERVICE:
+                    rc = await self._follow_pid_file(proc, self.spec.pid_file, rc)
+                if end is None:
+                    end = InstanceEnd(Ending.EXITED, rc)
                 tg.cancel_scope.cancel()
 
             tg.start_soon(watch_exit)
             if self.spec.kind is Kind.ONESHOT:
                 with anyio.move_on_after(self.spec.ready_timeout):
                     await anyio.sleep_forever()
-                outcome = _Outcome(_Outcome.READY_TIMEOUT)
+                end = InstanceEnd(Ending.READY_TIMEOUT)
                 tg.cancel_scope.cancel()
-                return outcome
+                return end
             detail = await self._wait_ready(proc)
             if detail is not None:
-                outcome = _Outcome(_Outcome.READY_TIMEOUT, detail=detail)
+                end = InstanceEnd(Ending.READY_TIMEOUT, detail=detail)
                 tg.cancel_scope.cancel()
-                return outcome
-            self.ready_at = time.time()
+                return end
+            self.ready_at = self.io.wall_time()
             self.ready_duration = self.ready_at - (self.started_at or self.ready_at)
             self.conflict = None
             self.ready_generation += 1
             self._last_exit = ""
-            self._seen_generations = self.sup.ready_generations(self.spec.depends_on)
+            self._seen_generations = self.host.ready_generations(self.spec.depends_on)
             self._fire(Event.READY, "")
-            self.sup.became_ready(self.spec.name)
+            self.host.became_ready(self.spec.name)
             log.info("service ready", service=self.spec.name, pid=proc.pid, seconds=round(self.ready_duration, 3))
-            outcome = await self._liveness(proc)
+            end = await self._liveness(proc)
             tg.cancel_scope.cancel()
-        assert outcome is not None
-        return outcome
+        assert end is not None
+        return end
 
-    async def _wait_ready(self, proc: ServiceProcess) -> str | None:
+    async def _follow_pid_file(self, proc: ProcessHandle, pid_file: Path, rc: int) -> int:
+        """A program that daemonizes: its main process exited 0; supervise the pid it wrote
+        to ``pid_file`` from now on (what systemd's PIDFile= does). Returns how that ended."""
+        daemon = await self.io.follow_pid_file(proc, pid_file, self.spec.ready_timeout)
+        if daemon is None:
+            return rc
+        self.log.mark(f"pid {proc.pid} exited 0; supervising pid {daemon.pid} from {pid_file}")
+        log.info("following the pid file", service=self.spec.name, pid=daemon.pid, pid_file=str(pid_file))
+        self.proc = daemon
+        self._publish(notify=True)
+        self.host.save_state()
+        return await daemon.wait()
+
+    async def _wait_ready(self, proc: ProcessHandle) -> str | None:
         """None once every readiness condition holds; a reason when ready_timeout hit."""
         spec, ready = self.spec, self.spec.ready
         last = ""
         with anyio.move_on_after(spec.ready_timeout):
             if ready.tcp and spec.port is not None:
                 while True:
-                    await self.sup.port_watcher.wait_listening(spec.port)
-                    result = await probes.tcp_probe(spec.port, timeout=ready.timeout)
+                    await self.io.wait_listening(spec.port)
+                    result = await self.io.tcp_probe(spec.port, ready.timeout)
                     self._record_probe(result)
                     if result.ok:
                         break
@@ -439,14 +597,14 @@ class Runner:
                 delay = 0.02
                 check = replace(ready, tcp=False, log=None, after=None)
                 while True:
-                    result = await probes.run_probe(check, spec.port, env=proc.env, cwd=spec.cwd)
+                    result = await self.io.probe(check, spec.port, proc.env, spec.cwd)
                     if result.ok:
                         break
                     last = result.detail
                     await anyio.sleep(delay)
                     delay = min(delay * 2, 0.5)
             if ready.after:
-                await anyio.sleep(max(0.0, (self.started_at or 0) + ready.after - time.time()))
+                await anyio.sleep(max(0.0, (self.started_at or 0) + ready.after - self.io.wall_time()))
             return None
         if ready.log and not self._log_ready.is_set():
             last = f"no output line matched {ready.log!r}"
@@ -454,7 +612,7 @@ class Runner:
             last = f"port {spec.port} never accepted a connection"
         return f": {last}" if last else ""
 
-    async def _liveness(self, proc: ServiceProcess) -> _Outcome:
+    async def _liveness(self, proc: ProcessHandle) -> InstanceEnd:
         """Probe every probe_interval; return once the service should be restarted."""
         spec = self.spec
         check = spec.liveness
@@ -466,7 +624,7 @@ class Runner:
         await anyio.sleep(self.rng.uniform(0, interval))  # spread probes over the interval
         while True:
             if not check.is_empty:
-                result = await probes.run_probe(check, spec.port, env=proc.env, cwd=spec.cwd)
+                result = await self.io.probe(check, spec.port, proc.env, spec.cwd)
                 self._record_probe(result)
                 if result.ok:
                     if failures:
@@ -477,9 +635,9 @@ class Runner:
                     log.warning("liveness probe failed", service=spec.name, failures=failures, detail=result.detail)
                     if failures >= spec.unhealthy_threshold:
                         self._fire(Event.PROBE_FAILED, f"{failures} liveness probes failed: {result.detail}")
-                        return _Outcome(_Outcome.UNHEALTHY, detail=f"unhealthy: {result.detail}")
+                        return InstanceEnd(Ending.UNHEALTHY, detail=f"unhealthy: {result.detail}")
             if spec.max_memory:
-                usage = self.sup.tree_usage(self)
+                usage = self.host.tree_usage(self)
                 if usage is not None and usage.rss_bytes > spec.max_memory:
                     over_memory += 1
                     if over_memory >= 2:
@@ -487,25 +645,25 @@ class Runner:
                         why = f"memory {usage.rss_bytes / 1e6:.0f} MB above max_memory {spec.max_memory / 1e6:.0f} MB"
                         log.warning("memory limit", service=spec.name, rss=usage.rss_bytes, limit=spec.max_memory)
                         self.reason = why
-                        return _Outcome(_Outcome.MEMORY, detail=why)
+                        return InstanceEnd(Ending.MEMORY, detail=why)
                 else:
                     over_memory = 0
             if self.ready_at is not None:
-                self.backoff.stayed_ready(time.time() - self.ready_at)
+                self.history.backoff.stayed_ready(self.io.wall_time() - self.ready_at)
             await anyio.sleep(interval)
 
-    async def _port_liveness(self) -> _Outcome:
+    async def _port_liveness(self) -> InstanceEnd:
         """Liveness for a plain port check: the supervisor's shared port sweep does the
         probing (one read of the kernel's listening sockets for every such service), and
         this waits until it finds the port gone ``unhealthy_threshold`` times in a row."""
         self._port_failures = 0
         self._unhealthy = anyio.Event()
-        self.sup.port_sweep.add(self)
+        self.host.watch_port(self)
         try:
             await self._unhealthy.wait()
         finally:
-            self.sup.port_sweep.discard(self)
-        return _Outcome(_Outcome.UNHEALTHY, detail=f"unhealthy: port {self.spec.port} is not listening")
+            self.host.unwatch_port(self)
+        return InstanceEnd(Ending.UNHEALTHY, detail=f"unhealthy: port {self.spec.port} is not listening")
 
     def port_swept(self, listening: bool, latency: float) -> None:
         """One result of the shared port sweep (see ``PortSweep``)."""
@@ -513,7 +671,7 @@ class Runner:
         if listening:
             self._port_failures = 0
             if self.ready_at is not None:
-                self.backoff.stayed_ready(time.time() - self.ready_at)
+                self.history.backoff.stayed_ready(self.io.wall_time() - self.ready_at)
             return
         self._port_failures += 1
         log.warning("liveness probe failed", service=self.spec.name, failures=self._port_failures, detail="port not listening")
@@ -527,7 +685,7 @@ class Runner:
         changed = self.port_up != result.ok
         self.port_up = result.ok
         self.probe_latency = result.latency
-        self.sup.observe_probe(self.spec.name, self.spec.port, result.latency)
+        self.host.observe_probe(self.spec.name, self.spec.port, result.latency)
         self._publish(notify=changed)
 
     # ------------------------------------------------------------------ stopping
@@ -544,18 +702,18 @@ class Runner:
         proc = self.proc
         if proc is None:
             return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pgid, self.spec.stop_signal)
+        self.io.signal_group(proc, self.spec.stop_signal)
         port = self.spec.port
-        if port is not None and port in self.sup.listening_ports():
+        if port is not None and port in self.io.listening_ports():
             await self._stop_process()
             return
         self.log.mark(f"pid {proc.pid} {describe_exit(rc)}")
         self.proc = None
-        self.sup.save_state()
+        self.host.save_state()
+        assert self._tg is not None
         self._tg.start_soon(self._sweep_in_background, proc)
 
-    async def _sweep_in_background(self, proc: ServiceProcess) -> None:
+    async def _sweep_in_background(self, proc: ProcessHandle) -> None:
         with anyio.CancelScope(shield=True):
             await proc.stop(self.spec.stop_signal, self.spec.stop_timeout)
 
@@ -570,7 +728,7 @@ class Runner:
             self.log.mark(f"pid {proc.pid} {describe_exit(rc)}")
             await self._wait_port_free()
             self.proc = None
-            self.sup.save_state()
+            self.host.save_state()
 
     async def _wait_port_free(self) -> None:
         """After a stop: return once nothing listens on our port (bounded)."""
@@ -578,19 +736,16 @@ class Runner:
         if port is None:
             return
         with anyio.move_on_after(max(1.0, self.spec.stop_timeout)):
-            await self.sup.port_watcher.wait_closed(port)
+            await self.io.wait_closed(port)
         self.port_up = False
 
     async def _stop_everything(self) -> None:
         """Bring the service to rest: stop its process (if any), then `stopped`."""
-        if self.state in (S.STOPPED, S.DISABLED, S.DEPRECATED) and self.proc is None:
-            return
-        if self.wanted and not self._restart_requested and self.proc is None and self.state in _SETTLED_BAD | {S.EXITED}:
-            return  # going straight back to waiting: `start` is valid from here
         self._fire(Event.STOP, "")
         await self._stop_process()
         self.port_up = False if self.spec.port else None
         self.blocked_by = ()
+        self.stuck = False
         self.next_retry_at = None
         self.conflict = None
         self._fire(Event.STOPPED, "")
@@ -615,6 +770,7 @@ class Runner:
             self.reason = reason
         if new is not S.WAITING:
             self.blocked_by = ()
+            self.stuck = False
         if old is not new:
             log.debug("state", service=self.spec.name, old=old.value, new=new.value, reason=reason)
         self._publish(notify=True)
@@ -625,11 +781,14 @@ class Runner:
 
     def _publish(self, notify: bool = False) -> None:
         self.snap = self._build_snapshot()
-        if notify:
+        settled = is_settled(self.state, pending=self.intent.pending, wanted=self.intent.wanted, stuck=self.stuck)
+        settled_changed = settled != self.settled
+        self.settled = settled
+        if notify or settled_changed:
             for event in self.listeners:
                 event.set()
             self.listeners.clear()
-            self.sup.notify()
+            self.host.changed(self, settled_changed=settled_changed)
 
     def _build_snapshot(self) -> ServiceSnapshot:
         spec = self.spec
@@ -656,16 +815,6 @@ class Runner:
             exit_code=self.exit_code,
             memory_restarts=self.memory_restarts,
             replaced_by=spec.replaced_by,
-        )
-
-    def _open_log(self) -> ServiceLog:
-        sup = self.sup.manifest.supervisor
-        return ServiceLog(
-            sup.logs_dir / f"{self.spec.name}.log",
-            max_bytes=sup.log_max_bytes,
-            backups=sup.log_backups,
-            tail_lines=50,  # failure reports show 20; the page reads the file
-            on_error=self.sup.log_write_error(self.spec.name),
         )
 
 

@@ -1,9 +1,11 @@
 """All services of one manifest: the requests that drive their runners, and what they publish.
 
 The ``Supervisor`` holds one ``Runner`` per service, turns `up`/`down`/`restart`/
-`reload` requests into runner requests in dependency and tier order, publishes
-immutable snapshots that the control server, the metrics and the CLI read, and
-keeps the state file a successor reads after a crash (its format: ``host.recovery``).
+`reload` requests into runner requests, keeps the tier barrier of each `up`
+(``UpGate`` over the pure ``startgate.UpBatch``), publishes immutable snapshots that
+the control server, the metrics and the CLI read, and keeps the state file a
+successor reads after a crash (its format: ``host.recovery``). Everything it does to
+the machine goes through the ``ServiceIO`` it is given (the real one by default).
 """
 
 from __future__ import annotations
@@ -24,18 +26,45 @@ from supervisord_lite.core import graph
 from supervisord_lite.core.model import Manifest, ServiceSpec
 from supervisord_lite.core.paths import instance_prefix
 from supervisord_lite.core.snapshot import ServiceSnapshot, SupervisorSnapshot
-from supervisord_lite.core.states import GOOD_STATES, TRANSIENT_STATES, ServiceState
+from supervisord_lite.core.startgate import UpBatch
+from supervisord_lite.core.states import ServiceState
+from supervisord_lite.core.upbudget import settle_budget
 from supervisord_lite.host.proctable import is_paused
-from supervisord_lite.host.recovery import DaemonState, record_process, write_state
+from supervisord_lite.host.recovery import DaemonState, record_process
 from supervisord_lite.runtime import probes
 from supervisord_lite.runtime.portsweep import PortSweep
 from supervisord_lite.runtime.runner import Runner
+from supervisord_lite.runtime.serviceio import RealServiceIO, ServiceIO
 
 log = structlog.get_logger("supervisor")
 
 S = ServiceState
 #: How soon a state file that could not be written (a full disk) is tried again.
 STATE_RETRY_SECONDS = 1.0
+
+
+class UpGate:
+    """The tier barrier of one `up`, with the events of the runners waiting on it."""
+
+    def __init__(self, batch: UpBatch) -> None:
+        self.batch = batch
+        self.listeners: set[anyio.Event] = set()
+
+    def is_open_for(self, order: int) -> bool:
+        return self.batch.is_open_for(order)
+
+    def waiting_reason(self) -> str:
+        return self.batch.waiting_reason()
+
+    @property
+    def done(self) -> bool:
+        return self.batch.done
+
+    def update(self, name: str, settled: bool) -> None:
+        if self.batch.update(name, settled):
+            for event in self.listeners:
+                event.set()
+            self.listeners.clear()
 
 
 class Supervisor:
@@ -45,13 +74,13 @@ class Supervisor:
         self,
         manifest: Manifest,
         *,
+        io: ServiceIO | None = None,
         port_watcher: probes.PortWatcher | None = None,
         observe_probe: Callable[[str, int, float], None] | None = None,
         forget_service: Callable[[str], None] | None = None,
     ) -> None:
         self.manifest = manifest
-        self.port_watcher = port_watcher or probes.PortWatcher()
-        self._listening = probes.ListeningPorts()
+        self.io: ServiceIO = io if io is not None else RealServiceIO(port_watcher)
         self.manifest_mtime = _mtime(manifest.path)
         self._state_dirty = anyio.Event()
         self._state_failing = False
@@ -61,14 +90,15 @@ class Supervisor:
         self._flush_wanted = anyio.Event()  # someone waits for the file: skip the coalescing pause
         self._kept_wanted: tuple[str, ...] | None = None
         self.instance_prefix = instance_prefix(manifest.supervisor.state_dir)
-        self.port_sweep = PortSweep(self.listening_ports)
+        self.port_sweep = PortSweep(self.io.listening_ports)
         self._observe_probe = observe_probe
         self._forget_service = forget_service
         self.runners: dict[str, Runner] = {}
         self._runner_list: tuple[Runner, ...] = ()
+        self._dependents: dict[str, list[str]] = {}
         self._changed = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
-        self.started_at = time.time()
+        self.started_at = self.io.wall_time()
         self.reloads_ok = 0
         self.reloads_error = 0
         self._commands = 0  # numbers up/restart/down requests in arrival order
@@ -79,12 +109,19 @@ class Supervisor:
         manifest.supervisor.logs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         for spec in manifest.services.values():
             self.runners[spec.name] = Runner(self, spec)
+        self._index()
+
+    def _index(self) -> None:
         self._runner_list = tuple(self.runners.values())
+        self._dependents = {}
+        for spec in self.manifest.services.values():
+            for dep in spec.depends_on:
+                self._dependents.setdefault(dep, []).append(spec.name)
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
             self._tg = tg
-            tg.start_soon(self.port_watcher.run)
+            tg.start_soon(self.io.run)
             tg.start_soon(self.port_sweep.run)
             tg.start_soon(self._write_state_forever)
             for runner in self._runner_list:
@@ -98,6 +135,14 @@ class Supervisor:
         old, self._changed = self._changed, anyio.Event()
         old.set()
 
+    def changed(self, runner: Runner, *, settled_changed: bool) -> None:
+        """A runner published a change (the ``RunnerHost`` side of its reports)."""
+        if settled_changed and runner.gates:
+            for gate in runner.gates:
+                gate.update(runner.spec.name, runner.settled)
+            runner.gates = [g for g in runner.gates if not g.done]
+        self.notify()
+
     def next_change(self) -> anyio.Event:
         """The event set at the next change anywhere. Take it before reading a snapshot
         and wait on it after, so a change in between is never missed."""
@@ -106,35 +151,7 @@ class Supervisor:
     async def wait_changed(self) -> None:
         await self._changed.wait()
 
-    async def wait_any_change(self, names: Iterable[str]) -> None:
-        """Until one of these services changes state (not at every change anywhere:
-        with hundreds of services waiting, that would be quadratic)."""
-        event = anyio.Event()
-        watched = [self.runners[n] for n in names if n in self.runners]
-        if not watched:
-            return
-        for runner in watched:
-            runner.listeners.add(event)
-        try:
-            await event.wait()
-        finally:
-            for runner in watched:
-                runner.listeners.discard(event)
-
     # ------------------------------------------------------------------ queries
-
-    def unready(self, names: Iterable[str]) -> set[str]:
-        return {n for n in names if n in self.runners and self.runners[n].state not in GOOD_STATES}
-
-    def describe_blocker(self, name: str) -> str:
-        runner = self.runners[name]
-        if runner.state in (S.FAILED, S.CONFLICT):
-            return f"{name} ({runner.state.value}: {runner.reason})" if runner.reason else f"{name} ({runner.state.value})"
-        return f"{name} ({runner.state.value})"
-
-    def listening_ports(self) -> set[int]:
-        """Every listening TCP port, in one cheap read (netlink sock_diag)."""
-        return self._listening.read()
 
     def ready_generations(self, names: Iterable[str]) -> dict[str, int]:
         """How many times each of these services became ready (unknown names left out)."""
@@ -142,8 +159,9 @@ class Supervisor:
 
     def became_ready(self, name: str) -> None:
         generation = self.runners[name].ready_generation
-        for runner in self._runner_list:
-            if name in runner.spec.depends_on:
+        for dependent in self._dependents.get(name, ()):
+            runner = self.runners.get(dependent)
+            if runner is not None:
                 runner.dependency_ready(name, generation)
 
     def owns_pid(self, pid: int) -> bool:
@@ -156,6 +174,12 @@ class Supervisor:
     def observe_probe(self, service: str, port: int, seconds: float) -> None:
         if self._observe_probe is not None:
             self._observe_probe(service, port, seconds)
+
+    def watch_port(self, runner: Runner) -> None:
+        self.port_sweep.add(runner)
+
+    def unwatch_port(self, runner: Runner) -> None:
+        self.port_sweep.discard(runner)
 
     def log_write_error(self, service: str) -> Callable[[BaseException], None]:
         def report(exc: BaseException) -> None:
@@ -171,13 +195,11 @@ class Supervisor:
 
     def _usage(self) -> dict[str, Any]:
         """One pass over the process table for every service, cached for a second."""
-        from supervisord_lite.runtime.resources import sample_trees
-
         stamp, usage = self._usage_cache
         now = time.monotonic()
         if now - stamp > 1.0:
             roots = {r.spec.name: r.proc.pid for r in self._runner_list if r.proc is not None and r.proc.returncode is None}
-            usage = sample_trees(roots) if roots else {}
+            usage = self.io.tree_usage(roots) if roots else {}
             self._usage_cache = (now, usage)
         return usage
 
@@ -210,47 +232,66 @@ class Supervisor:
     # ------------------------------------------------------------------ requests
 
     def up(self, names: Iterable[str] | None) -> list[str]:
-        """Start ``names`` (all active services when None) and what they need."""
+        """Start ``names`` (all active services when None) and what they need; an
+        explicit start clears their restart history."""
         start_set = graph.start_set(self.manifest, names)
         command = self._next_command()
-        for name in start_set:
-            self.runners[name].asked_by = command
-            self.runners[name].request_start(graph.prerequisites(self.manifest, name, start_set))
+        asked = [name for name in start_set if self.runners[name].request_start(command)]
+        self._open_gate(asked)
         self.save_state()
         return list(start_set)
+
+    def restart(self, names: Iterable[str]) -> list[str]:
+        """Stop then start ``names`` (and start what they need). When some of them
+        depend on others of them (`--with-dependents`), the dependents stop first, and
+        start only once what they depend on is ready again."""
+        names = list(dict.fromkeys(names))
+        closure = graph.start_set(self.manifest, names)
+        command = self._next_command()
+        named = set(names)
+        asked = []
+        for name in closure:  # make sure what they need runs too
+            if name not in named and self.runners[name].request_start(command):
+                asked.append(name)
+        for name in names:
+            stop_after = graph.dependents(self.manifest, name) & named
+            if self.runners[name].request_restart(command, stop_after):
+                asked.append(name)
+        self._open_gate(asked)
+        self.save_state()
+        return closure
+
+    def _open_gate(self, names: Collection[str]) -> None:
+        """The tier barrier of one request: each of ``names`` obeys it and counts in it."""
+        members = {n: self.runners[n].order for n in names}
+        gate = UpGate(UpBatch(members, lambda n: self.runners[n].settled))
+        for name in names:
+            runner = self.runners[name]
+            runner.obey(gate)
+            if not gate.done:
+                runner.gates = [g for g in runner.gates if not g.done] + [gate]
 
     def _next_command(self) -> int:
         self._commands += 1
         return self._commands
 
-    def restart(self, names: Iterable[str]) -> list[str]:
-        names = list(names)
-        closure = graph.start_set(self.manifest, names)
-        command = self._next_command()
-        for name in closure:
-            self.runners[name].asked_by = command
-        for name in closure:  # make sure what they need runs too
-            if name not in names:
-                self.runners[name].request_start(graph.prerequisites(self.manifest, name, closure))
-        for name in names:
-            self.runners[name].request_restart(graph.prerequisites(self.manifest, name, closure))
-        self.save_state()
-        return closure
-
     async def down(self, names: Iterable[str] | None) -> list[str]:
         """Stop ``names`` and their dependents (all when None), dependents first."""
         plan = graph.stop_plan(self.manifest, names)
         command = self._next_command()
+        for step in plan:  # nobody wants any of them from now on, though they stop in turn
+            for name in step:
+                if name in self.runners:
+                    self.runners[name].release(command)
         stopped: list[str] = []
         for step in plan:
             # a service a later up/restart asked for is theirs now: the last command wins
-            runners = [self.runners[n] for n in step if n in self.runners and self.runners[n].asked_by < command]
+            runners = [self.runners[n] for n in step if n in self.runners and self.runners[n].command == command]
             was_running = {r.spec.name for r in runners if not r.settled_stopped}
             for runner in runners:
-                runner.asked_by = command
-                runner.request_stop()
-            await self._wait_until(lambda rs=runners: all(r.settled_stopped or r.asked_by > command for r in rs))
-            stopped.extend(r.spec.name for r in runners if r.asked_by == command and r.spec.name in was_running)
+                runner.request_stop(command)
+            await self._wait_until(lambda rs=runners: all(r.settled_stopped or r.command > command for r in rs))
+            stopped.extend(r.spec.name for r in runners if r.command == command and r.spec.name in was_running)
         self.save_state()
         return stopped
 
@@ -258,32 +299,29 @@ class Supervisor:
         while not predicate():
             await self.wait_changed()
 
-    async def wait_settled(self, names: Collection[str]) -> AsyncIterator[SupervisorSnapshot]:
-        """Yield a snapshot at each change until every named service reached an outcome."""
+    def settle_budget(self, names: Collection[str]) -> float:
+        """The default bound of an `up` or `restart` of ``names``, from the manifest."""
+        return settle_budget(self.manifest, names)
+
+    def unsettled(self, names: Iterable[str]) -> list[str]:
+        """Which of ``names`` have not reached an outcome (what `svc up` still waits for)."""
+        return [n for n in names if n in self.runners and not self.runners[n].settled]
+
+    async def wait_settled(self, names: Collection[str], timeout: float | None = None) -> AsyncIterator[SupervisorSnapshot]:
+        """Yield a snapshot at each change until every named service reached an outcome,
+        or ``timeout`` seconds have passed (then ``unsettled`` says which did not)."""
         names = list(names)
+        deadline = anyio.current_time() + timeout if timeout is not None else None
         while True:
             changed = self.next_change()
-            settled = all(self._settled(self.runners[n]) for n in names if n in self.runners)
+            settled = not self.unsettled(names)
             yield self.snapshot()
-            if settled:
+            left = deadline - anyio.current_time() if deadline is not None else 1.0
+            if settled or left <= 0:
                 return
-            with anyio.move_on_after(1.0):  # also a heartbeat for elapsed times
+            with anyio.move_on_after(min(1.0, left)):  # also a heartbeat for elapsed times
                 await changed.wait()
                 await anyio.sleep(0.05)  # let a burst of changes arrive as one update
-
-    def _settled(self, runner: Runner) -> bool:
-        """An outcome for `svc up`: not transient, or waiting on something that is stuck."""
-        if runner.pending:
-            return False  # a request it has not acted on yet
-        if runner.state not in TRANSIENT_STATES:
-            return True
-        if runner.state is S.WAITING and runner.blocked_by:
-            return any(
-                self._settled(self.runners[b]) and self.runners[b].state not in GOOD_STATES
-                for b in runner.blocked_by
-                if b in self.runners
-            )
-        return False
 
     async def shutdown(self) -> None:
         await self.down(None)
@@ -323,7 +361,9 @@ class Supervisor:
         for name in added:
             self.runners[name] = fresh[name]
         self.runners = {n: self.runners[n] for n in new.services}
-        self._runner_list = tuple(self.runners.values())
+        self._index()
+        for runner in self._runner_list:
+            runner.order = new.tier_order(runner.spec)
         if self._tg is not None:
             for name in [*changed, *added]:
                 self._tg.start_soon(self.runners[name].run)
@@ -343,9 +383,8 @@ class Supervisor:
         runners = [self.runners[n] for n in names]
         command = self._next_command()
         for r in runners:
-            r.asked_by = command
-            r.request_stop()
-        await self._wait_until(lambda: all(r.settled_stopped or r.asked_by > command for r in runners))
+            r.request_stop(command)
+        await self._wait_until(lambda: all(r.settled_stopped or r.command > command for r in runners))
 
     # ------------------------------------------------------------------ crash safety
 
@@ -376,8 +415,7 @@ class Supervisor:
             self._state_dirty = anyio.Event()
             version = self._state_version
             state = self.recovery_state()
-            # a rename can take milliseconds on some filesystems: not on the event loop
-            written = await anyio.to_thread.run_sync(self._write_state_file, state)
+            written = await self._write_state_file(state)
             if written:
                 self._written_version = version
                 done, self._state_written = self._state_written, anyio.Event()
@@ -409,9 +447,9 @@ class Supervisor:
             },
         )
 
-    def _write_state_file(self, state: DaemonState) -> bool:
+    async def _write_state_file(self, state: DaemonState) -> bool:
         try:
-            write_state(self.manifest.supervisor.state_file, state)
+            await self.io.write_state(self.manifest.supervisor.state_file, state)
         except OSError as exc:
             if not self._state_failing:  # once, not at every retry
                 log.error("cannot write state file; retrying", path=str(self.manifest.supervisor.state_file), error=str(exc))
