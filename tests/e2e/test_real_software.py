@@ -8,9 +8,10 @@ frontend, and Prometheus scraping the daemon's /metrics. Tiers: infra, backend,
 frontend, monitoring; readiness through HTTP wherever the program has a URL.
 
 The tests run in file order and each brings the platform to the state it needs, so a
-failed flow does not take the next one down with it. Flows that hit a known lifecycle
-bug are marked xfail(strict=True) on exactly the assertion that fails: once the bug is
-fixed the test passes, strict xfail fails, and the marker must go.
+failed flow does not take the next one down with it. The flows are the ones that hung or
+lied before the lifecycle was rebuilt: a crash loop after `svc down; svc up`, unrelated
+services waiting on a failed backend, a restart with dependents racing its one-shot, the
+daemon killed under the platform, and the platform brought back at boot.
 
 Needs root, PostgreSQL 15, redis-server, node (Debian `nodejs`), prometheus, and the
 `test` extra's django, fastapi, uvicorn and psycopg: without them the module is skipped,
@@ -412,11 +413,6 @@ def test_flow1_a_typo_in_a_uvicorn_module_fails_within_a_bound_and_up_names_it(u
     assert "biling_app" in platform.svc("logs", "billing-api", "-n", "50").stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a failed backend blocks the later tiers for good: node and Prometheus, which do not depend on "
-    "billing-api, stay `waiting for billing-api (failed: ...)` after the `svc up` that saw it fail has returned",
-)
 def test_flow2_the_unrelated_services_come_up_in_the_up_where_a_backend_fails(bizosaas: BizOSaaS) -> None:
     """After flow 1's `svc up`: the later tiers started once billing-api had settled (as failed)."""
     if not (bizosaas.daemon_alive() and bizosaas.states()["billing-api"] == "failed"):  # run alone
@@ -427,12 +423,6 @@ def test_flow2_the_unrelated_services_come_up_in_the_up_where_a_backend_fails(bi
         assert status[name]["state"] == "ready", f"{name}: {status[name]['state']} ({status[name]['reason']})"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`svc down; svc up` of a crash-looping service keeps its backoff history: its first restart "
-    "waits seconds instead of backoff.first, it never reaches the start limit, and `svc up` never ends "
-    "(the node frontend and Prometheus wait on it meanwhile)",
-)
 def test_flow1_down_then_up_again_ends_and_the_unrelated_services_come_up(bizosaas: BizOSaaS) -> None:
     up, platform = bizosaas, bizosaas.platform
     if not (up.daemon_alive() and up.billing_module != "billing_app"):  # run alone: the first half first
@@ -461,12 +451,6 @@ def test_flow2_a_stopped_backend_does_not_block_an_unrelated_frontend(bizosaas: 
     assert states["frontend"] == "ready" and states["billing-api"] == "stopped", states
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`svc restart postgres --with-dependents` spawns the migrate one-shot as PostgreSQL begins to stop, "
-    "before the old one has even exited, instead of once the new one is ready: whether the migration "
-    "then reaches a PostgreSQL is luck (when it does not, it fails and the restart exits 1)",
-)
 def test_flow3_restart_with_dependents_reruns_the_one_shot_once_postgres_is_ready_again(up: BizOSaaS) -> None:
     platform, ports = up.platform, up.ports
     before = platform.status()
