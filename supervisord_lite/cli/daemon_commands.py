@@ -96,6 +96,7 @@ def _target(manifest: Path | None, names: tuple[str, ...]) -> tuple[Path, Path]:
     A running daemon is found from the file's state_dir alone and checks the names
     itself; the whole manifest is validated only when a daemon has to be started."""
     from supervisord_lite.cli.client import is_serving, socket_for_path, socket_of  # lazy: keeps svc --help fast
+    from supervisord_lite.host import registry
 
     path = resolve_manifest_path(manifest)
     if path.exists():
@@ -104,6 +105,7 @@ def _target(manifest: Path | None, names: tuple[str, ...]) -> tuple[Path, Path]:
             return path, sock
     m = load_or_fail(path)
     _check_names(m, names)
+    registry.record(m)
     _stop_leftovers_before_start(m)
     _ensure_daemon(m)
     return m.path, socket_of(m)
