@@ -109,13 +109,22 @@ def config(manifest: Path | None) -> None:
     show_default=True,
     help="Output format.",
 )
+@click.option("--all", "whole_machine", is_flag=True, help="Every registered project on this machine (svc ls), overlaps flagged.")
 @click.argument("names", nargs=-1, shell_complete=complete_services)
-def ports(manifest: Path | None, fmt: str, names: tuple[str, ...]) -> None:
+def ports(manifest: Path | None, fmt: str, whole_machine: bool, names: tuple[str, ...]) -> None:
     """Print the port allocation guide, generated from the manifest (of the services
     NAMES select: services, tiers, @groups).
 
     With a running daemon, the status column shows each service's live state.
     """
+    if whole_machine:
+        import json
+
+        from supervisord_lite.cli.machine_commands import machine_guide, render_machine_markdown
+
+        guide = machine_guide()
+        click.echo(json.dumps(guide, indent=2) + "\n" if fmt == "json" else render_machine_markdown(guide), nl=False)
+        return
     from supervisord_lite.cli.selection import guide_of  # lazy: keeps svc --help fast
     from supervisord_lite.core import portguide
 
