@@ -31,6 +31,7 @@ from supervisord_lite.cli.app import (
     warn_not_validating,
 )
 from supervisord_lite.cli.completion import complete_services
+from supervisord_lite.cli.machine_commands import instance_option
 from supervisord_lite.core.exitcodes import ExitCode
 from supervisord_lite.core.states import ServiceState
 
@@ -282,6 +283,7 @@ def _invalid_or_no_daemon(path: Path) -> NoReturn:
 
 @main.command()
 @manifest_option
+@instance_option
 @click.argument("names", nargs=-1, shell_complete=complete_services)
 @click.option("--no-wait", is_flag=True, help="Return once the start is requested.")
 @click.option("--timeout", type=float, default=None, help="Give up waiting after this many seconds.")

@@ -8,7 +8,9 @@ recorded daemon pid still lives, and which ports something listens on.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -16,6 +18,30 @@ from supervisord_lite.cli.app import main
 
 if TYPE_CHECKING:
     from supervisord_lite.core.machine import Claim
+
+F = TypeVar("F", bound=Callable[..., Any])
+INSTANCE_ENV = "SVC_INSTANCE_NUMBER"  # core.instances.ENV_VAR (not imported: keeps svc --help fast)
+
+
+def _choose_instance(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    """``--instance N`` is ``$SVC_INSTANCE_NUMBER=N`` for this command and the daemon it starts."""
+    if value is not None:
+        os.environ[INSTANCE_ENV] = str(value)
+    return value
+
+
+def instance_option(func: F) -> F:
+    """Add ``--instance N``: side-by-side instance N of the manifest (its ports shifted, see README)."""
+    return click.option(
+        "--instance",
+        type=click.IntRange(0, 650),
+        default=None,
+        expose_value=False,
+        is_eager=True,
+        callback=_choose_instance,
+        help="Instance N of the manifest: every port shifted, its own state_dir (default: $SVC_INSTANCE_NUMBER, "
+        "else [supervisor] instance, else 0).",
+    )(func)
 
 
 def _project_row(claim: Claim, listening: set[int], others: list[Claim]) -> dict[str, Any]:

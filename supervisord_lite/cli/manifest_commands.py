@@ -23,6 +23,7 @@ from supervisord_lite.cli.app import (
     resolve_manifest_path,
 )
 from supervisord_lite.cli.completion import complete_services
+from supervisord_lite.cli.machine_commands import instance_option
 from supervisord_lite.core.exitcodes import ExitCode
 
 if TYPE_CHECKING:
@@ -109,6 +110,7 @@ def config(manifest: Path | None) -> None:
     show_default=True,
     help="Output format.",
 )
+@instance_option
 @click.option("--all", "whole_machine", is_flag=True, help="Every registered project on this machine (svc ls), overlaps flagged.")
 @click.argument("names", nargs=-1, shell_complete=complete_services)
 def ports(manifest: Path | None, fmt: str, whole_machine: bool, names: tuple[str, ...]) -> None:

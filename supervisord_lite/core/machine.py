@@ -130,8 +130,11 @@ def _opt_int(value: Any) -> int | None:
     return None if value is None else _int(value)
 
 
-def claim_of(manifest: Manifest, text: str | None, *, instance: int = 0, daemon_pid: int | None = None) -> Claim:
-    """What ``manifest`` claims on the machine; ``text`` (the file's text) gives the lines."""
+def claim_of(manifest: Manifest, text: str | None, *, instance: int | None = None, daemon_pid: int | None = None) -> Claim:
+    """What ``manifest`` claims on the machine; ``text`` (the file's text) gives the lines;
+    ``instance`` defaults to the manifest's own (``[supervisor] instance`` or the one asked for)."""
+    if instance is None:
+        instance = manifest.supervisor.instance
     locator = KeyLocator(text) if text is not None else None
 
     def line(*path: str) -> int | None:

@@ -91,8 +91,11 @@ def parse_manifest(text: str, path: Path) -> Manifest:
 
 
 def load_manifest(path: Path) -> Manifest:
-    """Read and validate the manifest file. :raises ManifestError: with every problem found."""
-    return parse_manifest(read_manifest_text(path), path)
+    """Read and validate the manifest file, as the instance asked for (``core.instances``).
+    :raises ManifestError: with every problem found."""
+    from supervisord_lite.core.instances import apply_instance
+
+    return apply_instance(parse_manifest(read_manifest_text(path), path), os.environ)
 
 
 def env_file_warnings(m: Manifest) -> list[Problem]:

@@ -134,7 +134,7 @@ def manifest_text(path: Path) -> str | None:
 def record(
     manifest: Manifest,
     *,
-    instance: int = 0,
+    instance: int | None = None,
     daemon_pid: int | None | bool = False,
     report: Report = _stderr,
 ) -> list[Claim]:
@@ -168,9 +168,9 @@ def record(
     return [c for c in written if c.key != mine.key]
 
 
-def clear_daemon(manifest: Manifest, *, instance: int = 0, pid: int | None = None) -> None:
+def clear_daemon(manifest: Manifest, *, pid: int | None = None) -> None:
     """The daemon of ``manifest`` stopped: forget its pid (when ``pid`` is given, only if it is that one)."""
-    key = (str(manifest.path.resolve()), instance)
+    key = (str(manifest.path.resolve()), manifest.supervisor.instance)
 
     def change(current: list[Claim]) -> list[Claim]:
         return [
@@ -184,13 +184,13 @@ def clear_daemon(manifest: Manifest, *, instance: int = 0, pid: int | None = Non
 
 
 @contextmanager
-def daemon_registered(manifest: Manifest, *, instance: int = 0) -> Iterator[None]:
+def daemon_registered(manifest: Manifest) -> Iterator[None]:
     """While the daemon runs, the registry names its pid; cleared when it stops."""
-    record(manifest, instance=instance, daemon_pid=os.getpid())
+    record(manifest, daemon_pid=os.getpid())
     try:
         yield
     finally:
-        clear_daemon(manifest, instance=instance, pid=os.getpid())
+        clear_daemon(manifest, pid=os.getpid())
 
 
 def _with_pid(claim: Claim, pid: int | None) -> Claim:
