@@ -16,6 +16,8 @@ import pytest
 from tests.conftest import free_ports, wait_until
 from tests.integration.harness import SVC, Platform
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 def _line_of(path: Path, needle: str, after: str = "") -> int:
     """The 1-based line of the first ``needle`` after the line containing ``after``."""
@@ -164,3 +166,69 @@ def test_ports_all_lists_every_project_with_live_state_and_overlaps(two: tuple[P
     assert any(str(port) in o for o in projects["beta"]["overlaps"]), projects["beta"]
     text = a.svc("ports", "--all", check=True).stdout
     assert "alpha" in text and "beta" in text and "overlap" in text.lower()
+
+
+def _svc(manifest: Path, *args: str, instance: int, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*SVC, *args[:1], "-f", str(manifest), *args[1:]],
+        capture_output=True, text=True, timeout=timeout, cwd=manifest.parent, stdin=subprocess.DEVNULL,
+        env={**os.environ, "SVC_INSTANCE_NUMBER": str(instance)},
+    )  # fmt: skip
+
+
+def _local_ports_in_use() -> set[int]:
+    """Local ports of every TCP socket in any state (a connection's or TIME-WAIT's port cannot be listened on)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local = line.split()[1]
+            found.add(int(local.rpartition(":")[2], 16))
+    return found
+
+
+def test_two_instances_of_the_demo_run_side_by_side(tmp_path: Path) -> None:
+    """Instances 1 and 2 of a copy of config/demo.toml (instance 0 is left to whoever runs
+    the demo on this machine): every service of both ready, no conflict, two metrics endpoints."""
+    import urllib.request
+
+    from supervisord_lite.core.instances import shift_manifest
+    from supervisord_lite.core.manifest import load_manifest
+    from supervisord_lite.host.portinfo import listening_ports
+
+    demo = ROOT / "config" / "demo.toml"
+    manifest = tmp_path / "demo.toml"
+    manifest.write_text(demo.read_text())
+    base = load_manifest(manifest)
+    wanted = set()
+    for n in (1, 2):
+        m = shift_manifest(base, n)
+        wanted |= {s.port for s in m.services.values() if s.port is not None}
+        wanted.add(m.supervisor.metrics_address[1])  # type: ignore[index]
+    taken = wanted & (listening_ports() | _local_ports_in_use())
+    if taken:  # the demo's ports are fixed, and lie in Linux's ephemeral range (32768-60999)
+        pytest.skip(f"ports of demo instances 1 and 2 are in use on this machine: {sorted(taken)}")
+    try:
+        for n in (1, 2):
+            result = _svc(manifest, "up", "--timeout", "90", instance=n)
+            assert result.returncode == 0, result.stdout + result.stderr
+        for n in (1, 2):
+            status = json.loads(_svc(manifest, "status", "--json", instance=n).stdout)
+            states = {s["name"]: s["state"] for s in status["services"] if s["name"] != "super-admin"}
+            assert set(states.values()) == {"ready"}, states
+            m = shift_manifest(base, n)
+            host, port = m.supervisor.metrics_address  # type: ignore[misc]
+            body = urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10).read().decode()
+            assert 'service="fastapi-hub"' in body
+        listing = json.loads(subprocess.run([*SVC, "ls", "--json"], capture_output=True, text=True, timeout=60, check=True).stdout)
+        assert sorted(r["instance"] for r in listing if r["manifest"] == str(manifest)) == [1, 2]
+        assert all(r["daemon_running"] for r in listing if r["manifest"] == str(manifest))
+        guide = json.loads(subprocess.run([*SVC, "ports", "--all", "--format", "json"], capture_output=True, text=True,
+                                          timeout=60, check=True).stdout)  # fmt: skip
+        assert all(p["overlaps"] == [] for p in guide["projects"]), guide
+    finally:
+        for n in (1, 2):
+            _svc(manifest, "shutdown", "--timeout", "30", instance=n)
