@@ -123,6 +123,10 @@ def check_manifest(
     try:
         text = read_manifest_text(path)
         manifest, problems = analyse(text, path)
+        if manifest is not None:
+            from supervisord_lite.core.instances import apply_instance
+
+            manifest = apply_instance(manifest, os.environ)
     except ManifestError as exc:
         return None, exc.problems
     if manifest is not None:
