@@ -8,8 +8,8 @@ and pure functions; reading and writing the registry file is the host's job.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from supervisord_lite.core.locate import KeyLocator
@@ -50,7 +50,6 @@ class Claim:
     state_dir: str = ""
     services: int = 0
     daemon_pid: int | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, int]:

@@ -18,6 +18,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -194,8 +195,6 @@ def daemon_registered(manifest: Manifest) -> Iterator[None]:
 
 
 def _with_pid(claim: Claim, pid: int | None) -> Claim:
-    from dataclasses import replace
-
     return replace(claim, daemon_pid=pid)
 
 
