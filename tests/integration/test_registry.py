@@ -177,7 +177,8 @@ def _svc(manifest: Path, *args: str, instance: int, timeout: float = 120) -> sub
 
 
 def _local_ports_in_use() -> set[int]:
-    """Local ports of every TCP socket in any state (a connection's or TIME-WAIT's port cannot be listened on)."""
+    """Local ports of TCP sockets other than TIME-WAIT (a connection's local port cannot be listened on;
+    a TIME-WAIT does not stop a listener with SO_REUSEADDR, as the demo's)."""
     found = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -185,8 +186,9 @@ def _local_ports_in_use() -> set[int]:
         except OSError:
             continue
         for line in lines:
-            local = line.split()[1]
-            found.add(int(local.rpartition(":")[2], 16))
+            fields = line.split()
+            if fields[3] != "06":  # TIME_WAIT
+                found.add(int(fields[1].rpartition(":")[2], 16))
     return found
 
 
