@@ -33,6 +33,15 @@ def platform(tmp_path: Path) -> Iterator[Platform]:
         p.cleanup()
 
 
+@pytest.fixture(autouse=True)
+def private_registry(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own port registry (and every svc and daemon it starts inherits it):
+    no test reads or writes the user's ~/.local/state/svc."""
+    path = tmp_path_factory.mktemp("registry") / "registry.json"
+    monkeypatch.setenv("SVC_REGISTRY", str(path))
+    return path
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

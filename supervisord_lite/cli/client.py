@@ -152,17 +152,25 @@ def state_dir_for_path(manifest_path: Path) -> Path:
     `svc reload`, `status` and `down` must reach the running daemon when the file is
     broken (the daemon keeps the last good manifest and refuses the bad one itself);
     only ``[supervisor] state_dir`` is read here."""
+    from supervisord_lite.core.instances import InstanceError, instance_state_dir, requested_instance
     from supervisord_lite.core.toml_source import toml_data
 
     state_dir = ".svc"
+    configured = 0
     try:
         data = toml_data(manifest_path)  # bounded: no file makes this recurse or take long
         value = data.get("supervisor", {}).get("state_dir", state_dir)
         if isinstance(value, str) and value and "\0" not in value:
             state_dir = value
+        number = data.get("supervisor", {}).get("instance", 0)
+        configured = number if isinstance(number, int) and not isinstance(number, bool) and number >= 0 else 0
     except (OSError, ValueError, AttributeError):
         pass
-    return manifest_path.resolve().parent / state_dir
+    try:
+        instance = requested_instance(os.environ, configured)
+    except InstanceError:
+        instance = configured
+    return instance_state_dir(manifest_path.resolve().parent / state_dir, instance)
 
 
 def socket_for_path(manifest_path: Path) -> Path:

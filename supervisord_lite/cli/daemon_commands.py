@@ -31,6 +31,7 @@ from supervisord_lite.cli.app import (
     warn_not_validating,
 )
 from supervisord_lite.cli.completion import complete_services
+from supervisord_lite.cli.machine_commands import instance_option
 from supervisord_lite.core.exitcodes import ExitCode
 from supervisord_lite.core.states import ServiceState
 
@@ -96,6 +97,7 @@ def _target(manifest: Path | None, names: tuple[str, ...]) -> tuple[Path, Path]:
     A running daemon is found from the file's state_dir alone and checks the names
     itself; the whole manifest is validated only when a daemon has to be started."""
     from supervisord_lite.cli.client import is_serving, socket_for_path, socket_of  # lazy: keeps svc --help fast
+    from supervisord_lite.host import registry
 
     path = resolve_manifest_path(manifest)
     if path.exists():
@@ -104,6 +106,7 @@ def _target(manifest: Path | None, names: tuple[str, ...]) -> tuple[Path, Path]:
             return path, sock
     m = load_or_fail(path)
     _check_names(m, names)
+    registry.record(m)
     _stop_leftovers_before_start(m)
     _ensure_daemon(m)
     return m.path, socket_of(m)
@@ -298,6 +301,7 @@ def _invalid_or_no_daemon(path: Path) -> NoReturn:
 
 @main.command()
 @manifest_option
+@instance_option
 @click.argument("names", nargs=-1, shell_complete=complete_services)
 @click.option("--no-wait", is_flag=True, help="Return once the start is requested.")
 @click.option(

@@ -23,10 +23,12 @@ from supervisord_lite.cli.app import (
     resolve_manifest_path,
 )
 from supervisord_lite.cli.completion import complete_services
+from supervisord_lite.cli.machine_commands import instance_option
 from supervisord_lite.core.exitcodes import ExitCode
 
 if TYPE_CHECKING:
     from supervisord_lite.core.model import Manifest, ServiceSpec
+    from supervisord_lite.core.problems import Problem
     from supervisord_lite.core.snapshot import ServiceSnapshot
 
 
@@ -46,10 +48,12 @@ def _own_pids(live: dict[str, ServiceSnapshot] | None) -> set[int]:
 
 @main.command()
 @manifest_option
-def check(manifest: Path | None) -> None:
+@click.option("--strict", is_flag=True, help="Exit 1 when there are warnings (and no errors).")
+def check(manifest: Path | None, strict: bool) -> None:
     """Validate the manifest: every problem, one a line. Exit 2 on errors.
 
-    Warns about ports some process outside the manifest already listens on.
+    Warns about ports some process outside the manifest already listens on, and about
+    ports and tier ranges another registered project claims (`svc ports --all`).
     """
     from supervisord_lite.core.locate import locate  # lazy: keeps svc --help fast
     from supervisord_lite.core.manifest import check_manifest
@@ -66,11 +70,22 @@ def check(manifest: Path | None) -> None:
             busy = locate(busy, path, read_manifest_text(path))
         except ManifestError:  # the file went away since: keep them as they are
             pass
-        problems = problems + busy
+        problems = problems + busy + _registry_warnings(loaded)
     echo_problems(problems, err=False)
     click.echo(manifest_summary_line(path, loaded, problems))
     if any(p.is_error for p in problems):
         sys.exit(ExitCode.USAGE)
+    if strict and problems:
+        sys.exit(ExitCode.FAILED)
+
+
+def _registry_warnings(loaded: Manifest) -> list[Problem]:
+    """Record the manifest in this user's registry; warn where it collides with another project."""
+    from supervisord_lite.core.machine import claim_of, overlap_warnings  # lazy: keeps svc --help fast
+    from supervisord_lite.host import registry
+
+    others = registry.record(loaded)
+    return overlap_warnings(claim_of(loaded, registry.manifest_text(loaded.path)), others, file=str(loaded.path))
 
 
 @main.command()
@@ -95,13 +110,23 @@ def config(manifest: Path | None) -> None:
     show_default=True,
     help="Output format.",
 )
+@instance_option
+@click.option("--all", "whole_machine", is_flag=True, help="Every registered project on this machine (svc ls), overlaps flagged.")
 @click.argument("names", nargs=-1, shell_complete=complete_services)
-def ports(manifest: Path | None, fmt: str, names: tuple[str, ...]) -> None:
+def ports(manifest: Path | None, fmt: str, whole_machine: bool, names: tuple[str, ...]) -> None:
     """Print the port allocation guide, generated from the manifest (of the services
     NAMES select: services, tiers, @groups).
 
     With a running daemon, the status column shows each service's live state.
     """
+    if whole_machine:
+        import json
+
+        from supervisord_lite.cli.machine_commands import machine_guide, render_machine_markdown
+
+        guide = machine_guide()
+        click.echo(json.dumps(guide, indent=2) + "\n" if fmt == "json" else render_machine_markdown(guide), nl=False)
+        return
     from supervisord_lite.cli.selection import guide_of  # lazy: keeps svc --help fast
     from supervisord_lite.core import portguide
 
@@ -141,12 +166,16 @@ def who(port: int, manifest: Path | None) -> None:
     declared = f"service {spec.name} of {path} declares it" if spec else ""
     listener = portinfo.listener_on(port)
     if listener is None:
-        fail(f"nothing listens on port {port}" + (f" ({declared})" if declared else ""), ExitCode.FAILED)
+        elsewhere = _registered_declarations(port, path)
+        fail(f"nothing listens on port {port}" + (f" ({declared})" if declared else "")
+             + "".join(f"\n{line}" for line in elsewhere), ExitCode.FAILED)  # fmt: skip
 
     click.echo(f"port:     {port}" + (f" ({listener.address})" if listener.address else ""))
     click.echo(f"pid:      {listener.pid if listener.pid is not None else 'unknown (run as root to see it)'}")
     click.echo(f"user:     {listener.user}")
     click.echo(f"command:  {one_line(listener.cmdline)}")
+    if listener.owner:
+        click.echo(f"owner:    {listener.owner}")
     if found is None:  # no manifest to compare with (or an invalid one, said above)
         return
     if spec is None:
@@ -161,6 +190,19 @@ def who(port: int, manifest: Path | None) -> None:
         click.echo(f"service:  {spec.name} (ours: {where}, pid {snap.pid})")
     else:
         click.echo(f"service:  {spec.name} ({where}) declares this port, but this process is not ours")
+
+
+def _registered_declarations(port: int, path: Path | None) -> list[str]:
+    """Other registered projects that declare ``port`` (none of them listens on it now)."""
+    from supervisord_lite.core.machine import owners_of_port  # lazy: keeps svc --help fast
+    from supervisord_lite.host import registry
+
+    mine = str(path.resolve()) if path is not None else None
+    return [
+        f"declared by: service {service} of project {claim.label}"
+        for claim, service in owners_of_port(port, registry.claims())
+        if claim.manifest != mine
+    ]
 
 
 def _not_a_service(loaded: Manifest, path: Path, port: int, pid: int | None) -> str:

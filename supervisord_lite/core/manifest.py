@@ -91,8 +91,11 @@ def parse_manifest(text: str, path: Path) -> Manifest:
 
 
 def load_manifest(path: Path) -> Manifest:
-    """Read and validate the manifest file. :raises ManifestError: with every problem found."""
-    return parse_manifest(read_manifest_text(path), path)
+    """Read and validate the manifest file, as the instance asked for (``core.instances``).
+    :raises ManifestError: with every problem found."""
+    from supervisord_lite.core.instances import apply_instance
+
+    return apply_instance(parse_manifest(read_manifest_text(path), path), os.environ)
 
 
 def env_file_warnings(m: Manifest) -> list[Problem]:
@@ -120,6 +123,10 @@ def check_manifest(
     try:
         text = read_manifest_text(path)
         manifest, problems = analyse(text, path)
+        if manifest is not None:
+            from supervisord_lite.core.instances import apply_instance
+
+            manifest = apply_instance(manifest, os.environ)
     except ManifestError as exc:
         return None, exc.problems
     if manifest is not None:

@@ -177,6 +177,7 @@ class SupervisorSpec:
     log_backups: int = 3
     http_logs: bool = False  # serve service output at /api/logs/NAME (readable by every local user)
     restore: bool = True  # a starting daemon starts again what was wanted when the last one stopped
+    instance: int = 0  # which side-by-side instance (core.instances): ports shifted, own state_dir
 
     @property
     def metrics_address(self) -> tuple[str, int] | None:

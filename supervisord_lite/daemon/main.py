@@ -39,6 +39,7 @@ from supervisord_lite.core.problems import ManifestError
 from supervisord_lite.core.states import GOOD_STATES
 from supervisord_lite.host.files import tail_file
 from supervisord_lite.host import statedir
+from supervisord_lite.host import registry
 from supervisord_lite.host.recovery import write_state
 from supervisord_lite.runtime.recovery import reap_predecessor
 from supervisord_lite.runtime.supervisor import Supervisor
@@ -351,7 +352,8 @@ async def run_daemon(manifest_path: Path) -> int:
         lock = DaemonLock(manifest.supervisor.state_dir)
         lock.acquire()
         try:
-            return await _run_locked(manifest_path, manifest)
+            with registry.daemon_registered(manifest):
+                return await _run_locked(manifest_path, manifest)
         finally:
             lock.release()
     finally:

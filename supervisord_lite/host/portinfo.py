@@ -31,11 +31,34 @@ class Listener:
     user: str
     cmdline: str
     address: str = ""
+    owner: str = ""  # "service NAME of project (manifest)" when the registry says whose it is
 
     def describe(self) -> str:
         if self.pid is None:
-            return f"an unknown process (run as root to see it) on {self.address or 'port'} {self.port}"
-        return f"pid {self.pid} ({self.user}): {self.cmdline}"
+            held = f"an unknown process (run as root to see it) on {self.address or 'port'} {self.port}"
+        else:
+            held = f"pid {self.pid} ({self.user}): {self.cmdline}"
+        return f"{self.owner}, {held}" if self.owner else held
+
+
+def registered_owner(port: int, pid: int | None) -> str:
+    """Whose the listener is by the registry: the service (or daemon) of another project whose
+    running daemon declares ``port`` and is ``pid``'s ancestor; "" when none is known."""
+    from supervisord_lite.core.machine import owners_of_port
+    from supervisord_lite.host import registry
+
+    try:
+        claims = registry.claims(report=lambda _message: None)
+    except Exception:  # the registry is advice: never let it break a conflict report
+        return ""
+    for claim, service in owners_of_port(port, claims):
+        daemon = registry.running_daemon(claim)
+        if daemon is None or pid is None or not belongs_to(pid, daemon):
+            continue
+        if service == "(metrics)":
+            return f"the svc daemon of project {claim.label} (its metrics endpoint)"
+        return f"service {service} of project {claim.label}"
+    return ""
 
 
 def _parse_table(text: str, out: dict[int, set[int]]) -> None:
@@ -126,7 +149,8 @@ def listener_on(port: int) -> Listener | None:
         proc = psutil.Process(pid)
     except psutil.Error:
         return Listener(port=port, pid=pid, user="?", cmdline="?", address=address)
-    return Listener(port=port, pid=pid, user=_user_of(proc), cmdline=_cmdline_of(proc), address=address)
+    return Listener(port=port, pid=pid, user=_user_of(proc), cmdline=_cmdline_of(proc), address=address,
+                    owner=registered_owner(port, pid))
 
 
 def process_tree(pid: int) -> list[psutil.Process]:

@@ -103,7 +103,8 @@ def test_check_warns_about_a_port_held_by_another_process(
 def test_manifest_lookup_order(tmp_path: Path) -> None:
     (tmp_path / "svc.toml").write_text('[services.here]\ncommand = "x"\n')
     other = tmp_path / "other.toml"
-    other.write_text('[services.one]\ncommand = "x"\n[services.two]\ncommand = "x"\n')
+    # metrics off: two projects on the default metrics port would be warned about (svc check, registry)
+    other.write_text('[supervisor]\nmetrics = ""\n[services.one]\ncommand = "x"\n[services.two]\ncommand = "x"\n')
     assert svc("check", cwd=tmp_path).stdout.strip() == "svc.toml: 1 service, no problems"
     by_env = svc("check", cwd=tmp_path, env={"SVC_MANIFEST": str(other)})
     assert by_env.stdout.strip() == f"{other}: 2 services, no problems"
