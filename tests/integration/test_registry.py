@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_ports, wait_until
+from tests.conftest import wait_until
 from tests.integration.harness import SVC, Platform
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -94,7 +94,8 @@ def test_every_port_range_metrics_state_dir_and_reference_moves(tmp_path: Path) 
 def test_a_shift_past_the_port_space_is_refused_with_the_key(tmp_path: Path) -> None:
     demo = load_manifest(DEMO)
     step = instance_step(demo)
-    last_fitting = (65535 - 48099) // step
+    top = max([r.end for tier in demo.tiers.values() for r in tier.ports] + [s.port for s in demo.services.values() if s.port])
+    last_fitting = (65535 - top) // step
     shift_manifest(demo, last_fitting)
     with pytest.raises(InstanceError, match=r"tiers\.\w+\.ports .* past 65535"):
         shift_manifest(demo, last_fitting + 1)
