@@ -18,7 +18,7 @@ from supervisord_lite.core.tables import TableReader
 from supervisord_lite.core.values import parse_ports, path_in, resolve_path
 from supervisord_lite.core.wording import describe
 
-SUPERVISOR_KEYS = ("name", "state_dir", "metrics", "probe_interval", "log_max_bytes", "log_backups", "http_logs", "restore")
+SUPERVISOR_KEYS = ("name", "state_dir", "metrics", "probe_interval", "log_max_bytes", "log_backups", "http_logs", "restore", "dotenv")
 TIER_KEYS = ("order", "ports", "description")
 
 
@@ -50,6 +50,7 @@ def supervisor_section(problems: ProblemLog, data: Any, path: Path) -> Superviso
         log_backups=t.integer("log_backups", default.log_backups, low=0, high=MAX_LOG_BACKUPS),
         http_logs=t.boolean("http_logs", default.http_logs),
         restore=t.boolean("restore", default.restore),
+        dotenv=t.boolean("dotenv", default.dotenv),
     )
 
 
