@@ -257,7 +257,11 @@ def ensure_daemon(manifest: Manifest, timeout: float = 20.0) -> DaemonFound:
         raise DaemonStartError(message, ExitCode.USAGE) from None
     with log_file:
         child = subprocess.Popen(
-            [sys.executable, "-m", "supervisord_lite.daemon", "-f", str(manifest.path.resolve()), "--json-logs"],
+            [
+                sys.executable, "-m", "supervisord_lite.daemon", "-f", str(manifest.path.resolve()),
+                *(arg for overlay in manifest.overlays for arg in ("-f", str(overlay.resolve()))),
+                "--json-logs",
+            ],  # fmt: skip
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=log_file,

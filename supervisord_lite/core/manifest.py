@@ -10,6 +10,7 @@ error ends in ``ManifestError``; nothing else escapes the loader, whatever the i
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -25,7 +26,7 @@ from supervisord_lite.core.rules import apply_rules
 from supervisord_lite.core.sections import supervisor_section, tiers_section
 from supervisord_lite.core.overrides import local_name
 from supervisord_lite.core.services import SharedValues, service_section
-from supervisord_lite.core.sources import Source, merge_sources
+from supervisord_lite.core.sources import Merged, Source, merge_sources, place
 from supervisord_lite.core.tables import TableReader, is_int
 from supervisord_lite.core.toml_bounds import check_data_bounds
 from supervisord_lite.core.toml_source import read_manifest_text, read_optional_text
@@ -142,7 +143,7 @@ def load_manifest(path: Path, overlays: Sequence[Path] = ()) -> Manifest:
     manifest, problems = analyse(text, path, extra)
     if manifest is None:
         raise ManifestError(problems)
-    return manifest
+    return replace(manifest, overlays=tuple(Path(os.path.abspath(overlay)) for overlay in overlays))
 
 
 def env_file_warnings(m: Manifest) -> list[Problem]:
@@ -178,8 +179,19 @@ def check_manifest(
         extra = env_file_warnings(manifest)
         if live_checks is not None:
             extra += live_checks(manifest)
-        problems = problems + locate(extra, path, text)
+        merged = merge_sources([Source(str(path), text), *extra_sources])
+        problems = problems + (place(extra, merged) if isinstance(merged, Merged) else locate(extra, path, text))
     return manifest, sorted(problems, key=problem_order)
+
+
+def merged_sources(path: Path, overlays: Sequence[Path] = ()) -> Merged:
+    """The manifest's files merged, not validated (``svc config --unresolved`` and
+    ``--origin``). :raises ManifestError: a file cannot be read or parsed."""
+    text, extra = read_sources(path, overlays)
+    merged = merge_sources([Source(str(path), text), *extra])
+    if isinstance(merged, list):
+        raise ManifestError(merged)
+    return merged
 
 
 def read_sources(path: Path, overlays: Sequence[Path] = ()) -> tuple[str, list[Source]]:

@@ -209,6 +209,7 @@ class Manifest:
     supervisor: SupervisorSpec
     tiers: Mapping[str, Tier]
     services: Mapping[str, ServiceSpec]  # in file order
+    overlays: tuple[Path, ...] = ()  # further files (-f) merged over `path` and its svc.local.toml
 
     def active(self) -> list[ServiceSpec]:
         return [s for s in self.services.values() if s.is_active]

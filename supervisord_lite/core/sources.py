@@ -3,7 +3,7 @@ placed back in the file and line it came from (for problems and ``svc config --o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 from supervisord_lite.core.locate import KeyLocator, KeyPath, ProblemLog
@@ -56,6 +56,23 @@ def merge_sources(sources: list[Source]) -> Merged | list[Problem]:
     data, origins = merge_documents(documents)
     locators = {source.file: KeyLocator(source.text) for source in sources}
     return Merged(data, origins, locators)
+
+
+def place(problems: list[Problem], merged: Merged) -> list[Problem]:
+    """Problems found on a loaded manifest (which name only the service and key), placed
+    in the file and line their key came from."""
+    out = []
+    for problem in problems:
+        if problem.line is None:
+            where: KeyPath = tuple(problem.key.split(".")) if problem.key else ()
+            if problem.service is not None:
+                where = ("services", problem.service, *where)
+            if where:
+                file, locator = merged.source_of(where)
+                line, col = locator.find(where)
+                problem = replace(problem, file=file, line=line, col=col)
+        out.append(problem)
+    return out
 
 
 def leaf_paths(data: Any, path: KeyPath = ()) -> list[tuple[KeyPath, Any]]:
