@@ -40,7 +40,7 @@ class Placeholders:
     (``{services.NAME.port}``) and ``${VAR}`` variables (``core.interpolate``), in one
     pass so that no substituted value is read again; ``{{``, ``}}`` and ``$$`` are literal."""
 
-    PATTERN = re.compile(r"\$\$|\$\{([^{}]*)\}|\$\{|\{\{|\}\}|\{([^{}]*)\}|[{}]")
+    PATTERN = re.compile(r"\$\$\{[^{}]*\}|\$\$|\$\{([^{}]*)\}|\$\{|\{\{|\}\}|\{([^{}]*)\}|[{}]")
 
     def __init__(
         self,
@@ -62,6 +62,8 @@ class Placeholders:
 
         def replace(match: re.Match[str]) -> str:
             token = match.group(0)
+            if token.startswith("$${"):  # compose's escape: the shell gets ${...} as written
+                return token[1:]
             if token[0] == "$":
                 return substitute(match, self.variables, text, unset)
             if token in ("{{", "}}"):
