@@ -26,6 +26,7 @@ from supervisord_lite.cli.app import (
     load_or_fail,
     main,
     manifest_option,
+    manifest_overlays,
     require_manifest_file,
     resolve_manifest_path,
     warn_not_validating,
