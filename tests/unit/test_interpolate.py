@@ -260,3 +260,16 @@ def test_sources_are_merged_in_the_order_given(tmp_path: Path) -> None:
         environ={},
     )
     assert manifest is not None and manifest.services["a"].command == ("three",)
+
+
+def test_the_resolved_manifest_reads_back_as_itself(tmp_path: Path) -> None:
+    import tomli_w
+
+    from supervisord_lite.core.serialise import manifest_to_dict
+
+    text = '[env]\nA = "${V}"\n[services.a]\ncommand = "run ${V} $$HOME"\ncwd = "${V}"\nenv_file = ["x.env", "${V}.env"]\n'
+    (tmp_path / "$x {port}").mkdir()
+    manifest, problems = analyse(text, tmp_path / "svc.toml", environ={"V": "$x {port}"})
+    assert manifest is not None, problems
+    again, problems = analyse(tomli_w.dumps(manifest_to_dict(manifest)), tmp_path / "svc.toml", environ={})
+    assert again == manifest, problems
