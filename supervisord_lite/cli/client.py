@@ -140,17 +140,23 @@ def state_dir_for_path(manifest_path: Path) -> Path:
 
     `svc reload`, `status` and `down` must reach the running daemon when the file is
     broken (the daemon keeps the last good manifest and refuses the bad one itself);
-    only ``[supervisor] state_dir`` is read here."""
+    only ``[supervisor] state_dir`` is read here, from the file and then the
+    ``svc.local.toml`` beside it (which may set its own)."""
+    from supervisord_lite.core.overrides import local_name
     from supervisord_lite.core.toml_source import toml_data
 
     state_dir = ".svc"
-    try:
-        data = toml_data(manifest_path)  # bounded: no file makes this recurse or take long
-        value = data.get("supervisor", {}).get("state_dir", state_dir)
-        if isinstance(value, str) and value and "\0" not in value:
-            state_dir = value
-    except (OSError, ValueError, AttributeError):
-        pass
+    local = manifest_path.with_name(local_name(manifest_path.name))
+    for index, file in enumerate((manifest_path, local)):
+        try:
+            if index and not file.exists():
+                continue
+            data = toml_data(file)  # bounded: no file makes this recurse or take long
+            value = data.get("supervisor", {}).get("state_dir", state_dir)
+            if isinstance(value, str) and value and "\0" not in value:
+                state_dir = value
+        except (OSError, ValueError, AttributeError):
+            pass
     return manifest_path.resolve().parent / state_dir
 
 

@@ -120,3 +120,17 @@ def test_config_prints_resolved_values_as_written_and_origins(platform: Platform
     command_line = next(i for i, text in enumerate(manifest_lines[table:], table + 1) if text.startswith("command"))
     command = next(line for line in origin if line.startswith("services.db.command"))
     assert command.endswith(f"  # {platform.manifest}:{command_line}")
+
+
+def test_a_state_dir_set_in_svc_local_toml_is_where_every_command_finds_the_daemon(platform: Platform) -> None:
+    platform.add("db", tier="infra")
+    platform.write()
+    (platform.root / "svc.local.toml").write_text('[supervisor]\nstate_dir = "mine"\n')
+    try:
+        platform.svc("up", check=True)
+        assert (platform.root / "mine" / "daemon.lock").exists()
+        assert not (platform.root / ".svc").exists()
+        status = platform.svc("status", "--json", check=True)  # the fast path reads state_dir without loading
+        assert '"db"' in status.stdout
+    finally:
+        platform.svc("down")
