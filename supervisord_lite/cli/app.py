@@ -37,9 +37,35 @@ def _manifest_flag(*names: str) -> Callable[[F], F]:
         *names,
         "manifest",
         type=click.Path(dir_okay=False, path_type=Path),
-        default=None,
-        help="Manifest file (default: $SVC_MANIFEST, else svc.toml here or in the nearest folder above).",
+        multiple=True,
+        help="Manifest file (default: $SVC_MANIFEST, else svc.toml here or in the nearest folder above); "
+        "each further one is merged over it.",
     )
+
+
+ManifestFlag = Path | tuple[Path, ...] | None  # what -f gives a command: every file, the main one first
+
+
+def _main_file(given: ManifestFlag) -> Path | None:
+    """The main manifest of ``-f A -f B`` (A); the others are remembered as overlays."""
+    if not isinstance(given, tuple):
+        return given
+    if not given:
+        return None
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        root = ctx.find_root()
+        root.ensure_object(dict)
+        root.obj["overlays"] = tuple(given[1:])
+    return given[0]
+
+
+def manifest_overlays() -> tuple[Path, ...]:
+    """The files given after the first -f (merged over it, after its svc.local.toml)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or not isinstance(ctx.find_root().obj, dict):
+        return ()
+    return tuple(ctx.find_root().obj.get("overlays", ()))
 
 
 def manifest_option(func: F) -> F:
@@ -55,17 +81,17 @@ def long_manifest_option(func: F) -> F:
 MANIFEST_NAME = "svc.toml"
 
 
-def find_manifest_path(explicit: Path | None) -> Path | None:
+def find_manifest_path(explicit: ManifestFlag) -> Path | None:
     """-f wins, then the group's -f, then $SVC_MANIFEST, then svc.toml in the current
     folder or the nearest folder above it (as git and compose look); None when the
     lookup finds none. A file found in the current folder is named ``svc.toml``, one
     found above by its absolute path."""
-    if explicit is not None:
-        return explicit
+    if (main_file := _main_file(explicit)) is not None:
+        return main_file
     ctx = click.get_current_context(silent=True)
     while ctx is not None:
         if ctx.obj and ctx.obj.get("manifest"):
-            return Path(ctx.obj["manifest"])
+            return _main_file(tuple(Path(file) for file in ctx.obj["manifest"]))
         ctx = ctx.parent
     env = os.environ.get("SVC_MANIFEST")
     if env:
@@ -88,7 +114,7 @@ def _current_folder() -> Path | None:
         return None
 
 
-def resolve_manifest_path(explicit: Path | None) -> Path:
+def resolve_manifest_path(explicit: ManifestFlag) -> Path:
     """``find_manifest_path``, or exit 2 saying where the lookup looked."""
     found = find_manifest_path(explicit)
     if found is None:
@@ -121,7 +147,7 @@ def load_or_fail(path: Path) -> Manifest:
     from supervisord_lite.core.problems import ManifestError
 
     try:
-        return load_manifest(path)
+        return load_manifest(path, manifest_overlays())
     except ManifestError as exc:
         from supervisord_lite.cli.render import manifest_summary_line  # lazy: only a broken manifest needs it
 
@@ -176,7 +202,7 @@ def daemon_errors(path: Path, when_absent: Callable[[], NoReturn] | None = None)
 @_manifest_flag("-f", "--manifest")
 @click.version_option(package_name="supervisord-lite")
 @click.pass_context
-def main(ctx: click.Context, manifest: Path | None) -> None:
+def main(ctx: click.Context, manifest: tuple[Path, ...]) -> None:
     """Run a many-service platform from one TOML manifest."""
     ctx.ensure_object(dict)
     ctx.obj["manifest"] = manifest

@@ -151,21 +151,28 @@ def state_dir_for_path(manifest_path: Path) -> Path:
 
     `svc reload`, `status` and `down` must reach the running daemon when the file is
     broken (the daemon keeps the last good manifest and refuses the bad one itself);
-    only ``[supervisor] state_dir`` is read here."""
+    only ``[supervisor] state_dir`` (and ``instance``) is read here, from the file and then
+    the ``svc.local.toml`` beside it (which may set its own)."""
     from supervisord_lite.core.instances import InstanceError, instance_state_dir, requested_instance
+    from supervisord_lite.core.overrides import local_name
     from supervisord_lite.core.toml_source import toml_data
 
     state_dir = ".svc"
     configured = 0
-    try:
-        data = toml_data(manifest_path)  # bounded: no file makes this recurse or take long
-        value = data.get("supervisor", {}).get("state_dir", state_dir)
-        if isinstance(value, str) and value and "\0" not in value:
-            state_dir = value
-        number = data.get("supervisor", {}).get("instance", 0)
-        configured = number if isinstance(number, int) and not isinstance(number, bool) and number >= 0 else 0
-    except (OSError, ValueError, AttributeError):
-        pass
+    local = manifest_path.with_name(local_name(manifest_path.name))
+    for index, file in enumerate((manifest_path, local)):
+        try:
+            if index and not file.exists():
+                continue
+            data = toml_data(file)  # bounded: no file makes this recurse or take long
+            value = data.get("supervisor", {}).get("state_dir", state_dir)
+            if isinstance(value, str) and value and "\0" not in value:
+                state_dir = value
+            number = data.get("supervisor", {}).get("instance", configured)
+            if isinstance(number, int) and not isinstance(number, bool) and number >= 0:
+                configured = number
+        except (OSError, ValueError, AttributeError):
+            pass
     try:
         instance = requested_instance(os.environ, configured)
     except InstanceError:
@@ -276,7 +283,11 @@ def ensure_daemon(manifest: Manifest, timeout: float = 20.0) -> DaemonFound:
         raise DaemonStartError(message, ExitCode.USAGE) from None
     with log_file:
         child = subprocess.Popen(
-            [sys.executable, "-m", "supervisord_lite.daemon", "-f", str(manifest.path.resolve()), "--json-logs"],
+            [
+                sys.executable, "-m", "supervisord_lite.daemon", "-f", str(manifest.path.resolve()),
+                *(arg for overlay in manifest.overlays for arg in ("-f", str(overlay.resolve()))),
+                "--json-logs",
+            ],  # fmt: skip
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=log_file,

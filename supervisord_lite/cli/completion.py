@@ -9,7 +9,6 @@ someone's command line, so any failure completes nothing.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,9 @@ def complete_services(ctx: click.Context, param: click.Parameter, incomplete: st
         path = find_manifest_path(_manifest_flag(ctx))
         if path is None:
             return []
-        items = selector_items(tomllib.loads(path.read_text(encoding="utf-8")))
+        from supervisord_lite.core.manifest import merged_sources  # lazy: only completing needs it
+
+        items = selector_items(merged_sources(path).data)  # with svc.local.toml, as every command
     except Exception:  # noqa: BLE001 - completion never fails out loud
         return []
     return [item for item in items if item.value.startswith(incomplete)]
@@ -38,7 +39,7 @@ def _manifest_flag(ctx: click.Context | None) -> Path | None:
     while ctx is not None:
         value = ctx.params.get("manifest")
         if value:
-            return Path(value)
+            return Path(value[0] if isinstance(value, (tuple, list)) else value)
         ctx = ctx.parent
     return None
 

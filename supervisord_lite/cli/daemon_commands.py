@@ -26,6 +26,7 @@ from supervisord_lite.cli.app import (
     load_or_fail,
     main,
     manifest_option,
+    manifest_overlays,
     require_manifest_file,
     resolve_manifest_path,
     warn_not_validating,
@@ -55,7 +56,7 @@ def _say_manifest_changed(path: Path) -> None:
     from supervisord_lite.core.problems import ManifestError
 
     try:
-        load_manifest(path)
+        load_manifest(path, manifest_overlays())
     except ManifestError as exc:
         warn_not_validating(path, exc)
         return
@@ -72,7 +73,7 @@ def _daemon_socket(manifest: Path | None) -> tuple[Path, Path]:
     path = resolve_manifest_path(manifest)
     require_manifest_file(path)
     try:
-        return path, socket_of(load_manifest(path))
+        return path, socket_of(load_manifest(path, manifest_overlays()))
     except ManifestError as exc:
         warn_not_validating(path, exc)
         return path, socket_for_path(path)
@@ -288,7 +289,7 @@ def _manifest_if_valid(path: Path) -> Manifest | None:
     from supervisord_lite.core.problems import ManifestError
 
     try:
-        return load_manifest(path)
+        return load_manifest(path, manifest_overlays())
     except ManifestError:
         return None
 
@@ -473,6 +474,7 @@ def daemon(manifest: Path | None, json_logs: bool | None) -> None:
     """Run the daemon in the foreground (what the systemd unit runs)."""
     path = resolve_manifest_path(manifest).resolve()
     argv = [sys.executable, "-m", "supervisord_lite.daemon", "-f", str(path)]
+    argv += [arg for overlay in manifest_overlays() for arg in ("-f", str(overlay.resolve()))]
     if json_logs is not None:
         argv.append("--json-logs" if json_logs else "--console-logs")
     sys.stdout.flush()

@@ -29,7 +29,14 @@ import click
 
 from supervisord_lite.cli.completion import complete_services
 from supervisord_lite.cli.selection import names_of
-from supervisord_lite.cli.app import load_or_fail, long_manifest_option, main, require_manifest_file, resolve_manifest_path
+from supervisord_lite.cli.app import (
+    load_or_fail,
+    long_manifest_option,
+    main,
+    manifest_overlays,
+    require_manifest_file,
+    resolve_manifest_path,
+)
 from supervisord_lite.cli.logview import (
     LogLine,
     SelectionError,
@@ -185,7 +192,7 @@ def _selection(path: Path, selectors: tuple[str, ...]) -> tuple[Path, list[str]]
 
     require_manifest_file(path)
     try:
-        manifest = load_manifest(path)
+        manifest = load_manifest(path, manifest_overlays())
     except ManifestError:
         logs_dir = state_dir_for_path(path) / "logs"
         logged = logged_services(logs_dir)

@@ -20,6 +20,7 @@ from supervisord_lite.cli.app import (
     load_or_fail,
     main,
     manifest_option,
+    manifest_overlays,
     resolve_manifest_path,
 )
 from supervisord_lite.cli.completion import complete_services
@@ -55,22 +56,18 @@ def check(manifest: Path | None, strict: bool) -> None:
     Warns about ports some process outside the manifest already listens on, and about
     ports and tier ranges another registered project claims (`svc ports --all`).
     """
-    from supervisord_lite.core.locate import locate  # lazy: keeps svc --help fast
-    from supervisord_lite.core.manifest import check_manifest
-    from supervisord_lite.core.problems import ManifestError
-    from supervisord_lite.core.toml_source import read_manifest_text
+    from supervisord_lite.core.manifest import check_manifest  # lazy: keeps svc --help fast
     from supervisord_lite.cli.render import manifest_summary_line
     from supervisord_lite.host.portinfo import ephemeral_warnings, port_warnings
 
     path = resolve_manifest_path(manifest)
-    loaded, problems = check_manifest(path)
+
+    def live_checks(loaded: Manifest) -> list[Problem]:
+        return port_warnings(loaded, _own_pids(_live_snapshot(loaded))) + ephemeral_warnings(loaded)
+
+    loaded, problems = check_manifest(path, live_checks=live_checks, overlays=manifest_overlays())
     if loaded is not None:
-        busy = port_warnings(loaded, _own_pids(_live_snapshot(loaded))) + ephemeral_warnings(loaded)
-        try:
-            busy = locate(busy, path, read_manifest_text(path))
-        except ManifestError:  # the file went away since: keep them as they are
-            pass
-        problems = problems + busy + _registry_warnings(loaded)
+        problems = problems + _registry_warnings(loaded)
     echo_problems(problems, err=False)
     click.echo(manifest_summary_line(path, loaded, problems))
     if any(p.is_error for p in problems):
@@ -90,14 +87,52 @@ def _registry_warnings(loaded: Manifest) -> list[Problem]:
 
 @main.command()
 @manifest_option
-def config(manifest: Path | None) -> None:
-    """Print the resolved manifest, defaults filled in, as TOML."""
+@click.option("--unresolved", is_flag=True, help="The merged files as written: no ${VAR}, {port} or default filled in.")
+@click.option("--origin", is_flag=True, help="Each value as written, with the file and line it came from.")
+def config(manifest: Path | None, unresolved: bool, origin: bool) -> None:
+    """Print the resolved manifest, defaults filled in, as TOML (svc.local.toml and every
+    further -f merged over the manifest)."""
     import tomli_w  # lazy: keeps svc --help fast
 
     from supervisord_lite.core.serialise import manifest_to_dict
 
-    loaded = load_or_fail(resolve_manifest_path(manifest))
+    path = resolve_manifest_path(manifest)
+    if unresolved or origin:
+        _print_as_written(path, origin)
+        return
+    loaded = load_or_fail(path)
     click.echo(tomli_w.dumps(manifest_to_dict(loaded)), nl=False)
+
+
+def _print_as_written(path: Path, origin: bool) -> None:
+    """The merged document (a file that does not parse: its problems, exit 2); with
+    ``origin``, one ``key = value  # file:line`` line per value."""
+    import tomli_w  # lazy: keeps svc --help fast
+
+    from supervisord_lite.core.manifest import merged_sources
+    from supervisord_lite.core.problems import ManifestError
+    from supervisord_lite.core.sources import leaf_paths
+
+    try:
+        merged = merged_sources(path, manifest_overlays())
+    except ManifestError as exc:
+        echo_problems(exc.problems, err=True)
+        sys.exit(ExitCode.USAGE)
+    if not origin:
+        click.echo(tomli_w.dumps(merged.data), nl=False)
+        return
+    for key_path, value in leaf_paths(merged.data):
+        file, line = merged.where(key_path)
+        key = ".".join(_toml_key(part) for part in key_path)
+        value_text = " ".join(tomli_w.dumps({"v": value}).partition("=")[2].split("\n")).strip()
+        click.echo(f"{key} = {value_text}  # {file}" + (f":{line}" if line is not None else ""))
+
+
+def _toml_key(part: str) -> str:
+    """One part of a dotted key as TOML writes it."""
+    import json  # lazy: keeps svc --help fast
+
+    return part if part and all(c.isascii() and (c.isalnum() or c in "_-") for c in part) else json.dumps(part)
 
 
 @main.command()
@@ -145,7 +180,7 @@ def _declaring_service(path: Path, port: int) -> tuple[Manifest, ServiceSpec | N
     if not path.is_file():
         return None
     try:
-        loaded = load_manifest(path)
+        loaded = load_manifest(path, manifest_overlays())
     except ManifestError:
         click.echo(f"note: {path} has errors (run svc check); not matching the port to a service", err=True)
         return None

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from supervisord_lite.cli.app import fail, load_or_fail, warn_not_validating
+from supervisord_lite.cli.app import fail, load_or_fail, manifest_overlays, warn_not_validating
 from supervisord_lite.core.exitcodes import ExitCode
 from supervisord_lite.core.selectors import GROUP_PREFIX, SERVICE_PREFIX, TIER_PREFIX, SelectorError, resolve
 from supervisord_lite.core.states import ServiceState
@@ -56,7 +56,7 @@ def select_services(
     from supervisord_lite.core.problems import ManifestError
 
     try:
-        manifest = load_manifest(path)
+        manifest = load_manifest(path, manifest_overlays())
     except ManifestError as exc:
         if path.exists() and not any(_is_set_syntax(w) for w in words):
             if warn:

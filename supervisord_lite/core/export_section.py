@@ -83,7 +83,7 @@ def service_export(
 
     def quietly(text: str) -> str:
         """A top-level value for this service; its problems were reported at the top level."""
-        return Placeholders(ProblemLog(problems.file, problems.locator), subst.values).expand((), text)
+        return Placeholders(ProblemLog(problems.file, problems.locator), subst.values, subst.variables, subst.references).expand((), text)
 
     def value(key: str) -> str | None:
         if not inherited:

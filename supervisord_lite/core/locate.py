@@ -8,7 +8,7 @@ best effort that knows headers, dotted keys and one level of inline tables.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 
@@ -79,9 +79,16 @@ class ProblemLog:
     answered with the first ones and a count, in the time one mistake takes.
     """
 
-    def __init__(self, file: str, locator: KeyLocator, limit: int = MAX_PROBLEMS) -> None:
+    def __init__(
+        self,
+        file: str,
+        locator: KeyLocator,
+        limit: int = MAX_PROBLEMS,
+        source_of: Callable[[KeyPath], tuple[str, KeyLocator]] | None = None,
+    ) -> None:
         self.file = file
         self.locator = locator
+        self.source_of = source_of  # for merged manifests: the file (and its text) a key came from
         self.limit = limit
         self.items: list[Problem] = []
         self.omitted = 0
@@ -98,8 +105,9 @@ class ProblemLog:
             service, key = path[1], ".".join(path[2:]) or None
         else:
             service, key = None, ".".join(path) or None
-        line, col = self.locator.find(path)
-        self.items.append(Problem(severity, self.file, service, key, message, line, col))
+        file, locator = self.source_of(path) if self.source_of is not None else (self.file, self.locator)
+        line, col = locator.find(path)
+        self.items.append(Problem(severity, file, service, key, message, line, col))
 
     def error(self, path: KeyPath, message: str) -> None:
         self.add("error", path, message)

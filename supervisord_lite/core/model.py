@@ -140,7 +140,7 @@ class ServiceSpec:
     backoff: Backoff = field(default_factory=Backoff)
     failed_retry: float = 60.0  # 0 turns the slow retry out of `failed` off
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    env_file: Path | None = None
+    env_files: tuple[Path, ...] = ()  # read in order, a later file winning
     cwd: Path = Path(".")
     stop_signal: signal.Signals = signal.SIGTERM
     stop_timeout: float = 10.0
@@ -157,6 +157,11 @@ class ServiceSpec:
     @property
     def is_active(self) -> bool:
         return self.status is Status.ACTIVE
+
+    @property
+    def env_file(self) -> Path | None:
+        """The first env_file (None without one); ``env_files`` lists them all."""
+        return self.env_files[0] if self.env_files else None
 
     @property
     def liveness(self) -> ProbeSpec:
@@ -178,6 +183,7 @@ class SupervisorSpec:
     http_logs: bool = False  # serve service output at /api/logs/NAME (readable by every local user)
     restore: bool = True  # a starting daemon starts again what was wanted when the last one stopped
     instance: int = 0  # which side-by-side instance (core.instances): ports shifted, own state_dir
+    dotenv: bool = True  # read the .env beside the manifest for ${VAR} interpolation
 
     @property
     def metrics_address(self) -> tuple[str, int] | None:
@@ -205,6 +211,7 @@ class Manifest:
     supervisor: SupervisorSpec
     tiers: Mapping[str, Tier]
     services: Mapping[str, ServiceSpec]  # in file order
+    overlays: tuple[Path, ...] = ()  # further files (-f) merged over `path` and its svc.local.toml
 
     def active(self) -> list[ServiceSpec]:
         return [s for s in self.services.values() if s.is_active]

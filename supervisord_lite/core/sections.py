@@ -20,6 +20,7 @@ from supervisord_lite.core.wording import describe
 
 SUPERVISOR_KEYS = (
     "name", "state_dir", "metrics", "probe_interval", "log_max_bytes", "log_backups", "http_logs", "restore", "instance",
+    "dotenv",
 )  # fmt: skip
 TIER_KEYS = ("order", "ports", "description")
 
@@ -53,6 +54,7 @@ def supervisor_section(problems: ProblemLog, data: Any, path: Path) -> Superviso
         http_logs=t.boolean("http_logs", default.http_logs),
         restore=t.boolean("restore", default.restore),
         instance=t.integer("instance", default.instance, low=0, high=650),
+        dotenv=t.boolean("dotenv", default.dotenv),
     )
 
 

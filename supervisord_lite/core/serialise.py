@@ -13,7 +13,12 @@ from supervisord_lite.core.model import ExportSpec, Manifest, ProbeSpec, Service
 
 
 def _escape_braces(text: str) -> str:
-    return text.replace("{", "{{").replace("}", "}}")
+    """A resolved value written so that the loader reads it back as is: no placeholder, no variable."""
+    return _escape_dollars(text).replace("{", "{{").replace("}", "}}")
+
+
+def _escape_dollars(text: str) -> str:
+    return text.replace("$", "$$")
 
 
 def _probe_to_dict(probe: ProbeSpec) -> dict[str, Any]:
@@ -67,10 +72,11 @@ def service_to_dict(spec: ServiceSpec) -> dict[str, Any]:
         },
         "failed_retry": format_duration(spec.failed_retry),
         "env": {key: _escape_braces(value) for key, value in spec.env.items()},
-        "cwd": str(spec.cwd),
+        "cwd": _escape_dollars(str(spec.cwd)),
     }
-    if spec.env_file is not None:
-        out["env_file"] = str(spec.env_file)
+    if spec.env_files:
+        files = [_escape_dollars(str(file)) for file in spec.env_files]
+        out["env_file"] = files[0] if len(files) == 1 else files
     out |= {
         "stop_signal": spec.stop_signal.name,
         "stop_timeout": format_duration(spec.stop_timeout),
@@ -115,6 +121,7 @@ def manifest_to_dict(m: Manifest) -> dict[str, Any]:
             "log_backups": sup.log_backups,
             "http_logs": sup.http_logs,
             "restore": sup.restore,
+            "dotenv": sup.dotenv,
         },
         "tiers": {
             tier.name: {"order": tier.order, "ports": [str(r) for r in tier.ports], "description": tier.description}

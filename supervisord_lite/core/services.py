@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -78,6 +79,7 @@ def service_section(
     sup: SupervisorSpec,
     base: Path,
     export_defaults: ExportDefaults,
+    shared: SharedValues | None = None,
 ) -> ServiceSpec | None:
     """The service ``name`` of a manifest in folder ``base``, or None when its table is
     not a table. ``tiers`` is None when the manifest declares none."""
@@ -99,7 +101,7 @@ def service_section(
     status = t.choice("status", Status, _MODEL.status)
     tier = _tier(t, tiers)
     port = (t.integer("port", 0, 1, 65535) or None) if "port" in data else _MODEL.port
-    subst = _placeholders(t, name, port, sup)
+    subst = _placeholders(t, name, port, sup, shared or SharedValues())
     kind = t.choice("kind", Kind, _MODEL.kind)
     return ServiceSpec(
         name=name,
@@ -108,7 +110,7 @@ def service_section(
         status=status,
         kind=kind,
         **_description(t, subst, status),
-        **_process(t, subst, status, base),
+        **_process(t, subst, status, base, (shared or SharedValues()).env),
         **_readiness(t, port, subst),
         **_liveness(t, port, subst, sup),
         **_restart_policy(t, kind),
@@ -133,10 +135,21 @@ def _tier(t: TableReader, tiers: Mapping[str, Tier] | None) -> str:
     return tier
 
 
-def _placeholders(t: TableReader, name: str, port: int | None, sup: SupervisorSpec) -> Placeholders:
+@dataclass(frozen=True, slots=True)
+class SharedValues:
+    """What every service of a manifest may use: ``${VAR}`` variables, the other services'
+    ports (``{services.NAME.port}``) and the manifest-wide ``[env]``."""
+
+    variables: Mapping[str, str] = field(default_factory=dict)
+    references: Mapping[str, str | None] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+def _placeholders(t: TableReader, name: str, port: int | None, sup: SupervisorSpec, shared: SharedValues) -> Placeholders:
     # A bad port is reported once: "{port}" elsewhere must not add "the service has no port".
     port_text = str(port) if port else (str(t.data["port"]) if "port" in t.data else None)
-    return Placeholders(t.problems, {"name": name, "port": port_text, "state_dir": str(sup.state_dir)})
+    values = {"name": name, "port": port_text, "state_dir": str(sup.state_dir)}
+    return Placeholders(t.problems, values, shared.variables, shared.references)
 
 
 def _description(t: TableReader, subst: Placeholders, status: Status) -> dict[str, Any]:
@@ -152,16 +165,20 @@ def _description(t: TableReader, subst: Placeholders, status: Status) -> dict[st
     }
 
 
-def _process(t: TableReader, subst: Placeholders, status: Status, base: Path) -> dict[str, Any]:
-    """How the process is started, limited and stopped."""
+def _process(
+    t: TableReader, subst: Placeholders, status: Status, base: Path, shared_env: Mapping[str, str]
+) -> dict[str, Any]:
+    """How the process is started, limited and stopped. The manifest's [env] comes
+    under the service's own env."""
     raw_env = t.table("env")
-    env = env_table(t.problems, t.at("env"), raw_env, subst.expand) if raw_env is not None else None
-    env_file = t.data.get("env_file")  # "" means none
+    env = env_table(t.problems, t.at("env"), raw_env, subst.expand) if raw_env is not None else {}
+    if "cwd" in t.data:
+        t.data["cwd"] = subst.interpolate(t.at("cwd"), t.data["cwd"])
     pid_file = t.optional_string("pid_file")
     return {
         "command": _command(t, subst, status),
-        "env": MappingProxyType(env) if env is not None else _MODEL.env,
-        "env_file": t.read("env_file", _MODEL.env_file, "a path", path_in(base)) if env_file != "" else None,
+        "env": MappingProxyType({**shared_env, **env}) if shared_env or env else _MODEL.env,
+        "env_files": _env_files(t, subst, base),
         "cwd": t.read("cwd", resolve_path(base, str(_MODEL.cwd)), "a path", path_in(base)),
         "user": t.read("user", _MODEL.user, "a user name or uid", user_name),
         "stop_signal": t.read("stop_signal", _MODEL.stop_signal, "a signal", parse_signal),
@@ -169,6 +186,27 @@ def _process(t: TableReader, subst: Placeholders, status: Status, base: Path) ->
         "max_memory": t.optional_size("max_memory"),
         "pid_file": resolve_path(base, subst.expand(t.at("pid_file"), pid_file)) if pid_file else _MODEL.pid_file,
     }
+
+
+def _env_files(t: TableReader, subst: Placeholders, base: Path) -> tuple[Path, ...]:
+    """A path or an array of paths, read in order (a later file wins); "" means none."""
+    if "env_file" not in t.data:
+        return _MODEL.env_files
+    raw = t.data["env_file"]
+    items = raw if isinstance(raw, list) else [raw]
+    if isinstance(raw, list) and not all(isinstance(item, str) for item in raw):
+        t.error("env_file", f"expected a path or an array of paths, got {describe(raw)}")
+        return ()
+    files = []
+    for item in items:
+        if item == "":
+            continue
+        value = subst.interpolate(t.at("env_file"), item)
+        try:
+            files.append(path_in(base)(value))
+        except (TypeError, ValueError) as exc:
+            t.error("env_file", str(exc) or f"expected a path or an array of paths, got {describe(value)}")
+    return tuple(dict.fromkeys(files))
 
 
 def _command(t: TableReader, subst: Placeholders, status: Status) -> tuple[str, ...]:

@@ -39,6 +39,17 @@ def read_manifest_text(path: Path) -> str:
     raise ManifestError([Problem("error", str(path), None, None, message)])
 
 
+def read_optional_text(path: Path) -> str | None:
+    """The text of a file that may be absent (an override, a ``.env``): None when there is none.
+    :raises ManifestError: it exists but cannot be read, is too large or not UTF-8."""
+    try:
+        if not path.exists():
+            return None
+    except OSError:  # e.g. a folder this user may not enter: read_manifest_text says so
+        pass
+    return read_manifest_text(path)
+
+
 def parse_toml(text: str, file: str) -> dict[str, Any] | Problem:
     """The document's data, or what is wrong with the text as a Problem naming ``file``."""
     if len(text) > MAX_FILE_BYTES:

@@ -20,44 +20,64 @@ from supervisord_lite.core.limits import (
     MAX_PATH_PART_BYTES,
     MAX_UID,
 )
+from supervisord_lite.core.interpolate import interpolate, substitute
 from supervisord_lite.core.locate import KeyPath, ProblemLog
 from supervisord_lite.core.model import PortRange
 from supervisord_lite.core.shellwords import split_like_shell
 from supervisord_lite.core.tables import is_int
-from supervisord_lite.core.wording import describe, did_you_mean, shorten
+from supervisord_lite.core.wording import describe, did_you_mean, first_of, shorten
 
 PLACEHOLDERS = ("name", "port", "state_dir")
+REFERENCE_PREFIX = "services."  # {services.db.port}: no shell or compose variable is written so
+REFERENCE_KEYS = ("port",)
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 USER_NAME = re.compile(r"[^\x00-\x20:/\x7f]{0,256}")  # what passwd can hold ("" means none)
 _NUL = "a NUL byte, which a process cannot be given"
 
 
 class Placeholders:
-    """Expands ``{port}``, ``{name}``, ``{state_dir}``; ``{{`` and ``}}`` are literal braces."""
+    """Expands ``{port}``, ``{name}``, ``{state_dir}``, references to other services
+    (``{services.NAME.port}``) and ``${VAR}`` variables (``core.interpolate``), in one
+    pass so that no substituted value is read again; ``{{``, ``}}`` and ``$$`` are literal."""
 
-    PATTERN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+    PATTERN = re.compile(r"\$\$\{[^{}]*\}|\$\$|\$\{([^{}]*)\}|\$\{|\{\{|\}\}|\{([^{}]*)\}|[{}]")
 
-    def __init__(self, problems: ProblemLog, values: Mapping[str, str | None]) -> None:
+    def __init__(
+        self,
+        problems: ProblemLog,
+        values: Mapping[str, str | None],
+        variables: Mapping[str, str] | None = None,
+        references: Mapping[str, str | None] | None = None,
+    ) -> None:
         self.problems = problems
         self.values = values
+        self.variables = variables if variables is not None else {}
+        self.references = references if references is not None else {}
 
     def expand(self, path: KeyPath, text: str) -> str:
         """``text`` expanded; on a problem it is reported at ``path`` and ``text`` kept as is."""
-        if "{" not in text and "}" not in text:
+        if "{" not in text and "}" not in text and "$$" not in text:
             return text
+        unset: list[str] = []
 
         def replace(match: re.Match[str]) -> str:
             token = match.group(0)
+            if token.startswith("$${"):  # compose's escape: the shell gets ${...} as written
+                return token[1:]
+            if token[0] == "$":
+                return substitute(match, self.variables, text, unset)
             if token in ("{{", "}}"):
                 return token[0]
-            name = match.group(1)
+            name = match.group(2)
             if name is None:
                 raise ValueError(f'unmatched "{token}" in "{text}"; write "{token * 2}" for a literal brace')
+            if name.startswith(REFERENCE_PREFIX):
+                return self._reference(name, text)
             if name not in self.values:
                 hint = did_you_mean(name, PLACEHOLDERS)
                 raise ValueError(
                     f'unknown placeholder "{{{name}}}" in "{text}"{hint} '
-                    "(known: {name}, {port}, {state_dir}; write {{ and }} for literal braces)"
+                    "(known: {name}, {port}, {state_dir}, {services.NAME.port}; write {{ and }} for literal braces)"
                 )
             value = self.values[name]
             if value is None:
@@ -65,10 +85,44 @@ class Placeholders:
             return value
 
         try:
-            return self.PATTERN.sub(replace, text)
+            expanded = self.PATTERN.sub(replace, text)
         except ValueError as exc:
             self.problems.error(path, str(exc))
             return text
+        for name in dict.fromkeys(unset):
+            self.problems.warning(path, f"the variable {name} is not set (in the environment or .env): using \"\"")
+        return expanded
+
+    def interpolate(self, path: KeyPath, value: Any) -> Any:
+        """``value`` with only ``${VAR}`` and ``$$`` replaced (for paths, which have no
+        placeholders); a value that is not a string is returned for its reader to report."""
+        if not isinstance(value, str):
+            return value
+        try:
+            text, unset = interpolate(value, self.variables)
+        except ValueError as exc:
+            self.problems.error(path, str(exc))
+            return value
+        for name in dict.fromkeys(unset):
+            self.problems.warning(path, f"the variable {name} is not set (in the environment or .env): using \"\"")
+        return text
+
+    def _reference(self, name: str, text: str) -> str:
+        """``services.NAME.KEY``: a value of another service of this manifest."""
+        service, _, key = name[len(REFERENCE_PREFIX) :].rpartition(".")
+        if service not in self.references:
+            hint = did_you_mean(service, self.references) or (
+                f" (services: {first_of(self.references)})" if self.references else " (the manifest has no services)"
+            )
+            raise ValueError(f'"{{{name}}}" in "{text}": no service named "{service}"{hint}')
+        if key not in REFERENCE_KEYS:
+            hint = did_you_mean(key, REFERENCE_KEYS)
+            known = ", ".join(REFERENCE_KEYS)
+            raise ValueError(f'"{{{name}}}" in "{text}": unknown key "{key}"{hint} (a reference can name: {known})')
+        value = self.references[service]
+        if value is None:
+            raise ValueError(f'"{{{name}}}" in "{text}": the service {service} has no port')
+        return value
 
 
 def split_command(problems: ProblemLog, path: KeyPath, value: Any) -> tuple[str, ...] | None:

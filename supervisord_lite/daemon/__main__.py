@@ -14,7 +14,14 @@ from pathlib import Path
 
 def run(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="svc daemon", description="Run the daemon of one manifest in the foreground.")
-    parser.add_argument("-f", "--manifest", type=Path, required=True, help="The manifest file.")
+    parser.add_argument(
+        "-f",
+        "--manifest",
+        type=Path,
+        action="append",
+        required=True,
+        help="The manifest file; each further -f is merged over it (after svc.local.toml beside it).",
+    )
     logs = parser.add_mutually_exclusive_group()
     logs.add_argument("--json-logs", dest="json_logs", action="store_true", default=None, help="Log JSON lines.")
     logs.add_argument("--console-logs", dest="json_logs", action="store_false", help="Log for people.")
@@ -25,7 +32,8 @@ def run(argv: list[str] | None = None) -> int:
         sys.modules["rich"] = None  # type: ignore[assignment]
     from supervisord_lite.daemon.main import main
 
-    return main(args.manifest.resolve(), args.json_logs)
+    main_file, *overlays = args.manifest
+    return main(main_file.resolve(), args.json_logs, tuple(overlay.resolve() for overlay in overlays))
 
 
 if __name__ == "__main__":

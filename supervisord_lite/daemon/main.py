@@ -278,7 +278,8 @@ class Daemon:
             return protocol.ControlError(f"reload refused, the running manifest stays:\n{reason}", ExitCode.USAGE)
 
         try:
-            new = await anyio.to_thread.run_sync(load_manifest, self.manifest_path)
+            # the same files as at start: svc.local.toml beside it by the rule, and every further -f
+            new = await anyio.to_thread.run_sync(load_manifest, self.manifest_path, self.sup.manifest.overlays)
         except ManifestError as exc:
             raise refuse(str(exc)) from None
         except Exception as exc:  # the loader should say ManifestError; whatever it says, the file is at fault
@@ -345,8 +346,8 @@ def _message(exc: BaseException) -> str:
 # ------------------------------------------------------------------ main
 
 
-async def run_daemon(manifest_path: Path) -> int:
-    manifest = load_manifest(manifest_path)
+async def run_daemon(manifest_path: Path, overlays: tuple[Path, ...] = ()) -> int:
+    manifest = load_manifest(manifest_path, overlays)
     try:
         prepare_state_dir(manifest)
         lock = DaemonLock(manifest.supervisor.state_dir)
@@ -449,13 +450,13 @@ def _status_page_routes(supervisor: Supervisor, snapshot: Any) -> dict[str, Any]
     return routes(get_snapshot=snapshot, get_manifest=lambda: supervisor.manifest, tail=tail)
 
 
-def main(manifest_path: Path, json_logs: bool | None = None) -> int:
+def main(manifest_path: Path, json_logs: bool | None = None, overlays: tuple[Path, ...] = ()) -> int:
     """Run the daemon in the foreground; returns the exit status."""
     from supervisord_lite.runtime.logs import configure_logging
 
     configure_logging(json_logs)
     try:
-        return anyio.run(run_daemon, manifest_path)
+        return anyio.run(run_daemon, manifest_path, overlays)
     except ManifestError as exc:
         _say(str(exc))
         return ExitCode.USAGE

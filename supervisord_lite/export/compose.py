@@ -92,8 +92,8 @@ def service_body(
     if command is not None:
         body["command"] = list(command)
     body["environment"] = container_env(spec)
-    if spec.env_file is not None:
-        body["env_file"] = [_relative(spec.env_file, options.out_dir)]
+    if spec.env_files:
+        body["env_file"] = [_relative(file, options.out_dir) for file in spec.env_files]
     if spec.port is not None:
         body["ports"] = [f"127.0.0.1:{spec.port}:{spec.port}"]
 

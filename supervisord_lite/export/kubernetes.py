@@ -218,8 +218,8 @@ def pod_spec(
         notes.append(unexpressed)
     elif "readinessProbe" not in main and not is_oneshot(spec):
         notes.append("no readiness probe: it counts as ready once its container runs")
-    if spec.env_file is not None:
-        notes.append(f"env_file {spec.env_file} is not exported: put it in a Secret or ConfigMap and add envFrom")
+    for env_file in spec.env_files:
+        notes.append(f"env_file {env_file} is not exported: put it in a Secret or ConfigMap and add envFrom")
     if spec.user:
         notes.append(f"user = {spec.user!r} is not carried over: set securityContext.runAsUser")
     return pod, notes

@@ -213,8 +213,8 @@ def service_file(m: Manifest, spec: ServiceSpec, options: ExportOptions) -> str:
         env["PORT"] = str(spec.port)
     env["SVC_SERVICE"] = spec.name
     service += [("Environment", environment_value(key, value)) for key, value in env.items()]
-    if spec.env_file is not None:
-        service.append(("EnvironmentFile", plain_value(str(spec.env_file))))
+    for env_file in spec.env_files:
+        service.append(("EnvironmentFile", plain_value(str(env_file))))
     if spec.user:
         service.append(("User", spec.user))
     service += [

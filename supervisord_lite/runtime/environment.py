@@ -59,8 +59,8 @@ def service_environment(
     if spec.user:
         pw = _lookup_user(spec)
         env.update(HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name)
-    if spec.env_file is not None:
-        env.update(load_env_file(spec.env_file, spec.name))
+    for env_file in spec.env_files:
+        env.update(load_env_file(env_file, spec.name))
     env.update(spec.env)
     if extra_env:
         env.update(extra_env)

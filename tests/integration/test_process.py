@@ -173,7 +173,7 @@ def test_parse_env_file_errors_name_the_line(text: str, message: str) -> None:
 def test_service_environment_layers(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
     env_file.write_text("FROM_FILE=file\nOVERRIDDEN=file\nPORT=1\n")
-    spec = spec_for("api", ["x"], port=8001, env_file=env_file, env={"OVERRIDDEN": "spec", "SVC_SERVICE": "nope"})
+    spec = spec_for("api", ["x"], port=8001, env_files=(env_file,), env={"OVERRIDDEN": "spec", "SVC_SERVICE": "nope"})
     env = service_environment(spec, instance_id="i-1", extra_env={"EXTRA": "1"}, base={"PATH": "/bin", "FROM_FILE": "base"})
     assert env == {
         "PATH": "/bin",
@@ -208,7 +208,7 @@ async def test_spawn_sets_env_cwd_env_file_port_and_a_new_session(tmp_path: Path
         fake("print_env.py", "DATABASE_URL", "SHARED", "GREETING", "EXTRA", "PORT", "SVC_SERVICE", "SVC_INSTANCE", "PATH"),
         port=port,
         cwd=work,
-        env_file=env_file,
+        env_files=(env_file,),
         env={"SHARED": "from-spec", "GREETING": "hello world"},
     )
     log = new_log(tmp_path, "api")
@@ -252,7 +252,7 @@ async def test_other_spawn_errors_are_clear(tmp_path: Path, instance: str) -> No
         (spec_for("web", [no_shebang]), f"web: cannot run '{no_shebang}': Exec format error (a script without a #! line?)"),
         (spec_for("web", ["true"], cwd=tmp_path / "nope"), f"web: working directory '{tmp_path / 'nope'}' (key 'cwd') does not exist"),
         (
-            spec_for("web", ["true"], env_file=tmp_path / "missing.env"),
+            spec_for("web", ["true"], env_files=(tmp_path / "missing.env",)),
             f"web: env_file '{tmp_path / 'missing.env'}' does not exist",
         ),
         (spec_for("web", ["true"], user="no-such-user-xyz"), "web: user 'no-such-user-xyz' (key 'user') does not exist on this machine"),
@@ -260,7 +260,7 @@ async def test_other_spawn_errors_are_clear(tmp_path: Path, instance: str) -> No
     ]
     bad_env = tmp_path / "bad.env"
     bad_env.write_text("GOOD=1\nthis is not an assignment\n")
-    cases.append((spec_for("web", ["true"], env_file=bad_env), f"web: env_file '{bad_env}', line 2: expected KEY=VALUE"))
+    cases.append((spec_for("web", ["true"], env_files=(bad_env,)), f"web: env_file '{bad_env}', line 2: expected KEY=VALUE"))
     async with anyio.create_task_group() as tg:
         for spec, message in cases:
             with pytest.raises(SpawnError) as err:
