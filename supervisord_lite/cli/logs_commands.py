@@ -28,7 +28,6 @@ from typing import Any, NoReturn
 import click
 
 from supervisord_lite.cli.completion import complete_services
-from supervisord_lite.cli.selection import names_of
 from supervisord_lite.cli.app import (
     load_or_fail,
     long_manifest_option,
@@ -208,6 +207,8 @@ def _selection(path: Path, selectors: tuple[str, ...]) -> tuple[Path, list[str]]
     logged = logged_services(logs_dir)
     if not selectors:
         return logs_dir, [name for name, spec in manifest.services.items() if spec.is_active or name in logged]
+    from supervisord_lite.cli.selection import names_of  # lazy: keeps svc --help fast
+
     # a service no longer in the manifest still has its log; everything else is a selector
     gone = [word for word in selectors if word in logged and word not in manifest.services and word not in manifest.tiers]
     chosen = names_of(manifest, [word for word in selectors if word not in gone])
