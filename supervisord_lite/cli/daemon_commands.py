@@ -506,14 +506,6 @@ def shutdown(manifest: Path | None, timeout: float) -> None:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (our child in tests) counts as gone
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
+    from supervisord_lite.host.proctable import is_running  # lazy: loads psutil
+
+    return is_running(pid)  # a zombie (our child in tests) counts as gone

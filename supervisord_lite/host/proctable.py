@@ -122,6 +122,24 @@ PAUSED_STATES = frozenset({b"T", b"t"})
 _PROCFS = os.path.isdir("/proc/self")
 
 
+def is_running(pid: int) -> bool:
+    """Does ``pid`` exist and run (a zombie, exited but not yet reaped, does not)?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # someone else's: it exists
+    if not _PROCFS:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+    stat = read_proc_file(f"/proc/{pid}/stat")
+    fields = parse_stat(stat) if stat else None
+    return fields is not None and fields.state != b"Z"
+
+
 def is_paused(pid: int) -> bool:
     """Is ``pid`` stopped by a signal or a debugger (``T``/``t``)? False when it is gone.
 
