@@ -368,7 +368,11 @@ class Runner:
         while True:
             await self._wait_gate()
             if not self.intent.wanted:
-                await anyio.sleep_forever()  # a `down` took it back and its turn to stop has not come: that stop ends this
+                # a `down` took it back and its turn to stop has not come: that stop ends this,
+                # unless a later `up` wants it again first (and keeps this instance): then start
+                while not self.intent.wanted:
+                    await self._wait_for_change([self])
+                continue
             if not await self._port_is_ours_to_take():
                 continue  # back to the gate once the port was freed
             self._fire(Event.DEPS_READY, f"restarting after: {self._last_exit}" if self._last_exit else "")

@@ -213,6 +213,44 @@ def test_a_tier_barrier_once_passed_does_not_hold_a_later_tier_back_again(tmp_pa
     simulate(body)
 
 
+def test_an_up_while_a_down_is_stopping_starts_a_service_that_restarted_while_waiting_its_turn(tmp_path: Path) -> None:
+    """Found by the state machine: `down` releases the infra service at once but stops it
+    only after the stubborn backend one. Meanwhile it exits 0 and, out of backoff, parks
+    in `waiting` for its turn to stop. An `up` then wants it again before that turn: it
+    must start from there, or it stays `waiting` and holds the whole `up` at its barrier."""
+    policy = {"restart": RestartPolicy.ALWAYS, "ready_timeout": 1.0, "backoff": Backoff(first=0.1, max=0.1, reset_after=30.0)}
+    m = manifest(
+        tmp_path,
+        [
+            service("stubborn", tier="backend", stop_timeout=5.0, **policy),
+            service("brief", tier="infra", **policy),
+            service("web", tier="backend", port=20004, **policy),
+        ],
+        {"infra": 0, "backend": 10},
+    )
+
+    async def body() -> None:
+        sim = Sim(m)
+        sim.world.programs["stubborn"] = Program(ready_after=0.5, term_delay=math.inf)  # killed at stop_timeout
+        sim.world.programs["brief"] = Program(ready_after=0.25, exit_after=1.0, exit_code=0)
+        await sim.start()
+        assert (await sim.up())["all_ready"] is True
+
+        async def up_again() -> None:
+            assert sim.state("stubborn") is S.STOPPING and sim.state("brief") is S.WAITING
+            assert not sim.sup.runners["brief"].wanted  # type: ignore[union-attr]
+            result = await sim.up()
+            assert result["timed_out"] is False, (result["unsettled"], sim.states())
+            assert result["all_ready"] is True, sim.states()
+
+        await sim.down(then=up_again, gap=2.0)
+        assert {n: sim.state(n) for n in m.services} == {n: S.READY for n in m.services}
+        sim.check()
+        await sim.stop()
+
+    simulate(body)
+
+
 # ---------------------------------------------------------------- flow 3: restart with dependents
 
 
