@@ -105,7 +105,11 @@ class Procs:
     started: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        return {**os.environ, MARKER: self.run_id, **(extra or {})}
+        """The bench's environment for a command: marked, and with bytecode caching on as
+        in an installed package (PYTHONDONTWRITEBYTECODE would recompile every module
+        at every start and bill the compiler to the supervisor)."""
+        base = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        return {**base, MARKER: self.run_id, **(extra or {})}
 
     def popen(self, argv: list[str], *, log: str | os.PathLike[str] | None = None,
               env: dict[str, str] | None = None, cwd: str | os.PathLike[str] | None = None) -> subprocess.Popen[bytes]:
