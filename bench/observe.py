@@ -9,6 +9,7 @@ port in LISTEN on 127.0.0.1 is a port a connect() succeeds on.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import time
@@ -171,9 +172,29 @@ class Procs:
         return killed
 
 
+def _exited_within(p: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Block until ``p`` exits or ``timeout`` passes, woken by the exit itself: Popen.wait
+    with a timeout polls with sleeps of up to 50 ms, which would round every timed
+    command up to the next 50 ms."""
+    try:
+        fd = os.pidfd_open(p.pid)
+    except (AttributeError, OSError):  # no pidfd (old kernel) or already reaped: Popen's own wait
+        try:
+            p.wait(timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    try:
+        return bool(select.select([fd], [], [], timeout)[0])
+    finally:
+        os.close(fd)
+
+
 def wait(p: subprocess.Popen[bytes], timeout: float, what: str) -> int:
     try:
-        return p.wait(timeout)
+        if not _exited_within(p, timeout):
+            raise subprocess.TimeoutExpired(p.args, timeout)
+        return p.wait()
     except subprocess.TimeoutExpired:
         try:
             os.killpg(p.pid, signal.SIGKILL)
