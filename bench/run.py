@@ -11,6 +11,7 @@ bench/README.md for what each figure means and how it is measured.
 from __future__ import annotations
 
 import argparse
+import compileall
 import datetime as dt
 import os
 import platform
@@ -32,12 +33,13 @@ except ImportError:  # pragma: no cover (a friendly message, not a traceback)
     sys.exit("bench/run.py needs the project's venv: .venv/bin/python bench/run.py (psutil, tomli-w, svc)")
 
 import workloads
+from fixed import measure_fixed, render_fixed
 from observe import BenchTimeout, Procs, all_gone, all_listening, cpu_seconds, none_listening, poll, rss_bytes, \
     socket_inodes, timed
 from runners import RUNNERS, Runner, RunnerError, scrape, tail
 
 from supervisord_lite.demo import read_records
-from supervisord_lite.host.portinfo import listening_sockets
+from supervisord_lite.host.portinfo import listener_on, listening_sockets
 
 # figure key -> (label, unit). Units: "s" seconds, "ms" (stored in seconds), "MB" (stored in bytes), "cpu" seconds.
 FIGURES: dict[str, tuple[str, str]] = {
@@ -65,6 +67,8 @@ class Results:
     failed: set[tuple[str, str]] = field(default_factory=set)  # (workload, runner) that failed a run
     titles: dict[str, str] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)  # figure notes ("status command" per runner)
+    fixed: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # CLI fixed costs per run
+    fixed_diffs: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # minus python -c pass
 
 
 @dataclass
@@ -87,11 +91,32 @@ def listening_times(wl: workloads.Workload) -> dict[str, list[tuple[float, int]]
     return out
 
 
-def service_pids(wl: workloads.Workload) -> list[int]:
+def service_pids(wl: workloads.Workload, procs: Procs | None = None) -> list[int]:
+    """Every service process started so far: from the records (stubs), or the run's
+    socat processes (one scan of the process table)."""
+    if wl.kind == "socat":
+        assert procs is not None
+        found = []
+        for p in procs.marked():
+            try:
+                if p.name() == "socat":
+                    found.append(p.pid)
+            except psutil.Error:
+                continue
+        return found
     return [pid for entries in listening_times(wl).values() for _t, pid in entries]
 
 
-def measure(runner: Runner, wl: workloads.Workload, opts: Options, got: dict[str, float]) -> None:
+def victim_pid(wl: workloads.Workload, victim: workloads.Service) -> int:
+    if wl.kind == "socat":
+        held = listener_on(victim.port)
+        if held is None:
+            raise RunnerError(f"no process holds {victim.name}'s port {victim.port}")
+        return held.pid
+    return listening_times(wl)[victim.name][-1][1]
+
+
+def measure(runner: Runner, wl: workloads.Workload, opts: Options, got: dict[str, float], procs: Procs) -> None:
     """One runner, one workload, one run: every figure it supports, into ``got``
     as each is taken (what was measured before an error still counts)."""
     wl.record.unlink(missing_ok=True)
@@ -116,7 +141,7 @@ def measure(runner: Runner, wl: workloads.Workload, opts: Options, got: dict[str
     got["cold_up"] = time.perf_counter() - t0
     runner.finish_up(timeout)
 
-    ready = runner.ready_times()
+    ready = runner.ready_times() if "lag" in wl.figures else None
     if ready is not None:
         opened = listening_times(wl)
         lags = []
@@ -145,7 +170,7 @@ def measure(runner: Runner, wl: workloads.Workload, opts: Options, got: dict[str
 
     if "restart" in wl.figures:
         victim = wl.services[len(wl.services) // 2]
-        pid = listening_times(wl)[victim.name][-1][1]
+        pid = victim_pid(wl, victim)
         inodes = socket_inodes(victim.port)
         if not inodes:
             raise RunnerError(f"{victim.name} is not listening on {victim.port} before the kill")
@@ -155,16 +180,15 @@ def measure(runner: Runner, wl: workloads.Workload, opts: Options, got: dict[str
              f"{runner.name}: {victim.name} to listen again after SIGKILL", interval=0.001)
         got["restart"] = time.perf_counter() - t0
 
-    procs = service_pids(wl)
+    pids = service_pids(wl, procs)
     t0 = time.perf_counter()
     runner.down()
-    poll(lambda: none_listening(wl.ports)() and all_gone(procs)(), timeout,
+    poll(lambda: none_listening(wl.ports)() and all_gone(pids)(), timeout,
          f"{runner.name}: every port of {wl.key} closed and every process gone")
     got["down"] = time.perf_counter() - t0
     runner.finish_down(timeout)
 
     if runner.warm_up_argv() is not None:  # the daemon stays after down: start again (the systemd case)
-        procs = service_pids(wl)
         t0 = time.perf_counter()
         runner.warm_up()
         poll(lambda: all_listening(wl.ports)(), timeout, f"{runner.name}: every port of {wl.key} to accept again")
@@ -230,6 +254,11 @@ def render(res: Results, runners: list[Runner], skipped: dict[str, str], args: a
     ]
     for key, why in skipped.items():
         out.append(f"- Skipped {key}: {why}")
+    if args.socat_sizes and not workloads.SOCAT:
+        out.append("- Skipped the socat workloads: socat not found (bench/setup_peers.sh installs it)")
+    if any(n > args.peers_max_n for n in args.sizes + args.socat_sizes) and any(
+            r.key not in ("bare", "svc") for r in runners):
+        out.append(f"- supervisord, PM2 and circus ran only up to N = {args.peers_max_n} (--peers-max-n)")
     out.append("")
     for wl_key, by_runner in res.values.items():
         out += [f"## {res.titles[wl_key]}", ""]
@@ -244,6 +273,11 @@ def render(res: Results, runners: list[Runner], skipped: dict[str, str], args: a
             row = [("error" if c == "n/a" and (wl_key, r.key) in res.failed else c) for c, r in zip(row, cols)]
             out.append(f"| {label} | " + " | ".join(row) + " |")
         out.append("")
+    if res.fixed:
+        out += ["## Fixed costs of the CLI", "",
+                "Each command as a whole process, next to `python -c pass` run the same way in the same run; "
+                "`svc up` of 10 socat services against the bare loop is the cold up of the N = 10 socat table.", ""]
+        out += render_fixed(res.fixed, res.fixed_diffs) + [""]
     status_cmds = [f"{r.label}: `{r.status_command}`" for r in runners if r.status_command]
     if status_cmds:
         out += ["Status commands: " + "; ".join(status_cmds) + ".", ""]
@@ -256,7 +290,7 @@ def render(res: Results, runners: list[Runner], skipped: dict[str, str], args: a
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python bench/run.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--n", default="10,50,200", help="sizes of the tiny-services workload (default 10,50,200)")
+    p.add_argument("--n", default="10,50,200,1000", help="sizes of the tiny-services workload (default 10,50,200,1000)")
     p.add_argument("--runs", type=int, default=3, help="runs per figure (default 3)")
     p.add_argument("--only", default="", help=f"comma list of runners: {','.join(RUNNERS)} (default all)")
     p.add_argument("--out", type=Path, default=None, help="markdown output (default bench/results.md; "
@@ -267,10 +301,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--metrics-n", type=int, default=None,
                    help="services in the metrics-scrape workload, ours only (default 500; smoke 0 = skip)")
     p.add_argument("--timeout", type=float, default=60.0, help="base timeout of each wait (+0.2 s per service)")
-    p.add_argument("--smoke", action="store_true", help="N=5, one run, 2 s idle, skip peers not installed")
+    p.add_argument("--socat", default="10,200,1000", help="sizes of the socat workload (default 10,200,1000; "
+                   "empty: skip)")
+    p.add_argument("--peers-max-n", type=int, default=200,
+                   help="run supervisord, PM2 and circus only up to this N (default 200)")
+    p.add_argument("--no-fixed", action="store_true", help="skip the CLI's fixed costs")
+    p.add_argument("--smoke", "--quick", dest="smoke", action="store_true",
+                   help="N=5 (stubs and socat), one run, 2 s idle, skip peers not installed")
     args = p.parse_args(argv)
     if args.smoke:
-        args.n, args.runs = "5", 1
+        args.n, args.runs, args.socat = "5", 1, "5"
         args.idle = 2.0 if args.idle is None else args.idle
         args.metrics_n = 0 if args.metrics_n is None else args.metrics_n
         args.out = args.out or workloads.BENCH / ".work" / "results-smoke.md"
@@ -279,6 +319,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.out = args.out or workloads.BENCH / "results.md"
     try:
         args.sizes = [int(x) for x in args.n.split(",") if x.strip()]
+        args.socat_sizes = [int(x) for x in args.socat.split(",") if x.strip()]
     except ValueError:
         p.error(f"--n wants numbers separated by commas, got {args.n!r}")
     args.keys = [k.strip() for k in args.only.split(",") if k.strip()] or list(RUNNERS)
@@ -290,6 +331,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # compiled once up front, as pip does on install: no run pays for the compiler
+    compileall.compile_dir(str(workloads.ROOT / "supervisord_lite"), quiet=1)
     run_id = uuid.uuid4().hex[:8]
     work = workloads.BENCH / ".work" / run_id
     work.mkdir(parents=True, exist_ok=True)
@@ -328,10 +371,12 @@ def main(argv: list[str] | None = None) -> int:
                 for r in order:
                     if (wl.ordered and not r.ordered) or (wl.key.startswith("metrics") and r.key != "svc"):
                         continue
+                    if r.key not in ("bare", "svc") and len(wl.services) > args.peers_max_n:
+                        continue
                     log(f"run {run + 1}/{args.runs} · {wl.key} · {r.label}")
                     measured[r.key] = {}
                     try:
-                        measure(r, wl, opts, measured[r.key])
+                        measure(r, wl, opts, measured[r.key], procs)
                     except (RunnerError, BenchTimeout, OSError) as e:
                         res.errors.append(f"run {run + 1}, {wl.key}, {r.label}: {e}")
                         log(f"  error: {e}")
@@ -348,6 +393,20 @@ def main(argv: list[str] | None = None) -> int:
                         reference = base.get("cold_up") if fig == "warm_up" else base.get(fig)
                         if reference:
                             res.ratios[wl.key][key][fig].append(value / reference)
+            ours = next((r for r in runners if r.key == "svc"), None)
+            if ours is not None and not args.no_fixed and workloads.SOCAT:
+                log(f"run {run + 1}/{args.runs} · fixed costs of the CLI")
+                got: dict[str, float] = {}
+                try:
+                    measure_fixed(ours, procs, workloads.socat(10, work), got)
+                except (RunnerError, BenchTimeout, OSError) as e:
+                    res.errors.append(f"run {run + 1}, fixed costs: {e}")
+                finally:
+                    procs.cleanup()
+                for key, value in got.items():
+                    res.fixed[key].append(value)
+                    if "python" in got:
+                        res.fixed_diffs[key].append(value - got["python"])
     except KeyboardInterrupt:
         interrupted = True
         log("interrupted: cleaning up")
@@ -372,6 +431,8 @@ def main(argv: list[str] | None = None) -> int:
 def workload_makers(args: argparse.Namespace, work: Path) -> list:
     """Fresh workloads (fresh free ports) for each run."""
     makers = [lambda n=n: workloads.tiny(n, work) for n in args.sizes]
+    if workloads.SOCAT:
+        makers += [lambda n=n: workloads.socat(n, work) for n in args.socat_sizes]
     if args.chain:
         makers.append(lambda: workloads.chain(args.chain, work))
     if not args.no_demo:

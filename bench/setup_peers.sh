@@ -3,7 +3,8 @@
 #   supervisord  (PyPI "supervisor")  -> bench/.peers/supervisor/bin/{supervisord,supervisorctl}
 #   PM2          (npm "pm2")          -> bench/.peers/node_modules/.bin/pm2   (PM2_HOME=bench/.peers/pm2-home)
 #   circus       (PyPI "circus")      -> bench/.peers/circus/bin/{circusd,circusctl}   (optional)
-# Nothing is installed outside bench/.peers. Re-running it is cheap; `rm -rf bench/.peers` undoes it.
+#   socat        (Debian, apt-get)     -> /usr/bin/socat, only when missing: the socat workloads' services
+# Nothing else is installed outside bench/.peers. Re-running it is cheap; `rm -rf bench/.peers` undoes it.
 #
 # Usage: bench/setup_peers.sh [--no-circus] [--no-pm2] [--no-supervisord]
 set -euo pipefail
@@ -22,6 +23,16 @@ for arg in "$@"; do
     esac
 done
 mkdir -p "$peers"
+
+# socat: the fast services of the socat workloads (a Debian package, the one thing installed system-wide)
+if ! command -v socat >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+        echo "== socat (Debian)"
+        apt-get install -y -qq --no-install-recommends socat >/dev/null
+    else
+        echo "== socat not found and no apt-get: the bench skips its socat workloads" >&2
+    fi
+fi
 
 pip_venv() {  # pip_venv DIR PACKAGE...
     local dir="$1"; shift

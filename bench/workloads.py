@@ -8,6 +8,7 @@ together once the previous wave accepts). Ports always come from the OS.
 from __future__ import annotations
 
 import shlex
+import shutil
 import socket
 import sys
 import tomllib
@@ -17,9 +18,12 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 STUB = BENCH / "stub.py"
+SOCAT = shutil.which("socat")
 DEMO_MANIFEST = ROOT / "config" / "demo.toml"
 ALL_FIGURES = frozenset({"cold_up", "lag", "idle_cpu", "rss", "status", "metrics", "restart", "down"})
 START_STOP = frozenset({"cold_up", "lag", "down"})
+#: socat writes no "listening" record: no readiness lag for it.
+SOCAT_FIGURES = ALL_FIGURES - {"lag"}
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,9 @@ class Workload:
     extra: dict[str, dict[str, object]] = field(default_factory=dict)
     #: For ours: deprecated/disabled entries, kept so their ports stay reserved: (name, tier, port, replaced_by).
     reserved: tuple[tuple[str, str, int, str], ...] = ()
+
+    #: "stub" (bench/stub.py, records its own "listening") or "socat" (finds its pids by port).
+    kind: str = "stub"
 
     @property
     def ports(self) -> list[int]:
@@ -81,6 +88,21 @@ def tiny(n: int, work: Path) -> Workload:
     ports = free_ports(n)
     services = tuple(Service(f"s{i:03d}", p, stub_argv(p, f"s{i:03d}", record)) for i, p in enumerate(ports))
     return Workload(f"tiny-{n}", f"N = {n} tiny services (one tier, no dependencies)", services, record)
+
+
+def socat_argv(port: int) -> tuple[str, ...]:
+    """A service that starts in about a millisecond: socat listening on its port,
+    forking `true` for each connection (the probes' connects included)."""
+    return (SOCAT or "socat", f"TCP-LISTEN:{port},fork,reuseaddr,bind=127.0.0.1", "SYSTEM:true")
+
+
+def socat(n: int, work: Path) -> Workload:
+    """N independent socat listeners in one tier: the supervisor's own cost, unhidden
+    by a Python service's 20-30 ms of start-up."""
+    record = work / f"socat-{n}.records.jsonl"
+    services = tuple(Service(f"x{i:04d}", p, socat_argv(p)) for i, p in enumerate(free_ports(n)))
+    return Workload(f"socat-{n}", f"N = {n} socat services (one tier, no dependencies)", services, record,
+                    figures=SOCAT_FIGURES, kind="socat")
 
 
 def chain(depth: int, work: Path) -> Workload:

@@ -5,8 +5,6 @@ daemon over its control socket, and renders what it hears. It never imports the
 runtime or the daemon: the daemon is started as its own process.
 """
 
-from supervisord_lite.cli import daemon_commands, export_commands, logs_commands, machine_commands, manifest_commands  # noqa: F401  (they add commands)
-from supervisord_lite.cli import completion, run_command, signal_command  # noqa: F401  (they add commands)
-from supervisord_lite.cli.app import main
+from supervisord_lite.cli.app import main  # its commands load on first use (cli/lazygroup.py)
 
 __all__ = ["main"]

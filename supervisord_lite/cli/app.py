@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
+from supervisord_lite import __version__
+from supervisord_lite.cli.lazygroup import LazyGroup
 from supervisord_lite.core.exitcodes import ExitCode
 from supervisord_lite.core.protocol import ControlError, DaemonUnreachable
 
@@ -198,9 +200,9 @@ def daemon_errors(path: Path, when_absent: Callable[[], NoReturn] | None = None)
         fail(str(exc), exc.code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @_manifest_flag("-f", "--manifest")
-@click.version_option(package_name="supervisord-lite")
+@click.version_option(version=__version__, package_name="supervisord-lite")  # no metadata scan at start-up
 @click.pass_context
 def main(ctx: click.Context, manifest: tuple[Path, ...]) -> None:
     """Run a many-service platform from one TOML manifest."""

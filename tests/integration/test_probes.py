@@ -168,7 +168,7 @@ async def test_exec_probe_timeout_kills_its_process_group(tmp_path: Path) -> Non
     result = await exec_probe(["sh", "-c", script], timeout=0.5)
     assert not result.ok
     assert result.detail.startswith("'sh' timed out after 0.5s")
-    assert time.monotonic() - start < 2.0
+    assert time.monotonic() - start < 0.5 + 5.0  # hang bound: the timeout, then the kill (measured about 0.52 s)
     shell, sleeper = (int(p) for p in pids_file.read_text().split())
     for pid in (shell, sleeper):  # both were in the probe's group, both are gone
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
@@ -271,13 +271,14 @@ async def test_port_watcher_lag_with_the_background_ticker() -> None:
         tg.cancel_scope.cancel()
     median = statistics.median(lags)
     print(f"\nPortWatcher lag with run(): median {median * 1000:.1f} ms, max {max(lags) * 1000:.1f} ms")
-    assert median < 0.1, lags
-    assert max(lags) < 0.5, lags
+    # hang bounds only (the figure is the bench's): measured median 2.8 ms, max 5.8 ms on a loaded 2-core machine
+    assert median < 0.5, lags
+    assert max(lags) < 2.0, lags
 
 
 async def test_port_watcher_lag_without_the_ticker() -> None:
     lags = await measure_lag(PortWatcher(), rounds=5)
-    assert statistics.median(lags) < 0.1, lags
+    assert statistics.median(lags) < 0.5, lags  # hang bound; measured a few milliseconds
 
 
 async def test_port_watcher_shares_reads_and_idles() -> None:

@@ -468,7 +468,7 @@ async def test_kill_instance_stops_survivors_and_leaves_others_alone(
     start = time.monotonic()
     stopped = await kill_instance(instance, sig=signal.SIGTERM, timeout=0.3, pids_hint=hints)
     assert set(stopped) == tree
-    assert time.monotonic() - start < 3.0
+    assert time.monotonic() - start < 0.3 + 5.0  # hang bound: the 0.3 s timeout, then SIGKILL (measured about 0.35 s)
     assert all(gone(pid) for pid in tree)
     assert bystander.is_running() and bystander.status() != psutil.STATUS_ZOMBIE
 

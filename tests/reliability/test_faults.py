@@ -17,7 +17,7 @@ from tests.conftest import FAKES, free_ports, wait_until
 from tests.integration.harness import SVC, Platform, port_accepts, wait_gone
 
 STOP_TIMEOUT = 1.5
-MARGIN = 1.5  # SIGKILL rounds, the port check and the CLI's own start-up (about 0.3 s)
+MARGIN = 5.0  # hang bound over the stop timeout: SIGKILL rounds, the port check and the CLI's start-up measured about 0.3-0.5 s
 
 
 def service_of(proc: psutil.Process) -> str | None:

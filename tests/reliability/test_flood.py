@@ -26,7 +26,7 @@ from tests.reliability.conftest import daemon_usage
 
 FLOOD = 50_000_000
 LOG_MAX = 5 * 1024 * 1024
-STALLED_CLI = 5.0  # seconds; measured up to 0.36 s alone, 2 s on a loaded CI machine
+STALLED_CLI = 10.0  # seconds, a hang bound; measured up to 0.36 s alone, 2 s on a loaded CI machine
 STALLED_RAW = 2.0  # seconds; measured tens of milliseconds
 RSS_GROWTH_LIMIT = 40 * 2**20  # measured: a few MiB; the rest is headroom for slower machines
 
