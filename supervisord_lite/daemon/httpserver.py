@@ -208,9 +208,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
             message = f"too many event streams open (the limit is {app.max_streams}); try again later\n"
             self._write(Response(503, message.encode(), headers={"Retry-After": "5"}), head_only)
             return
+        with app.streams_lock:
+            app.open_streams += 1
         try:
             self._write(response, head_only)
         finally:
+            with app.streams_lock:
+                app.open_streams -= 1
             app.stream_slots.release()
 
     def _client_gone(self) -> bool:
@@ -291,6 +295,8 @@ class MetricsServer:
         self.max_streams = max_streams
         self.connection_slots = threading.BoundedSemaphore(max_connections)
         self.stream_slots = threading.BoundedSemaphore(max_streams)
+        self.streams_lock = threading.Lock()
+        self.open_streams = 0  # event streams being served now (/healthz says it)
         self.routes: dict[str, Handler] = {
             "/": self._index,
             "/metrics": self._metrics,
@@ -429,6 +435,7 @@ class MetricsServer:
             "uptime_seconds": round(max(time.time() - snap.started_at, 0.0), 3),
             "services": len(snap.services),
             "states": dict(sorted(states.items())),
+            "event_streams": {"open": self.open_streams, "limit": self.max_streams},
         }
         if problem is not None:
             data["problem"] = problem
