@@ -13,6 +13,10 @@ program that wrote over its environment, still leaves nothing a successor cannot
 Which processes are survivors is decided here once (``find_survivors``), for both
 callers: the CLI stops them synchronously when no daemon runs (``stop_survivors``),
 and a starting daemon stops them with the runtime's async termination.
+
+This module is over 500 lines on purpose: the record format, the rule for what counts
+as a survivor and stopping survivors are one contract between a dead daemon, its
+successor and the CLI; split, the rule could drift from what is recorded.
 """
 
 from __future__ import annotations
