@@ -379,7 +379,8 @@ class Runner:
             try:
                 await self._spawn()
             except SpawnError as exc:
-                self._fire(Event.GIVE_UP, str(exc))
+                # the status line already names the service: "bad: failed (cannot run 'x': ...)"
+                self._fire(Event.GIVE_UP, str(exc).removeprefix(f"{self.spec.name}: "))
                 await self._rest_in_failed()
                 continue
             end = await self._attempt()

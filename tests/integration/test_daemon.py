@@ -411,3 +411,13 @@ def test_piped_up_prints_changes_not_where_things_stood(platform: Platform) -> N
     # because the state before and after it has the same name
     assert lines[-2].startswith("db: ready in") and lines[-1] == "1/1 services ready", lines
     assert all(line.split(" ")[1] in ("stopping", "stopped", "waiting", "starting") for line in lines[:-2]), lines
+
+
+def test_a_service_that_cannot_run_says_why_once_without_repeating_its_name(platform: Platform) -> None:
+    platform.add("bad", port=None, command="no-such-program-xyz --flag")
+    platform.write()
+    up = platform.svc("up")
+    assert up.returncode == 1
+    reason = platform.status()["bad"]["reason"]
+    assert reason.startswith("cannot run 'no-such-program-xyz'"), reason  # not "bad: cannot run ..."
+    assert "bad: failed (bad:" not in up.stdout + up.stderr, up.stdout + up.stderr
