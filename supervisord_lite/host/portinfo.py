@@ -246,3 +246,22 @@ def ephemeral_warnings(m: Manifest, ports: tuple[int, int] | None = None) -> lis
                 f"(net.ipv4.ip_local_port_range): an outgoing connection may hold it when {spec.name} starts",
             ))
     return found
+
+
+def ports_listened_by(pid: int) -> set[int]:
+    """The TCP ports ``pid`` and its descendants listen on (empty when it is gone or
+    cannot be read): what a service that never opened its declared port opened instead."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return set()
+    found: set[int] = set()
+    for proc in procs:
+        try:
+            for conn in proc.net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN and conn.laddr:
+                    found.add(conn.laddr.port)
+        except psutil.Error:
+            continue
+    return found

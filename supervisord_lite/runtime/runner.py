@@ -615,6 +615,13 @@ class Runner:
             last = f"no output line matched {ready.log!r}"
         elif ready.tcp and spec.port is not None and not last:
             last = f"port {spec.port} never accepted a connection"
+            elsewhere = sorted((await self.io.ports_listened_by(proc.pid)) - {spec.port})
+            if elsewhere:
+                ports = ", ".join(map(str, elsewhere))
+                last += (
+                    f"; it listens on {ports} instead: make it listen on {spec.port} "
+                    f"(the manifest passes it as {{port}} and $PORT) or declare port = {elsewhere[0]}"
+                )
         return f": {last}" if last else ""
 
     async def _liveness(self, proc: ProcessHandle) -> InstanceEnd:

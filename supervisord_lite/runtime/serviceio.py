@@ -120,6 +120,10 @@ class ServiceIO(Protocol):
 
     async def tcp_probe(self, port: int, timeout: float) -> probes.ProbeResult: ...
 
+    async def ports_listened_by(self, pid: int) -> set[int]:
+        """The TCP ports a process tree listens on (for a reason, not a decision)."""
+        ...
+
     async def probe(self, check: ProbeSpec, port: int | None, env: Mapping[str, str], cwd: Path) -> probes.ProbeResult: ...
 
     def tree_usage(self, roots: Mapping[str, int]) -> dict[str, Any]:
@@ -240,6 +244,9 @@ class RealServiceIO:
 
     async def tcp_probe(self, port: int, timeout: float) -> probes.ProbeResult:
         return await probes.tcp_probe(port, timeout=timeout)
+
+    async def ports_listened_by(self, pid: int) -> set[int]:
+        return await anyio.to_thread.run_sync(portinfo.ports_listened_by, pid)
 
     async def probe(self, check: ProbeSpec, port: int | None, env: Mapping[str, str], cwd: Path) -> probes.ProbeResult:
         return await probes.run_probe(check, port, env=env, cwd=cwd)

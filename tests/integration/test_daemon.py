@@ -19,7 +19,7 @@ import threading
 import psutil
 
 from tests.conftest import free_ports, wait_until
-from tests.integration.harness import Platform, port_accepts, wait_gone
+from tests.integration.harness import DEMO, Platform, port_accepts, wait_gone
 
 
 def test_up_starts_in_dependency_and_tier_order_and_down_leaves_nothing(platform: Platform) -> None:
@@ -421,3 +421,15 @@ def test_a_service_that_cannot_run_says_why_once_without_repeating_its_name(plat
     reason = platform.status()["bad"]["reason"]
     assert reason.startswith("cannot run 'no-such-program-xyz'"), reason  # not "bad: cannot run ..."
     assert "bad: failed (bad:" not in up.stdout + up.stderr, up.stdout + up.stderr
+
+
+def test_a_service_listening_on_another_port_than_declared_is_told_which(platform: Platform) -> None:
+    declared, actual = free_ports(2)
+    platform.add("api", port=declared, ready_timeout="1s", failed_retry=0, restart="no",
+                 command=f"{DEMO} --record {platform.records} --port {actual}")
+    platform.write()
+    result = platform.svc("up")
+    assert result.returncode == 1
+    reason = platform.status()["api"]["reason"]
+    assert f"port {declared} never accepted a connection; it listens on {actual} instead" in reason, reason
+    assert f"declare port = {actual}" in reason, reason

@@ -355,6 +355,9 @@ class FakeIO:
         ok = port in self.world.listeners
         return ProbeResult(ok, 0.0001, f"127.0.0.1:{port} accepts connections" if ok else f"127.0.0.1:{port}: connection refused")
 
+    async def ports_listened_by(self, pid: int) -> set[int]:
+        return set()  # fake processes listen only on their declared port
+
     async def probe(self, check: ProbeSpec, port: int | None, env: Mapping[str, str], cwd: Path) -> ProbeResult:
         if port is None:
             return ProbeResult(True, 0.0001, "nothing to check")
