@@ -332,23 +332,10 @@ def _serving_pid(sock: Path) -> int | None:
 def _lock_holder_alive(manifest: Manifest) -> bool:
     """Does the daemon that holds the manifest's lock (its pid is in the lock file) still
     run? Then ours lost the race to it, and it is still starting: wait for it."""
-    try:
-        fd = os.open(manifest.supervisor.state_dir / "daemon.lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            pid = int(os.read(fd, 32).decode().strip() or 0)
-        finally:
-            os.close(fd)
-    except (OSError, ValueError):
-        return False
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    from supervisord_lite.host.proctable import is_running  # lazy: loads psutil
+
+    pid = lock_holder(manifest.supervisor.state_dir)
+    return pid is not None and is_running(pid)
 
 
 def _startup_failure(manifest: Manifest, code: int) -> str:

@@ -557,11 +557,16 @@ def daemon_lock(state_dir: Path, wait: float = 0.0) -> Iterator[bool]:
 
 
 def lock_holder(state_dir: Path) -> int | None:
-    """The pid a daemon wrote into its lock file (for messages)."""
+    """The pid a daemon wrote into its lock file (never through a link), or None."""
     try:
-        return int((state_dir / DAEMON_LOCK).read_text().strip())
+        fd = os.open(state_dir / DAEMON_LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            pid = int(os.read(fd, 32).decode().strip() or 0)
+        finally:
+            os.close(fd)
     except (OSError, ValueError):
         return None
+    return pid if pid > 0 else None
 
 
 def _whole_number(value: Any) -> int | None:
