@@ -30,7 +30,7 @@ from supervisord_lite.runtime.logs import ServiceLog
 from supervisord_lite.runtime.service_process import ServiceProcess, adopt
 from supervisord_lite.runtime.spawn import MAX_LINE_CHARS, spawn
 from supervisord_lite.runtime.termination import kill_instance, stop_orphans
-from tests.conftest import FAKES, PYTHON, free_port
+from tests.conftest import FAKES, PYTHON, free_port, free_ports
 
 pytestmark = pytest.mark.anyio
 
@@ -410,7 +410,7 @@ async def test_stop_after_exit_still_sweeps_an_escaped_daemon(tmp_path: Path, in
 async def test_concurrent_stops_of_many_services(tmp_path: Path, instance: str) -> None:
     """Ten services stopped at once share process-table reads and all end."""
     log = new_log(tmp_path, tail_lines=1000)
-    ports = [free_port() for _ in range(10)]
+    ports = free_ports(10)  # distinct: ten separate free_port() calls may hand out one port twice
     async with anyio.create_task_group() as tg:
         procs = [
             await spawn(spec_for(f"s{i}", fake("listen_port.py", p)), instance_id=instance, log=log, task_group=tg)
