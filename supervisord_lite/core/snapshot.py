@@ -26,7 +26,8 @@ class ServiceSnapshot:
     started_at: float | None = None  # unix time of the last spawn
     ready_at: float | None = None  # unix time it last became ready
     ready_duration: float | None = None  # spawn-to-ready seconds of the last start
-    restarts: int = 0
+    restarts: int = 0  # since the last explicit up/restart; survives reloads and a new daemon
+    restarts_total: int = 0  # by this daemon process, never reset (svc_service_restarts_total)
     port_up: bool | None = None  # last probe of the port; None when never probed
     probe_latency: float | None = None  # seconds, last probe
     conflict_pid: int | None = None

@@ -131,7 +131,8 @@ class Runner:
         self.settled = True
         self.proc: ProcessHandle | None = None
         self.instance_id = ""
-        self.restarts = 0
+        self._restarts = 0
+        self.restarts_total = 0  # never goes back within this daemon: what the metric exports
         self.memory_restarts = 0
         self.started_at: float | None = None
         self.ready_at: float | None = None
@@ -167,6 +168,30 @@ class Runner:
         return self.spec.kind
 
     @property
+    def restarts(self) -> int:
+        """Restarts since the last explicit up or restart of the service (what `svc status`
+        shows); it survives reloads and, through the state file, a new daemon."""
+        return self._restarts
+
+    @restarts.setter
+    def restarts(self, value: int) -> None:
+        if value > self._restarts:  # a restart: the per-daemon total counts it too, a reset does not undo it
+            self.restarts_total += value - self._restarts
+        self._restarts = value
+
+    def carry_counts_from(self, old: Runner) -> None:
+        """A reload replaced ``old`` by this runner: its counters go on where old's stood."""
+        self._restarts = old._restarts
+        self.restarts_total = old.restarts_total
+        self.memory_restarts = old.memory_restarts
+        self.snap = self._build_snapshot()
+
+    def resume_restart_count(self, count: int) -> None:
+        """The count a previous daemon recorded for this service (its total stays this daemon's)."""
+        self._restarts = count
+        self.snap = self._build_snapshot()
+
+    @property
     def restarting(self) -> bool:
         return self.intent.restart
 
@@ -192,14 +217,17 @@ class Runner:
 
     # ------------------------------------------------------------------ requests
 
-    def request_start(self, command: int) -> bool:
+    def request_start(self, command: int, *, forget_restarts: bool = False) -> bool:
         """`svc up` (or a restart's dependency): run the service. Clears its restart
         history; a no-op when it already runs or is on its way. False for a service that
-        is never started (disabled, deprecated)."""
+        is never started (disabled, deprecated). ``forget_restarts`` (a person's up): the
+        restart count starts again from 0 too, when this does start it."""
         action = on_up(self.intent, self.state, self.spec.kind, active=self.spec.is_active)
         if action is UpAction.IGNORE:
             return False
         self.history.clear()
+        if forget_restarts and action is not UpAction.NOTHING:
+            self.restarts = 0
         if action is UpAction.START:
             self.intent.ask_start(command)
             self._kick.set()
@@ -210,12 +238,15 @@ class Runner:
         self._publish(notify=True)
         return True
 
-    def request_restart(self, command: int, stop_after: Iterable[str] = ()) -> bool:
+    def request_restart(self, command: int, stop_after: Iterable[str] = (), *, forget_restarts: bool = False) -> bool:
         """Stop the running instance (after ``stop_after``, its dependents restarted by
-        the same command) and start again, from a clean restart history."""
+        the same command) and start again, from a clean restart history (and, for a
+        person's restart, ``forget_restarts``, a restart count of 0)."""
         if not self.spec.is_active:
             return False
         self.history.clear()
+        if forget_restarts:
+            self.restarts = 0
         self.intent.ask_restart(command, stop_after)
         self._kick.set()
         self._publish(notify=True)  # its dependents must see it as not ready from now on
@@ -817,6 +848,7 @@ class Runner:
             ready_at=self.ready_at,
             ready_duration=self.ready_duration,
             restarts=self.restarts,
+            restarts_total=self.restarts_total,
             port_up=self.port_up,
             probe_latency=self.probe_latency,
             conflict_pid=self.conflict.pid if self.conflict else None,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -231,12 +231,13 @@ class Supervisor:
 
     # ------------------------------------------------------------------ requests
 
-    def up(self, names: Iterable[str] | None) -> list[str]:
+    def up(self, names: Iterable[str] | None, *, forget_restarts: bool = False) -> list[str]:
         """Start ``names`` (all active services when None) and what they need; an
-        explicit start clears their restart history."""
+        explicit start clears their restart history, and with ``forget_restarts`` (a
+        person's `svc up`, not a reload or a resume) the count of those it starts."""
         start_set = graph.start_set(self.manifest, names)
         command = self._next_command()
-        asked = [name for name in start_set if self.runners[name].request_start(command)]
+        asked = [name for name in start_set if self.runners[name].request_start(command, forget_restarts=forget_restarts)]
         self._open_gate(asked)
         self.save_state()
         return list(start_set)
@@ -251,11 +252,11 @@ class Supervisor:
         named = set(names)
         asked = []
         for name in closure:  # make sure what they need runs too
-            if name not in named and self.runners[name].request_start(command):
+            if name not in named and self.runners[name].request_start(command, forget_restarts=True):
                 asked.append(name)
         for name in names:
             stop_after = graph.dependents(self.manifest, name) & named
-            if self.runners[name].request_restart(command, stop_after):
+            if self.runners[name].request_restart(command, stop_after, forget_restarts=True):
                 asked.append(name)
         self._open_gate(asked)
         self.save_state()
@@ -357,6 +358,7 @@ class Supervisor:
         for name in changed:
             runner = self.runners[name]
             runner.request_removal()
+            fresh[name].carry_counts_from(runner)  # a reload is no explicit restart: counts go on
             self.runners[name] = fresh[name]
         for name in added:
             self.runners[name] = fresh[name]
@@ -445,7 +447,17 @@ class Supervisor:
                 for r in self._runner_list
                 if r.proc is not None and r.proc.returncode is None
             },
+            restarts={r.spec.name: r.restarts for r in self._runner_list if r.restarts},
         )
+
+    def carry_restarts(self, counts: Mapping[str, int]) -> None:
+        """Restart counts a previous daemon recorded: `svc status` goes on from them (the
+        per-process totals the metrics export start at 0, as a new process's counters do)."""
+        for name, count in counts.items():
+            runner = self.runners.get(name)
+            if runner is not None and count > 0:
+                runner.resume_restart_count(count)
+        self.notify()
 
     async def _write_state_file(self, state: DaemonState) -> bool:
         try:
