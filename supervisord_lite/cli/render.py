@@ -70,6 +70,8 @@ def state_text(s: ServiceSnapshot, now: float) -> str:
         text += f" (pid {s.conflict_pid})"
     elif s.state is ServiceState.DEPRECATED and s.replaced_by:
         text += f" (→ {s.replaced_by})"
+    elif s.state is ServiceState.READY and s.reason:  # "ready (restarted: src/app.py changed)"
+        text += f" ({s.reason})"
     return text
 
 

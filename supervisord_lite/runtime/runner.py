@@ -151,6 +151,8 @@ class Runner:
         self._instance: _Instance | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._last_exit = ""  # why the last instance ended, shown while the next one starts
+        self._restart_cause = ""  # why the supervisor restarts it by itself (a watched file changed)
+        self._restart_cause_told = False  # it became ready again: the next state change ends the cause
         self.listeners: set[anyio.Event] = set()  # set at this runner's next change
         self._gate_listeners: set[anyio.Event] = set()  # set when its gate is replaced
         self.ready_generation = 0  # how many times it became ready (for on_dependency_restart)
@@ -352,7 +354,7 @@ class Runner:
 
     async def _watch_files(self) -> None:
         """Restart on changes to the watched files, while the service runs (debounced)."""
-        from supervisord_lite.runtime.filewatch import changes
+        from supervisord_lite.runtime.filewatch import change_summary, changes
 
         base = self.host.manifest.path.parent
         async for paths in changes(base, self.spec.watch, self.spec.watch_ignore):
@@ -360,7 +362,25 @@ class Runner:
                 log.info("watched files changed: restarting", service=self.spec.name, files=paths[:5])
                 self.log.mark(f"restart: {len(paths)} watched file(s) changed: {', '.join(paths[:3])}")
                 self.restarts += 1
+                self.note_restart_cause(change_summary(paths))
                 self.request_restart(self.intent.command)
+
+    def note_restart_cause(self, cause: str) -> None:
+        """Why the restart about to happen is made: shown as the reason (``restarting:
+        src/app.py changed``, then ``restarted: ...`` once ready) until its next state change."""
+        self._restart_cause, self._restart_cause_told = cause, False
+
+    def _with_restart_cause(self, old: ServiceState, new: ServiceState, reason: str) -> str:
+        cause = self._restart_cause
+        if not cause:
+            return reason
+        if (reason and reason != self.reason) or (self._restart_cause_told and old is S.READY and new is not S.READY):
+            self._restart_cause, self._restart_cause_told = "", False  # a new reason, or the next change after ready
+            return reason
+        if new is S.READY:
+            self._restart_cause_told = True
+            return f"restarted: {cause}"
+        return f"restarting: {cause}"
 
     def dependency_ready(self, dependency: str, generation: int) -> None:
         """A dependency became ready again: restart once, if the manifest asks for it."""
@@ -374,6 +394,7 @@ class Runner:
         log.info("dependency restarted: restarting", service=self.spec.name, dependency=dependency)
         self.log.mark(f"restart: dependency {dependency} restarted")
         self.restarts += 1
+        self.note_restart_cause(f"dependency {dependency} restarted")
         self.request_restart(self.intent.command)
 
     async def _supervise_in(self, instance: _Instance) -> None:
@@ -807,6 +828,7 @@ class Runner:
         if event is Event.STOPPED:
             new = self._resting_state() if self.state is S.STOPPING else new
         old, self.state = self.state, new
+        reason = self._with_restart_cause(old, new, reason)
         if old is not new and new not in (S.WAITING, S.STARTING):  # waiting, starting: "started pid N" says enough
             self.log.mark(f"{new.value}: {reason}" if reason else new.value)
         if new is not S.WAITING or reason:

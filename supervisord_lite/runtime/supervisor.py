@@ -372,6 +372,9 @@ class Supervisor:
         to_start = [n for n in changed if n in was_wanted and new.services[n].is_active]
         if platform_up:
             to_start += [n for n in added if new.services[n].is_active]
+        for name in to_start:
+            if name in changed:
+                self.runners[name].note_restart_cause("its definition changed (reload)")
         if to_start:
             self.up(to_start)
             restarted = [n for n in changed if n in to_start]
