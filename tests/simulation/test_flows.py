@@ -487,8 +487,10 @@ def test_restart_counts_survive_reloads_and_a_new_daemon_and_reset_on_an_explici
         await sim.run_for(1.0)
         assert runner().state is S.READY and (runner().restarts, runner().restarts_total) == (2, 2)
         assert runner().snap.restarts == 2 and runner().snap.restarts_total == 2
+        assert runner().reason == "restarted: its definition changed (reload)"
         await crash()
         assert (runner().restarts, runner().restarts_total) == (3, 3)
+        assert runner().reason == ""  # the next state change ended the reload's reason
 
         await sim.run_for(1.0)  # the state file has caught up
         await sim.crash_daemon_and_restart()
