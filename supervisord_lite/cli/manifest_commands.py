@@ -355,7 +355,7 @@ def add(
     try:
         addition = add_service(
             path, name, tier=tier, command=command, port=port,  # type: ignore[arg-type]
-            depends_on=depends_on, description=description, url=url, **settings,
+            depends_on=depends_on, description=description, url=url, overlays=manifest_overlays(), **settings,
         )  # fmt: skip
     except ManifestError as exc:
         echo_problems(exc.problems, err=True)

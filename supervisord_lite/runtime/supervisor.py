@@ -23,6 +23,7 @@ import anyio.abc
 import structlog
 
 from supervisord_lite.core import graph
+from supervisord_lite.core.manifest import source_files
 from supervisord_lite.core.model import Manifest, ServiceSpec
 from supervisord_lite.core.paths import instance_prefix
 from supervisord_lite.core.snapshot import ServiceSnapshot, SupervisorSnapshot
@@ -82,6 +83,7 @@ class Supervisor:
         self.manifest = manifest
         self.io: ServiceIO = io if io is not None else RealServiceIO(port_watcher)
         self.manifest_mtime = _mtime(manifest.path)
+        self.source_mtimes = _source_mtimes(manifest)
         self._state_dirty = anyio.Event()
         self._state_failing = False
         self._state_version = 0  # bumped by every save_state()
@@ -217,6 +219,7 @@ class Supervisor:
             reloads_ok=self.reloads_ok,
             reloads_error=self.reloads_error,
             manifest_mtime=self.manifest_mtime,
+            source_mtimes=self.source_mtimes,
         )
 
     def _with_usage(self, services: tuple[ServiceSnapshot, ...]) -> tuple[ServiceSnapshot, ...]:
@@ -354,6 +357,7 @@ class Supervisor:
             await self.down_only(changed)
         self.manifest = new
         self.manifest_mtime = _mtime(new.path)
+        self.source_mtimes = _source_mtimes(new)
         restarted = []
         for name in changed:
             runner = self.runners[name]
@@ -474,6 +478,11 @@ class Supervisor:
             log.info("state file written again", path=str(self.manifest.supervisor.state_file))
         self._state_failing = False
         return True
+
+
+def _source_mtimes(manifest: Manifest) -> dict[str, float | None]:
+    """The mtime of each file the manifest was read from, as it was loaded (None: absent)."""
+    return {str(path): _mtime(path) for path in source_files(manifest)}
 
 
 def _mtime(path: Path) -> float | None:
