@@ -51,7 +51,7 @@ def _check_names(manifest: Manifest, names: tuple[str, ...]) -> None:
         fail(f"{manifest.path}: no service named {', '.join(hints)}", ExitCode.USAGE)
 
 
-def _say_manifest_changed(path: Path) -> None:
+def _say_manifest_changed(path: Path, changed: Path | None = None) -> None:
     from supervisord_lite.core.manifest import load_manifest  # lazy: keeps svc --help fast
     from supervisord_lite.core.problems import ManifestError
 
@@ -60,7 +60,31 @@ def _say_manifest_changed(path: Path) -> None:
     except ManifestError as exc:
         warn_not_validating(path, exc)
         return
-    click.echo(f"note: {path} changed since the daemon loaded it; `svc reload` applies the changes", err=True)
+    click.echo(f"note: {changed or path} changed since the daemon loaded it; `svc reload` applies the changes", err=True)
+
+
+def changed_source(data: dict[str, Any], path: Path) -> Path | None:
+    """The first file the daemon's manifest was read from (the main file, svc.local.toml, -f
+    files, .env) whose mtime is not what it was when the daemon loaded it; a file created or
+    removed since counts. Named as ``path`` names the main file (relative stays relative)."""
+    try:
+        main_mtime: float | None = path.stat().st_mtime
+    except OSError:
+        main_mtime = None
+    if data.get("manifest_mtime") != main_mtime:
+        return path
+    main = path.resolve()
+    for name, loaded in (data.get("source_mtimes") or {}).items():
+        source = Path(name)
+        if source == main:
+            continue
+        try:
+            now: float | None = source.stat().st_mtime
+        except OSError:
+            now = None
+        if now != loaded:
+            return path.parent / source.name if source.parent == main.parent else source
+    return None
 
 
 def _daemon_socket(manifest: Path | None) -> tuple[Path, Path]:
@@ -398,8 +422,8 @@ def status(manifest: Path | None, names: tuple[str, ...], as_json: bool, watch: 
     selected = set(select_services(path, names, warn=False))  # the changed-file note below says it
     with daemon_errors(path, when_absent=partial(_invalid_or_no_daemon, path)):
         data = client.status(client.socket_for_path(path), timeout=10)
-    if data.get("manifest_mtime") != path.stat().st_mtime:
-        _say_manifest_changed(path)
+    if (changed := changed_source(data, path)) is not None:
+        _say_manifest_changed(path, changed)
     if selected:
         data["services"] = filter_services(path, data["services"], selected)
     if as_json:

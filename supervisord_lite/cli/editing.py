@@ -17,10 +17,10 @@ from typing import Any, Literal, TypedDict, Unpack
 
 import tomli_w
 
-from supervisord_lite.core.manifest import parse_manifest
+from supervisord_lite.core.manifest import analyse, parse_manifest, read_sources
 from supervisord_lite.core.model import DEFAULT_TIER, Manifest
 from supervisord_lite.core.problems import ManifestError, Problem
-from supervisord_lite.core.toml_source import read_manifest_text
+from supervisord_lite.core.sources import Source
 from supervisord_lite.core.wording import one_line
 from supervisord_lite.host import portinfo
 
@@ -74,10 +74,11 @@ def _refuse(path: Path, name: str | None, key: str | None, message: str) -> Mani
     return ManifestError([Problem("error", str(path), name, key, message)])
 
 
-def free_port_in_tier(m: Manifest, tier: str, busy: Collection[int]) -> int | None:
+def free_port_in_tier(m: Manifest, tier: str, busy: Collection[int], reserved: Collection[int] = ()) -> int | None:
     """The lowest port of the tier's ranges that no service reserves (deprecated ones
-    included) and nothing listens on; None when the ranges are full."""
-    reserved = {s.port for s in m.services.values() if s.port is not None}
+    included; ``reserved``: ports other versions of the manifest declare) and nothing
+    listens on; None when the ranges are full."""
+    reserved = {s.port for s in m.services.values() if s.port is not None} | set(reserved)
     for port_range in m.tiers[tier].ports:
         for port in range(port_range.start, port_range.end + 1):
             if port not in reserved and port not in busy:
@@ -143,19 +144,23 @@ def plan_addition(
     description: str = "",
     url: str = "",
     busy: Collection[int] = frozenset(),
+    overlays: Sequence[Source] = (),
     **settings: Unpack[TableSettings],
 ) -> Addition:
     """Validate adding service ``name`` to the manifest ``text``; return what to append.
 
-    ``port="auto"`` picks ``free_port_in_tier``; ``busy`` are the ports something
-    listens on now; ``settings`` are the other keys ``service_table`` takes (kind,
-    env, cwd, ready_http, groups).
+    ``port="auto"`` picks ``free_port_in_tier``, free of every port the file declares
+    alone and merged with ``overlays`` (svc.local.toml, -f files: one may move a port
+    the file still names); ``busy`` are the ports something listens on now;
+    ``settings`` are the other keys ``service_table`` takes (kind, env, cwd,
+    ready_http, groups). The result must pass validation alone and merged.
 
     :raises ManifestError: the manifest is invalid already, the name or port is taken,
         no port is free, or the result would not pass validation.
     """
-    current = parse_manifest(text, path)
-    if name in current.services:
+    alone = parse_manifest(text, path)
+    current = _merged(text, path, overlays) if overlays else alone
+    if name in current.services or name in alone.services:
         raise _refuse(path, name, None, f'a service named "{name}" already exists')
     chosen: int | None
     if port == "auto":
@@ -165,7 +170,8 @@ def plan_addition(
             raise _refuse(path, name, "tier", f'unknown tier "{tier_name}" (tiers: {known})')
         if not current.tiers[tier_name].ports:
             raise _refuse(path, name, "port", f'tier "{tier_name}" reserves no port range; give --port N')
-        chosen = free_port_in_tier(current, tier_name, busy)
+        declared_alone = {s.port for s in alone.services.values() if s.port is not None}
+        chosen = free_port_in_tier(current, tier_name, busy, declared_alone)
         if chosen is None:
             ranges = ", ".join(str(r) for r in current.tiers[tier_name].ports)
             raise _refuse(path, name, "port", f'no free port left in tier "{tier_name}" ({ranges})')
@@ -180,16 +186,28 @@ def plan_addition(
     appended = _separator(text, newline) + rendered.replace("\n", newline)
     try:
         result = parse_manifest(text + appended, path)
+        if overlays:
+            result = _merged(text + appended, path, overlays)
     except ManifestError as exc:
-        raise ManifestError(_unlocated_past(exc.problems, text.count("\n") + 1)) from None
+        raise ManifestError(_unlocated_past(exc.problems, text.count("\n") + 1, str(path))) from None
     spec = result.services[name]
     return Addition(name=name, tier=spec.tier, port=spec.port, appended=appended, manifest=result)
 
 
-def _unlocated_past(problems: Sequence[Problem], last_line: int) -> list[Problem]:
+def _merged(text: str, path: Path, overlays: Sequence[Source]) -> Manifest:
+    manifest, problems = analyse(text, path, overlays)
+    if manifest is None:
+        raise ManifestError(problems)
+    return manifest
+
+
+def _unlocated_past(problems: Sequence[Problem], last_line: int, file: str) -> list[Problem]:
     """Problems of the refused addition without line numbers past the file's end:
     nothing was written, so ``svc.toml:212`` would point at a line that is not there."""
-    return [replace(p, line=None, col=None) if p.line is not None and p.line > last_line else p for p in problems]
+    return [
+        replace(p, line=None, col=None) if p.line is not None and p.line > last_line and p.file == file else p
+        for p in problems
+    ]
 
 
 def add_service(
@@ -202,17 +220,19 @@ def add_service(
     depends_on: Sequence[str] = (),
     description: str = "",
     url: str = "",
+    overlays: Sequence[Path] = (),
     **settings: Unpack[TableSettings],
 ) -> Addition:
     """Append the service to the manifest file, or raise ``ManifestError`` and touch nothing.
 
+    The file is read with what is merged over it (its svc.local.toml, then ``overlays``).
     An explicit port that some process already listens on is refused too, naming it.
     """
-    text = read_manifest_text(path)
+    text, merged_over = read_sources(path, overlays)
     busy = portinfo.listening_ports()
     addition = plan_addition(
         text, path, name, tier=tier, command=command, port=port,
-        depends_on=depends_on, description=description, url=url, busy=busy, **settings,
+        depends_on=depends_on, description=description, url=url, busy=busy, overlays=merged_over, **settings,
     )  # fmt: skip
     if isinstance(port, int) and port in busy:
         listener = portinfo.listener_on(port)

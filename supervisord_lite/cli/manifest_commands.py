@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from supervisord_lite.core.model import Manifest, ServiceSpec
     from supervisord_lite.core.problems import Problem
     from supervisord_lite.core.snapshot import ServiceSnapshot
+    from supervisord_lite.host.portinfo import Listener
 
 
 def _live_snapshot(manifest: Manifest) -> dict[str, ServiceSnapshot] | None:
@@ -206,25 +207,53 @@ def who(port: int, manifest: Path | None) -> None:
              + "".join(f"\n{line}" for line in elsewhere), ExitCode.FAILED)  # fmt: skip
 
     click.echo(f"port:     {port}" + (f" ({listener.address})" if listener.address else ""))
-    click.echo(f"pid:      {listener.pid if listener.pid is not None else 'unknown (run as root to see it)'}")
+    click.echo(f"pid:      {listener.pid if listener.pid is not None else 'unknown: ' + listener.hidden_why()}")
     click.echo(f"user:     {listener.user}")
     click.echo(f"command:  {one_line(listener.cmdline)}")
+    if listener.started is not None:
+        click.echo(f"started:  {_since(listener.started)}")
     if listener.owner:
         click.echo(f"owner:    {listener.owner}")
+    elif listener.pid is not None:
+        click.echo("owner:    not a service of any svc daemon in this machine's registry")
+        for line in _registered_declarations(port, path):
+            click.echo(line)
     if found is None:  # no manifest to compare with (or an invalid one, said above)
         return
     if spec is None:
         click.echo(f"service:  {_not_a_service(found[0], path, port, listener.pid)}")
         return
-    loaded = found[0]
-    snap = (_live_snapshot(loaded) or {}).get(spec.name)
-    where = f"tier {spec.tier}, {path}"
-    if snap is None or snap.pid is None or listener.pid is None:
-        click.echo(f"service:  {spec.name} ({where}) declares this port")
-    elif portinfo.belongs_to(listener.pid, snap.pid):
-        click.echo(f"service:  {spec.name} (ours: {where}, pid {snap.pid})")
+    click.echo(f"service:  {_declared_service_line(found[0], spec, path, listener)}")
+
+
+def _since(started: float) -> str:
+    """``2026-11-29 05:31:02 UTC (3m04s ago)``: when a listener's process started."""
+    import time
+
+    from supervisord_lite.cli.render import human_duration
+
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started))
+    return f"{stamp} ({human_duration(time.time() - started)} ago)"
+
+
+def _declared_service_line(loaded: Manifest, spec: ServiceSpec, path: Path, listener: Listener) -> str:
+    """Whether the listener on a port ``spec`` declares is that service's process, said plainly."""
+    from supervisord_lite.host import portinfo
+
+    where = f"{spec.name} (tier {spec.tier}, {path})"
+    live = _live_snapshot(loaded)
+    snap = (live or {}).get(spec.name)
+    if listener.pid is None:
+        return f"{where} declares this port; whether this listener is ours cannot be told (its process is hidden)"
+    if snap is not None and snap.pid is not None and portinfo.belongs_to(listener.pid, snap.pid):
+        return f"{spec.name} (ours: tier {spec.tier}, {path}, pid {snap.pid})"
+    if live is None:
+        why = f"no daemon of {path} is running"
+    elif snap is None or snap.pid is None:
+        why = f"{spec.name} is {snap.state.value if snap is not None else 'not loaded by the daemon'}"
     else:
-        click.echo(f"service:  {spec.name} ({where}) declares this port, but this process is not ours")
+        why = f"{spec.name} runs as pid {snap.pid}"
+    return f"{where} declares this port, but this listener is not ours: {why}"
 
 
 def _registered_declarations(port: int, path: Path | None) -> list[str]:
@@ -326,7 +355,7 @@ def add(
     try:
         addition = add_service(
             path, name, tier=tier, command=command, port=port,  # type: ignore[arg-type]
-            depends_on=depends_on, description=description, url=url, **settings,
+            depends_on=depends_on, description=description, url=url, overlays=manifest_overlays(), **settings,
         )  # fmt: skip
     except ManifestError as exc:
         echo_problems(exc.problems, err=True)

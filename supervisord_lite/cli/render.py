@@ -71,6 +71,8 @@ def state_text(s: ServiceSnapshot, now: float) -> str:
         text += f" (pid {s.conflict_pid})"
     elif s.state is ServiceState.DEPRECATED and s.replaced_by:
         text += f" (→ {s.replaced_by})"
+    elif s.state is ServiceState.READY and s.reason:  # "ready (restarted: src/app.py changed)"
+        text += f" ({s.reason})"
     return text
 
 
@@ -230,17 +232,28 @@ def attention_lines(services: Sequence[ServiceSnapshot]) -> list[str]:
 
 
 def manifest_summary_line(path: Path, manifest: Manifest | None, problems: list[Problem]) -> str:
-    """``config/x.toml: 12 services, no problems`` or ``config/x.toml: 2 errors, 1 warning``."""
-    errors = sum(p.is_error for p in problems)
-    warnings = len(problems) - errors
+    """``config/x.toml: 12 services, no problems`` or ``config/x.toml: 2 errors, 1 warning``;
+    problems of another file (svc.local.toml, a -f file, .env) are counted under its name:
+    ``svc.toml: 1 error; svc.local.toml: 2 errors``, ``svc.local.toml: 1 error (merged over svc.toml)``."""
+    main = path.resolve()
+    by_file: dict[str, list[Problem]] = {}
+    for problem in problems:
+        by_file.setdefault(problem.file, []).append(problem)
+    own = [p for file, found in by_file.items() if Path(file).resolve() == main for p in found]
+    others = [(file, found) for file, found in by_file.items() if Path(file).resolve() != main]
     parts = [plural(len(manifest.services), "service")] if manifest is not None else []
-    if errors:
-        parts.append(plural(errors, "error"))
-    if warnings:
-        parts.append(plural(warnings, "warning"))
+    parts += _problem_counts(own)
     if not problems:
         parts.append("no problems")
-    return f"{path}: {', '.join(parts)}"
+    segments = [f"{path}: {', '.join(parts)}"] if parts else []
+    segments += [f"{file}: {', '.join(_problem_counts(found))}" for file, found in others]
+    return "; ".join(segments) + ("" if parts else f" (merged over {path})")
+
+
+def _problem_counts(problems: Sequence[Problem]) -> list[str]:
+    errors = sum(p.is_error for p in problems)
+    warnings = len(problems) - errors
+    return ([plural(errors, "error")] if errors else []) + ([plural(warnings, "warning")] if warnings else [])
 
 
 def plural(n: int, word: str) -> str:

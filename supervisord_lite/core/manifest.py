@@ -202,6 +202,16 @@ def merged_sources(path: Path, overlays: Sequence[Path] = ()) -> Merged:
     return merged
 
 
+def source_files(m: Manifest) -> list[Path]:
+    """Every file the loaded manifest was read from (some may be absent, which is a fact too):
+    the main file, the svc.local.toml beside it, each -f overlay, and the .env read for
+    ``${VAR}``. Not the env_files: those are read at each start, a reload changes nothing."""
+    files = [m.path, m.path.with_name(local_name(m.path.name)), *m.overlays]
+    if m.supervisor.dotenv:
+        files.append(m.path.parent / DOTENV_NAME)
+    return list(dict.fromkeys(files))
+
+
 def read_sources(path: Path, overlays: Sequence[Path] = ()) -> tuple[str, list[Source]]:
     """The main manifest's text and the overlays merged over it: ``svc.local.toml`` beside
     it when there is one, then ``overlays`` in order. :raises ManifestError: one cannot be read."""

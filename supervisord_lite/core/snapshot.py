@@ -26,7 +26,8 @@ class ServiceSnapshot:
     started_at: float | None = None  # unix time of the last spawn
     ready_at: float | None = None  # unix time it last became ready
     ready_duration: float | None = None  # spawn-to-ready seconds of the last start
-    restarts: int = 0
+    restarts: int = 0  # since the last explicit up/restart; survives reloads and a new daemon
+    restarts_total: int = 0  # by this daemon process, never reset (svc_service_restarts_total)
     port_up: bool | None = None  # last probe of the port; None when never probed
     probe_latency: float | None = None  # seconds, last probe
     conflict_pid: int | None = None
@@ -71,6 +72,8 @@ class SupervisorSnapshot:
     reloads_ok: int = 0
     reloads_error: int = 0
     manifest_mtime: float | None = None  # of the file as the daemon last loaded it
+    #: every file it was read from (svc.local.toml, -f files, .env) -> its mtime then (None: absent)
+    source_mtimes: dict[str, float | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,6 +84,7 @@ class SupervisorSnapshot:
             "reloads_ok": self.reloads_ok,
             "reloads_error": self.reloads_error,
             "manifest_mtime": self.manifest_mtime,
+            "source_mtimes": dict(self.source_mtimes),
             "services": [s.to_dict() for s in self.services],
         }
 
@@ -94,6 +98,7 @@ class SupervisorSnapshot:
             reloads_ok=data.get("reloads_ok", 0),
             reloads_error=data.get("reloads_error", 0),
             manifest_mtime=data.get("manifest_mtime"),
+            source_mtimes=dict(data.get("source_mtimes") or {}),
             services=tuple(ServiceSnapshot.from_dict(s) for s in data["services"]),
         )
 

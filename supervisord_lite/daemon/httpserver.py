@@ -376,7 +376,7 @@ class MetricsServer:
             if holder is None:
                 who = "another socket"
             elif holder.pid is None:
-                who = "a process of another user (run as root to see which)"
+                who = f"a process we cannot see ({holder.hidden_why()})"
             else:
                 who = f"pid {holder.pid} ({holder.cmdline})"
             return f'{shown} is already in use by {who}; choose another address, or "" to turn metrics off'

@@ -136,7 +136,7 @@ class Daemon:
         names = _names(args)
         given = _float_arg(args, "timeout", 1.0) if "timeout" in args else None
         try:
-            start_set = self.sup.up(names)
+            start_set = self.sup.up(names, forget_restarts=True)
         except (KeyError, ValueError) as exc:
             raise protocol.ControlError(_message(exc), ExitCode.USAGE) from None
         if not args.get("wait", True):
@@ -369,7 +369,8 @@ async def _run_locked(manifest_path: Path, manifest: Manifest) -> int:
         sock_path = control_server.claim_path(manifest.supervisor.state_dir)
     except control_server.SocketPathError as exc:
         raise StartupError(str(exc)) from None
-    resume = await reap_predecessor(manifest)
+    predecessor = await reap_predecessor(manifest)
+    resume = predecessor.wanted
     supervisor: Supervisor | None = None
     ran = False
 
@@ -379,6 +380,7 @@ async def _run_locked(manifest_path: Path, manifest: Manifest) -> int:
 
     metrics = Metrics(snapshot)
     supervisor = Supervisor(manifest, observe_probe=metrics.observe_probe, forget_service=metrics.forget)
+    supervisor.carry_restarts(predecessor.restarts)
     server = None
     address = manifest.supervisor.metrics_address
     if address is not None:

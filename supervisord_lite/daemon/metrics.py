@@ -53,7 +53,7 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
     ("svc_port_up", "gauge", "1 when the last probe of the service's port succeeded."),
     ("svc_port_conflict", "gauge", "1 when a process that is not ours holds the service's port."),
     ("svc_service_state", "gauge", "1 for the service's current state, 0 for the others."),
-    ("svc_service_restarts_total", "counter", "Restarts of the service by the supervisor."),
+    ("svc_service_restarts_total", "counter", "Restarts of the service by this daemon process (never reset by an explicit restart)."),
     ("svc_memory_restarts_total", "counter", "Restarts because the process tree stayed above max_memory."),
     ("svc_service_start_time_seconds", "gauge", "Unix time of the service's last start."),
     ("svc_service_ready_duration_seconds", "gauge", "Spawn-to-ready time of the service's last start."),
@@ -198,7 +198,7 @@ class SupervisorCollector(_TextCollector):
             prefix = f'svc_service_state{{service="{name}",tier="{tier}",state="'
             state.extend([f'{prefix}{s.value}"}} {1 if s is current else 0}\n' for s in _STATES])
             only = f'{{service="{name}"}}'
-            restarts.append(f"svc_service_restarts_total{only} {_num(svc.restarts)}\n")
+            restarts.append(f"svc_service_restarts_total{only} {_num(svc.restarts_total)}\n")
             memory_restarts.append(f"svc_memory_restarts_total{only} {_num(svc.memory_restarts)}\n")
             # Facts that do not exist yet (never started, not running) have no series.
             if svc.started_at is not None:

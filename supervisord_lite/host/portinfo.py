@@ -32,13 +32,60 @@ class Listener:
     cmdline: str
     address: str = ""
     owner: str = ""  # "service NAME of project (manifest)" when the registry says whose it is
+    started: float | None = None  # the process's start, seconds since the epoch
+    socket_uid: int | None = None  # the socket's owner, from the kernel's table (known even when pid is not)
 
     def describe(self) -> str:
         if self.pid is None:
-            held = f"an unknown process (run as root to see it) on {self.address or 'port'} {self.port}"
+            held = f"a process we cannot see on {self.address or 'port'} {self.port} ({self.hidden_why()})"
         else:
             held = f"pid {self.pid} ({self.user}): {self.cmdline}"
         return f"{self.owner}, {held}" if self.owner else held
+
+    def hidden_why(self) -> str:
+        """Why the kernel did not name the process (only meaningful when ``pid`` is None)."""
+        return hidden_reason(self.socket_uid, os.geteuid(), can_trace_others())
+
+
+def user_name(uid: int | None) -> str:
+    """The login name of ``uid`` ("uid N" when it has none, "?" when unknown)."""
+    if uid is None:
+        return "?"
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+_CAP_SYS_PTRACE = 19
+
+
+def can_trace_others(status: str = "/proc/self/status") -> bool:
+    """Whether this process may read other users' open files (CAP_SYS_PTRACE): root in a
+    default container lacks it and sees only its own user's sockets' processes."""
+    try:
+        with open(status) as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> _CAP_SYS_PTRACE & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.geteuid() == 0
+
+
+def hidden_reason(socket_uid: int | None, euid: int, privileged: bool = True) -> str:
+    """Why no process could be named for a listening socket, told truthfully: another
+    user's socket is hidden from a non-root user (and from a root without CAP_SYS_PTRACE);
+    otherwise no process of this PID namespace holds it."""
+    foreign = socket_uid is not None and socket_uid != euid
+    if foreign and euid != 0:
+        return (f"the socket belongs to user {user_name(socket_uid)}, and only root may see "
+                "another user's processes: run svc who as root to name it")
+    if foreign and not privileged:
+        return (f"the socket belongs to user {user_name(socket_uid)}, and this root lacks CAP_SYS_PTRACE "
+                "(as in a default container), which it needs to see another user's processes")
+    return ("no process visible from here holds the socket: it belongs to a process outside this "
+            "PID namespace (the host of this container, or another container sharing its network)")
 
 
 def registered_owner(port: int, pid: int | None) -> str:
@@ -61,21 +108,24 @@ def registered_owner(port: int, pid: int | None) -> str:
     return ""
 
 
-def _parse_table(text: str, out: dict[int, set[int]]) -> None:
+def _parse_table(text: str, out: dict[int, set[int]], uids: dict[int, int] | None = None) -> None:
     for line in text.splitlines()[1:]:
         parts = line.split()
         if len(parts) < 10 or parts[3] != _TCP_LISTEN:
             continue
         port = int(parts[1].rsplit(":", 1)[1], 16)
         out.setdefault(port, set()).add(int(parts[9]))  # inode
+        if uids is not None:
+            uids.setdefault(port, int(parts[7]))
 
 
-def listening_sockets() -> dict[int, set[int]]:
-    """Map of listening TCP port -> socket inodes, from the kernel's tables."""
+def listening_sockets(uids: dict[int, int] | None = None) -> dict[int, set[int]]:
+    """Map of listening TCP port -> socket inodes, from the kernel's tables; fills
+    ``uids`` (when given) with each port's socket owner."""
     found: dict[int, set[int]] = {}
     for table in _PROC_TABLES:
         try:
-            _parse_table(table.read_text(), found)
+            _parse_table(table.read_text(), found, uids)
         except OSError:
             continue
     return found
@@ -106,6 +156,13 @@ def _cmdline_of(proc: psutil.Process) -> str:
         return "?"
 
 
+def _started_of(proc: psutil.Process) -> float | None:
+    try:
+        return proc.create_time()
+    except psutil.Error:
+        return None
+
+
 def _pid_holding_inodes(inodes: set[int]) -> int | None:
     """Find the process with one of these socket inodes open, via /proc/PID/fd."""
     wanted = {f"socket:[{i}]" for i in inodes}
@@ -125,7 +182,8 @@ def _pid_holding_inodes(inodes: set[int]) -> int | None:
 
 def listener_on(port: int) -> Listener | None:
     """Who listens on TCP ``port`` (any address), or None when nobody does."""
-    sockets = listening_sockets()
+    uids: dict[int, int] = {}
+    sockets = listening_sockets(uids)
     if port not in sockets and Path("/proc/net/tcp").exists():
         return None
     pid: int | None = None
@@ -144,13 +202,14 @@ def listener_on(port: int) -> Listener | None:
     if pid is None:
         if port not in sockets and not address:
             return None
-        return Listener(port=port, pid=None, user="?", cmdline="?", address=address)
+        uid = uids.get(port)
+        return Listener(port=port, pid=None, user=user_name(uid), cmdline="?", address=address, socket_uid=uid)
     try:
         proc = psutil.Process(pid)
     except psutil.Error:
-        return Listener(port=port, pid=pid, user="?", cmdline="?", address=address)
+        return Listener(port=port, pid=pid, user="?", cmdline="?", address=address, socket_uid=uids.get(port))
     return Listener(port=port, pid=pid, user=_user_of(proc), cmdline=_cmdline_of(proc), address=address,
-                    owner=registered_owner(port, pid))
+                    owner=registered_owner(port, pid), started=_started_of(proc), socket_uid=uids.get(port))
 
 
 def process_tree(pid: int) -> list[psutil.Process]:

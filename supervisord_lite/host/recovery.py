@@ -104,6 +104,7 @@ class DaemonState:
     manifest: str = ""
     wanted: tuple[str, ...] = ()
     processes: Mapping[str, RecordedProcess] = field(default_factory=dict)
+    restarts: Mapping[str, int] = field(default_factory=dict)  # each service's count (none: 0)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,6 +112,7 @@ class DaemonState:
             "manifest": self.manifest,
             "wanted": list(self.wanted),
             "processes": {name: record.to_dict() for name, record in self.processes.items()},
+            "restarts": dict(self.restarts),
         }
 
     @classmethod
@@ -119,6 +121,7 @@ class DaemonState:
         wanted = data.get("wanted")
         processes = data.get("processes")
         manifest = data.get("manifest", "")
+        restarts = data.get("restarts")  # absent from files older daemons wrote
         return cls(
             daemon_pid=_whole_number(data.get("daemon_pid")),
             manifest=manifest if isinstance(manifest, str) else "",
@@ -127,6 +130,11 @@ class DaemonState:
                 name: RecordedProcess.from_dict(info)
                 for name, info in (processes.items() if isinstance(processes, dict) else ())
                 if isinstance(name, str) and isinstance(info, dict)
+            },
+            restarts={
+                name: count
+                for name, count in (restarts.items() if isinstance(restarts, dict) else ())
+                if isinstance(name, str) and _whole_number(count) is not None and count > 0
             },
         )
 

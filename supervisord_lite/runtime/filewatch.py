@@ -62,6 +62,15 @@ def watch_roots(base: Path, patterns: Sequence[str]) -> list[Path]:
     return sorted(r for r in roots if not any(o != r and o in r.parents for o in roots))
 
 
+def change_summary(paths: Sequence[str]) -> str:
+    """What a watch restart says in `svc status`: ``src/app.py changed``, or
+    ``src/app.py and 2 other files changed``."""
+    if len(paths) == 1:
+        return f"{paths[0]} changed"
+    others = len(paths) - 1
+    return f"{paths[0]} and {others} other file{'s' if others != 1 else ''} changed"
+
+
 async def changes(base: Path, patterns: Sequence[str], ignore: Sequence[str] = (), debounce_ms: int = 200) -> AsyncIterator[list[str]]:
     """Yield the relative paths of each debounced batch of changes that match."""
     from watchfiles import awatch

@@ -9,6 +9,7 @@ SIGKILL after the stop timeout), in the order the daemon stops services.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import anyio
 import structlog
@@ -27,8 +28,18 @@ from supervisord_lite.runtime.termination import ProcessTree
 log = structlog.get_logger("recovery")
 
 
-async def reap_predecessor(manifest: Manifest) -> list[str]:
-    """Stop every process a predecessor left behind; return what it wanted running.
+@dataclass(frozen=True)
+class Predecessor:
+    """What a previous daemon leaves its successor: what to start again, and each
+    service's restart count (so `svc status` does not forget a crash loop)."""
+
+    wanted: list[str]
+    restarts: dict[str, int]
+
+
+async def reap_predecessor(manifest: Manifest) -> Predecessor:
+    """Stop every process a predecessor left behind; return what it wanted running
+    and the restart counts it recorded (of services the manifest still lists).
 
     Survivors cannot be supervised (their output pipe died with the old daemon), so
     they are stopped, by recorded pid, start time, user and session and by the
@@ -55,7 +66,8 @@ async def reap_predecessor(manifest: Manifest) -> list[str]:
                 tg.start_soon(_stop, survivor, manifest, stopped)
     if stopped:
         log.warning("stopped processes left by a previous daemon", services=stopped)
-    return state.wanted_services(manifest) if sup.restore else []
+    wanted = state.wanted_services(manifest) if sup.restore else []
+    return Predecessor(wanted, {name: n for name, n in state.restarts.items() if name in manifest.services})
 
 
 async def _stop(survivor: Survivor, manifest: Manifest, stopped: dict[str, list[int]]) -> None:

@@ -131,7 +131,8 @@ class Runner:
         self.settled = True
         self.proc: ProcessHandle | None = None
         self.instance_id = ""
-        self.restarts = 0
+        self._restarts = 0
+        self.restarts_total = 0  # never goes back within this daemon: what the metric exports
         self.memory_restarts = 0
         self.started_at: float | None = None
         self.ready_at: float | None = None
@@ -150,6 +151,8 @@ class Runner:
         self._instance: _Instance | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._last_exit = ""  # why the last instance ended, shown while the next one starts
+        self._restart_cause = ""  # why the supervisor restarts it by itself (a watched file changed)
+        self._restart_cause_told = False  # it became ready again: the next state change ends the cause
         self.listeners: set[anyio.Event] = set()  # set at this runner's next change
         self._gate_listeners: set[anyio.Event] = set()  # set when its gate is replaced
         self.ready_generation = 0  # how many times it became ready (for on_dependency_restart)
@@ -165,6 +168,30 @@ class Runner:
     @property
     def kind(self) -> Kind:
         return self.spec.kind
+
+    @property
+    def restarts(self) -> int:
+        """Restarts since the last explicit up or restart of the service (what `svc status`
+        shows); it survives reloads and, through the state file, a new daemon."""
+        return self._restarts
+
+    @restarts.setter
+    def restarts(self, value: int) -> None:
+        if value > self._restarts:  # a restart: the per-daemon total counts it too, a reset does not undo it
+            self.restarts_total += value - self._restarts
+        self._restarts = value
+
+    def carry_counts_from(self, old: Runner) -> None:
+        """A reload replaced ``old`` by this runner: its counters go on where old's stood."""
+        self._restarts = old._restarts
+        self.restarts_total = old.restarts_total
+        self.memory_restarts = old.memory_restarts
+        self.snap = self._build_snapshot()
+
+    def resume_restart_count(self, count: int) -> None:
+        """The count a previous daemon recorded for this service (its total stays this daemon's)."""
+        self._restarts = count
+        self.snap = self._build_snapshot()
 
     @property
     def restarting(self) -> bool:
@@ -192,14 +219,17 @@ class Runner:
 
     # ------------------------------------------------------------------ requests
 
-    def request_start(self, command: int) -> bool:
+    def request_start(self, command: int, *, forget_restarts: bool = False) -> bool:
         """`svc up` (or a restart's dependency): run the service. Clears its restart
         history; a no-op when it already runs or is on its way. False for a service that
-        is never started (disabled, deprecated)."""
+        is never started (disabled, deprecated). ``forget_restarts`` (a person's up): the
+        restart count starts again from 0 too, when this does start it."""
         action = on_up(self.intent, self.state, self.spec.kind, active=self.spec.is_active)
         if action is UpAction.IGNORE:
             return False
         self.history.clear()
+        if forget_restarts and action is not UpAction.NOTHING:
+            self.restarts = 0
         if action is UpAction.START:
             self.intent.ask_start(command)
             self._kick.set()
@@ -210,12 +240,15 @@ class Runner:
         self._publish(notify=True)
         return True
 
-    def request_restart(self, command: int, stop_after: Iterable[str] = ()) -> bool:
+    def request_restart(self, command: int, stop_after: Iterable[str] = (), *, forget_restarts: bool = False) -> bool:
         """Stop the running instance (after ``stop_after``, its dependents restarted by
-        the same command) and start again, from a clean restart history."""
+        the same command) and start again, from a clean restart history (and, for a
+        person's restart, ``forget_restarts``, a restart count of 0)."""
         if not self.spec.is_active:
             return False
         self.history.clear()
+        if forget_restarts:
+            self.restarts = 0
         self.intent.ask_restart(command, stop_after)
         self._kick.set()
         self._publish(notify=True)  # its dependents must see it as not ready from now on
@@ -321,7 +354,7 @@ class Runner:
 
     async def _watch_files(self) -> None:
         """Restart on changes to the watched files, while the service runs (debounced)."""
-        from supervisord_lite.runtime.filewatch import changes
+        from supervisord_lite.runtime.filewatch import change_summary, changes
 
         base = self.host.manifest.path.parent
         async for paths in changes(base, self.spec.watch, self.spec.watch_ignore):
@@ -329,7 +362,25 @@ class Runner:
                 log.info("watched files changed: restarting", service=self.spec.name, files=paths[:5])
                 self.log.mark(f"restart: {len(paths)} watched file(s) changed: {', '.join(paths[:3])}")
                 self.restarts += 1
+                self.note_restart_cause(change_summary(paths))
                 self.request_restart(self.intent.command)
+
+    def note_restart_cause(self, cause: str) -> None:
+        """Why the restart about to happen is made: shown as the reason (``restarting:
+        src/app.py changed``, then ``restarted: ...`` once ready) until its next state change."""
+        self._restart_cause, self._restart_cause_told = cause, False
+
+    def _with_restart_cause(self, old: ServiceState, new: ServiceState, reason: str) -> str:
+        cause = self._restart_cause
+        if not cause:
+            return reason
+        if (reason and reason != self.reason) or (self._restart_cause_told and old is S.READY and new is not S.READY):
+            self._restart_cause, self._restart_cause_told = "", False  # a new reason, or the next change after ready
+            return reason
+        if new is S.READY:
+            self._restart_cause_told = True
+            return f"restarted: {cause}"
+        return f"restarting: {cause}"
 
     def dependency_ready(self, dependency: str, generation: int) -> None:
         """A dependency became ready again: restart once, if the manifest asks for it."""
@@ -343,6 +394,7 @@ class Runner:
         log.info("dependency restarted: restarting", service=self.spec.name, dependency=dependency)
         self.log.mark(f"restart: dependency {dependency} restarted")
         self.restarts += 1
+        self.note_restart_cause(f"dependency {dependency} restarted")
         self.request_restart(self.intent.command)
 
     async def _supervise_in(self, instance: _Instance) -> None:
@@ -776,6 +828,7 @@ class Runner:
         if event is Event.STOPPED:
             new = self._resting_state() if self.state is S.STOPPING else new
         old, self.state = self.state, new
+        reason = self._with_restart_cause(old, new, reason)
         if old is not new and new not in (S.WAITING, S.STARTING):  # waiting, starting: "started pid N" says enough
             self.log.mark(f"{new.value}: {reason}" if reason else new.value)
         if new is not S.WAITING or reason:
@@ -817,6 +870,7 @@ class Runner:
             ready_at=self.ready_at,
             ready_duration=self.ready_duration,
             restarts=self.restarts,
+            restarts_total=self.restarts_total,
             port_up=self.port_up,
             probe_latency=self.probe_latency,
             conflict_pid=self.conflict.pid if self.conflict else None,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import anyio.abc
 import structlog
 
 from supervisord_lite.core import graph
+from supervisord_lite.core.manifest import source_files
 from supervisord_lite.core.model import Manifest, ServiceSpec
 from supervisord_lite.core.paths import instance_prefix
 from supervisord_lite.core.snapshot import ServiceSnapshot, SupervisorSnapshot
@@ -82,6 +83,7 @@ class Supervisor:
         self.manifest = manifest
         self.io: ServiceIO = io if io is not None else RealServiceIO(port_watcher)
         self.manifest_mtime = _mtime(manifest.path)
+        self.source_mtimes = _source_mtimes(manifest)
         self._state_dirty = anyio.Event()
         self._state_failing = False
         self._state_version = 0  # bumped by every save_state()
@@ -217,6 +219,7 @@ class Supervisor:
             reloads_ok=self.reloads_ok,
             reloads_error=self.reloads_error,
             manifest_mtime=self.manifest_mtime,
+            source_mtimes=self.source_mtimes,
         )
 
     def _with_usage(self, services: tuple[ServiceSnapshot, ...]) -> tuple[ServiceSnapshot, ...]:
@@ -231,12 +234,13 @@ class Supervisor:
 
     # ------------------------------------------------------------------ requests
 
-    def up(self, names: Iterable[str] | None) -> list[str]:
+    def up(self, names: Iterable[str] | None, *, forget_restarts: bool = False) -> list[str]:
         """Start ``names`` (all active services when None) and what they need; an
-        explicit start clears their restart history."""
+        explicit start clears their restart history, and with ``forget_restarts`` (a
+        person's `svc up`, not a reload or a resume) the count of those it starts."""
         start_set = graph.start_set(self.manifest, names)
         command = self._next_command()
-        asked = [name for name in start_set if self.runners[name].request_start(command)]
+        asked = [name for name in start_set if self.runners[name].request_start(command, forget_restarts=forget_restarts)]
         self._open_gate(asked)
         self.save_state()
         return list(start_set)
@@ -251,11 +255,11 @@ class Supervisor:
         named = set(names)
         asked = []
         for name in closure:  # make sure what they need runs too
-            if name not in named and self.runners[name].request_start(command):
+            if name not in named and self.runners[name].request_start(command, forget_restarts=True):
                 asked.append(name)
         for name in names:
             stop_after = graph.dependents(self.manifest, name) & named
-            if self.runners[name].request_restart(command, stop_after):
+            if self.runners[name].request_restart(command, stop_after, forget_restarts=True):
                 asked.append(name)
         self._open_gate(asked)
         self.save_state()
@@ -353,10 +357,12 @@ class Supervisor:
             await self.down_only(changed)
         self.manifest = new
         self.manifest_mtime = _mtime(new.path)
+        self.source_mtimes = _source_mtimes(new)
         restarted = []
         for name in changed:
             runner = self.runners[name]
             runner.request_removal()
+            fresh[name].carry_counts_from(runner)  # a reload is no explicit restart: counts go on
             self.runners[name] = fresh[name]
         for name in added:
             self.runners[name] = fresh[name]
@@ -370,6 +376,9 @@ class Supervisor:
         to_start = [n for n in changed if n in was_wanted and new.services[n].is_active]
         if platform_up:
             to_start += [n for n in added if new.services[n].is_active]
+        for name in to_start:
+            if name in changed:
+                self.runners[name].note_restart_cause("its definition changed (reload)")
         if to_start:
             self.up(to_start)
             restarted = [n for n in changed if n in to_start]
@@ -445,7 +454,17 @@ class Supervisor:
                 for r in self._runner_list
                 if r.proc is not None and r.proc.returncode is None
             },
+            restarts={r.spec.name: r.restarts for r in self._runner_list if r.restarts},
         )
+
+    def carry_restarts(self, counts: Mapping[str, int]) -> None:
+        """Restart counts a previous daemon recorded: `svc status` goes on from them (the
+        per-process totals the metrics export start at 0, as a new process's counters do)."""
+        for name, count in counts.items():
+            runner = self.runners.get(name)
+            if runner is not None and count > 0:
+                runner.resume_restart_count(count)
+        self.notify()
 
     async def _write_state_file(self, state: DaemonState) -> bool:
         try:
@@ -459,6 +478,11 @@ class Supervisor:
             log.info("state file written again", path=str(self.manifest.supervisor.state_file))
         self._state_failing = False
         return True
+
+
+def _source_mtimes(manifest: Manifest) -> dict[str, float | None]:
+    """The mtime of each file the manifest was read from, as it was loaded (None: absent)."""
+    return {str(path): _mtime(path) for path in source_files(manifest)}
 
 
 def _mtime(path: Path) -> float | None:

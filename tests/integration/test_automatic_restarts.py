@@ -93,3 +93,52 @@ def test_edited_watched_file_restarts_its_service_once(platform: Platform) -> No
     while time.monotonic() < deadline:
         assert len(platform.events("spawned", "api")) == 2  # once, not per file event
         time.sleep(0.1)
+
+
+def test_a_watch_restart_says_which_file_in_status_the_watch_stream_and_the_logs(platform: Platform) -> None:
+    """The reason of a file-watch restart is where people look, not only in daemon.log: the
+    JSON and table of `svc status`, `svc status --watch`, and `svc logs`; until the next change."""
+    import json
+    import subprocess
+
+    from tests.integration.harness import SVC
+    from tests.integration.test_watch import Lines
+
+    src = platform.root / "src"
+    src.mkdir()
+    watched = src / "app.py"
+    watched.write_text("x = 1\n")
+    platform.add("api", watch=["src/*.py"], backoff={"first": "100ms", "max": "100ms"})
+    platform.write()
+    platform.svc("up", check=True)
+    assert platform.status()["api"]["reason"] == ""
+    proc = subprocess.Popen([*SVC, "status", "--watch", "-f", str(platform.manifest)], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, cwd=platform.root, start_new_session=True)
+    try:
+        out = Lines(proc)
+        seen = out.wait_for(r" api: ready in ")
+        first_pid = platform.status()["api"]["pid"]
+        watched.write_text("x = 2\n")
+        restarting = out.wait_for(r" api: \w+: restarting: src/app\.py changed$", after=seen)
+        out.wait_for(r" api: ready \(restarted: src/app\.py changed\) in [\d.]+s \(port \d+, pid \d+, 1 restart\)$",
+                     after=restarting)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+    status = platform.wait_state("api", "ready")
+    assert status["pid"] != first_pid and status["reason"] == "restarted: src/app.py changed", status
+    table = platform.svc("status", check=True).stdout
+    assert "ready (restarted: src/app.py changed)" in table, table
+    logs = platform.svc("logs", "api", check=True).stdout
+    lines = logs.splitlines()
+    assert "api | stopping: restarting: src/app.py changed" in lines, logs
+    assert lines.index("api | stopping: restarting: src/app.py changed") < lines.index("api | ready: restarted: src/app.py changed")
+
+    # the next state change ends it: a crash says its own reason, and once ready again, none
+    os.kill(status["pid"], signal.SIGKILL)
+    again = wait_until(lambda: (s := platform.status()["api"])["state"] == "ready" and s["pid"] != status["pid"] and s,
+                       timeout=15, what="api back after the crash")
+    assert again["reason"] == "" and again["restarts"] == 2
+    assert "restarted" not in json.dumps(platform.status()["api"])

@@ -7,10 +7,12 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from supervisord_lite.core.manifest import load_manifest, parse_manifest
@@ -175,11 +177,73 @@ def test_who_names_the_listener_and_the_declaring_service(
     assert lines[1] == f"pid:      {child.pid}"
     assert lines[2].startswith("user:     ") and lines[2] != "user:     ?"
     assert lines[3].startswith(f"command:  {PYTHON} -c import socket") and lines[3].endswith("\\n listener-for-test")
-    assert lines[4] == f"service:  api (tier default, {path}) declares this port"
+    started = time.strftime("%Y-%m-%d %H:%M", time.gmtime(psutil.Process(child.pid).create_time()))
+    assert lines[4].startswith(f"started:  {started}") and lines[4].endswith(" ago)"), lines[4]
+    assert lines[5] == "owner:    not a service of any svc daemon in this machine's registry"
+    assert lines[6] == (
+        f"service:  api (tier default, {path}) declares this port, but this listener is not ours: "
+        f"no daemon of {path} is running"
+    )
 
     elsewhere = tmp_path_factory.mktemp("no-manifest-here")  # not below tmp_path: the lookup would find its svc.toml
     without_manifest = svc("who", str(port), cwd=elsewhere)
     assert without_manifest.returncode == 0 and "service:" not in without_manifest.stdout
+
+
+def test_who_as_root_names_a_foreign_listener_on_a_declared_port_of_a_running_platform(
+    platform: Platform, listener: tuple[int, subprocess.Popen[str]]
+) -> None:
+    """The listener a service of ours wants, held by a process we did not start: root sees its
+    pid, user, command and start, and is told plainly that it is not ours (never "run as root")."""
+    if os.geteuid() != 0:
+        pytest.skip("the root view; the other user's view is tested below")
+    port, child = listener
+    platform.add("api", port=port, ready={"tcp": True})
+    platform.write()
+    platform.svc("up", "--no-wait", check=True)
+    platform.wait_state("api", "conflict")
+    result = svc("who", str(port), "-f", str(platform.manifest))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "run as root" not in result.stdout
+    assert lines[1] == f"pid:      {child.pid}"
+    assert lines[2] == "user:     root"
+    assert lines[4].startswith("started:  ")
+    assert lines[-1] == (
+        f"service:  api (tier app, {platform.manifest}) declares this port, but this listener is not ours: "
+        "api is conflict"
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run svc who as a second user")
+def test_who_as_another_user_says_the_pid_needs_root(
+    tmp_path: Path, listener: tuple[int, subprocess.Popen[str]]
+) -> None:
+    """A non-root user cannot see the process behind root's socket: svc who says so, and still
+    names the socket's owner (from the kernel's table)."""
+    import pwd
+    import sysconfig
+
+    port, _child = listener
+    nobody = pwd.getpwnam("nobody")
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8",
+           "PYTHONPATH": f"{ROOT}{os.pathsep}{sysconfig.get_paths()['purelib']}"}
+    for python in (sys.executable, "/usr/bin/python3"):
+        try:
+            result = subprocess.run([python, "-m", "supervisord_lite", "who", str(port)], user=nobody.pw_uid,
+                                    group=nobody.pw_gid, extra_groups=[], env=env, capture_output=True, text=True,
+                                    cwd="/tmp", timeout=30)
+        except PermissionError:
+            continue
+        if "No module named" not in result.stderr:
+            break
+    else:
+        pytest.skip("no Python interpreter the nobody user can run with this package")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1] == ("pid:      unknown: the socket belongs to user root, and only root may see another user's "
+                        "processes: run svc who as root to name it")
+    assert lines[2] == "user:     root"
 
 
 def test_who_says_when_a_listener_is_not_one_of_ours(

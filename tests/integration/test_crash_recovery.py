@@ -531,3 +531,64 @@ def test_a_state_file_of_another_user_is_not_followed_at_boot(
     assert restored(platform) == []
     assert "not following a state file of another user" in (platform.root / "boot.log").read_text()
     assert platform.status()["api"]["state"] == "stopped" and not port_accepts(port or 0)
+
+
+# ----------------------------------------------------------------------------- restart counts
+
+
+def _restarts_metric(port: int, service: str) -> float:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return next(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                if s.name == "svc_service_restarts_total" and s.labels.get("service") == service)
+
+
+def test_restart_counts_survive_a_reload_and_a_new_daemon_and_an_explicit_restart_clears_them(
+    platform: Platform, booted: list[subprocess.Popen[bytes]]
+) -> None:
+    (metrics_port,) = free_ports(1)
+    platform.supervisor["metrics"] = f"127.0.0.1:{metrics_port}"
+    platform.add("api", backoff={"first": "100ms", "max": "100ms"})
+    platform.write()
+    platform.svc("up", check=True)
+
+    def crash() -> dict[str, Any]:
+        pid = platform.status()["api"]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        return wait_until(lambda: (s := platform.status()["api"])["state"] == "ready" and s["pid"] != pid and s,
+                          timeout=15, what="api restarted")
+
+    assert crash()["restarts"] == 1
+    platform.services["api"]["command"] += " --description v2"  # a new definition: the reload restarts api
+    platform.write()
+    reloaded = platform.svc("reload", check=True)
+    assert "api" in reloaded.stdout
+    after = platform.wait_state("api", "ready")
+    assert after["restarts"] == 1 and after["restarts_total"] == 1
+    assert crash()["restarts"] == 2
+    assert _restarts_metric(metrics_port, "api") == 2
+
+    # an explicit restart starts the shown count again; the metric, a Prometheus counter, does not go back
+    platform.svc("restart", "api", check=True)
+    assert platform.status()["api"]["restarts"] == 0
+    assert _restarts_metric(metrics_port, "api") == 2
+    assert crash()["restarts"] == 1
+
+    # a new daemon (systemd restarting it) goes on from the state file's count; its own counter starts at 0
+    wait_until(lambda: state_file(platform).get("restarts") == {"api": 1}, what="the count in the state file")
+    stop_as_systemd_does(platform, platform.daemon_pid() or 0)
+    start_as_systemd_does(platform, booted)
+    resumed = platform.wait_state("api", "ready", timeout=30)
+    assert resumed["restarts"] == 1 and resumed["restarts_total"] == 0
+    assert _restarts_metric(metrics_port, "api") == 0
+    # and an explicit up of a stopped service starts from 0 (of a running one, it changes nothing)
+    platform.svc("up", "api", check=True)
+    assert platform.status()["api"]["restarts"] == 1
+    platform.svc("down", "api", check=True)
+    assert platform.status()["api"]["restarts"] == 1
+    platform.svc("up", "api", check=True)
+    assert platform.status()["api"]["restarts"] == 0

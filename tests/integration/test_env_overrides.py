@@ -3,7 +3,9 @@ another service's port, svc.local.toml, -f A -f B (up, reload), check, config --
 
 from __future__ import annotations
 
+import os
 import re
+import time
 from pathlib import Path
 
 from tests.conftest import free_ports, wait_until
@@ -134,3 +136,78 @@ def test_a_state_dir_set_in_svc_local_toml_is_where_every_command_finds_the_daem
         assert '"db"' in status.stdout
     finally:
         platform.svc("down")
+
+
+def test_check_summary_counts_each_problem_under_the_file_it_came_from(platform: Platform) -> None:
+    _platform_with_env(platform)
+    local = platform.root / "svc.local.toml"
+    local.write_text('[services.db]\nrestart = "sometimes"\n')
+    extra = platform.root / "ci.toml"
+    extra.write_text('[services.db]\nstop_timeout = "forever"\n')
+    result = platform.svc("check", "-f", str(extra))
+    assert result.returncode == 2
+    summary = result.stdout.splitlines()[-1]
+    assert summary.endswith(f" (merged over {platform.manifest})"), summary
+    assert sorted(summary.removesuffix(f" (merged over {platform.manifest})").split("; ")) == sorted(
+        [f"{local}: 1 error", f"{extra}: 1 error"]
+    ), summary
+    # an error in the main file too: it comes first, under its own name
+    platform.services["db"]["ready_timeout"] = "soon"
+    platform.write()
+    both = platform.svc("check")
+    assert both.stdout.splitlines()[-1] == f"{platform.manifest}: 1 error; {local}: 1 error", both.stdout
+
+
+def test_add_port_auto_is_free_of_the_ports_of_every_merged_file(platform: Platform) -> None:
+    from supervisord_lite.host.portinfo import listening_ports
+
+    base = 23_400  # below the ephemeral range; ports in use are skipped whatever they are
+    platform.tiers = {"app": {"order": 0, "ports": [f"{base}-{base + 49}"]}}
+    platform.add("api", port=base)
+    platform.write()
+    local = platform.root / "svc.local.toml"
+    local.write_text(f'[services.api]\nport = {base + 1}\n\n[services.mine]\ntier = "app"\nport = {base + 2}\ncommand = "x"\n')
+    extra = platform.root / "ci.toml"
+    extra.write_text(f'[services.ci]\ntier = "app"\nport = {base + 3}\ncommand = "x"\n')
+
+    def lowest_free(taken: set[int]) -> int:
+        busy = listening_ports()
+        return next(p for p in range(base, base + 50) if p not in taken and p not in busy)
+
+    # the main file still names base (a teammate without svc.local.toml uses it), the local file base+1 and base+2,
+    # ci.toml base+3
+    expected = lowest_free({base, base + 1, base + 2, base + 3})
+    added = platform.svc("add", "web", "--tier", "app", "--port", "auto", "-c", "web {port}", "-f", str(extra))
+    assert added.returncode == 0, added.stderr
+    assert f"(tier app, port {expected})" in added.stdout, added.stdout
+    assert f"port = {expected}\n" in platform.manifest.read_text()
+    # without ci.toml its port is free for the next one; svc.local.toml is always read
+    expected = lowest_free({base, base + 1, base + 2, expected})
+    again = platform.svc("add", "worker", "--tier", "app", "--port", "auto", "-c", "w {port}", check=True)
+    assert f"(tier app, port {expected})" in again.stdout, again.stdout
+    # an explicit port that an override declares is refused, naming that file
+    clash = platform.svc("add", "other", "--tier", "app", "--port", str(base + 2), "-c", "x")
+    assert clash.returncode == 2 and f"{local}:" in clash.stderr and f"port {base + 2}" in clash.stderr, clash.stderr
+    assert platform.svc("check").returncode == 0
+
+
+def test_status_notes_any_file_of_the_manifest_changed_since_the_daemon_loaded_it(platform: Platform) -> None:
+    _platform_with_env(platform)
+    extra = platform.root / "ci.toml"
+    extra.write_text('[services.show.env]\nEXTRA = "from-ci"\n')
+    platform.svc("up", "-f", str(extra), check=True)
+
+    def note() -> str:
+        return next((line for line in platform.svc("status", check=True).stderr.splitlines() if "note:" in line), "")
+
+    assert note() == ""
+    for changed in (platform.root / "svc.local.toml", extra, platform.root / ".env"):
+        text = changed.read_text()
+        changed.write_text(text + "\n# edited\n")
+        os.utime(changed, (time.time() + 5, time.time() + 5))  # a new mtime even on a coarse clock
+        assert note() == f"note: {changed} changed since the daemon loaded it; `svc reload` applies the changes"
+        platform.svc("reload", check=True)
+        assert note() == ""
+    # a svc.local.toml that appears (or goes away) is a change too
+    (platform.root / "svc.local.toml").unlink()
+    assert "svc.local.toml changed since the daemon loaded it" in note()

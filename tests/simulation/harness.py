@@ -88,8 +88,9 @@ class Sim:
 
     # -------------------------------------------------------------- the daemon
 
-    async def start(self, resume: Iterable[str] = ()) -> None:
+    async def start(self, resume: Iterable[str] = (), restarts: dict[str, int] | None = None) -> None:
         self.sup = Supervisor(self.manifest, io=self.io)
+        self.sup.carry_restarts(restarts or {})  # as the daemon does with its predecessor's counts
         self.daemon = Daemon(self.manifest.path, self.sup)
         self._task = asyncio.get_running_loop().create_task(self.sup.run())
         await self.idle()
@@ -103,6 +104,7 @@ class Sim:
         starts what the old one last recorded as wanted."""
         assert self._task is not None and self.sup is not None
         recorded = self.io.states[-1].wanted if self.io.states else ()
+        counts = dict(self.io.states[-1].restarts) if self.io.states else {}
         self._task.cancel()
         try:
             await self._task
@@ -113,7 +115,8 @@ class Sim:
             spec = self.manifest.services.get(proc.service)
             await proc.stop(timeout=spec.stop_timeout if spec else 10.0)
         self.wanted = set()
-        await self.start(resume=[n for n in recorded if n in self.manifest.services and self.manifest.services[n].is_active])
+        await self.start(resume=[n for n in recorded if n in self.manifest.services and self.manifest.services[n].is_active],
+                         restarts={n: c for n, c in counts.items() if n in self.manifest.services})
 
     async def stop(self) -> None:
         if self._task is not None:

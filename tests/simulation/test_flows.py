@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -443,6 +444,69 @@ def test_a_daemonizing_program_with_a_pid_file_is_supervised_through_that_pid(tm
         assert runner.state is S.READY and runner.restarts == 1 and sim.world.main_of("redis") is not daemon
         await sim.down()
         assert not sim.world.processes_of("redis")
+        sim.check()
+        await sim.stop()
+
+    simulate(body)
+
+
+# ---------------------------------------------------------------- restart counts across reloads and daemons
+
+
+def test_restart_counts_survive_reloads_and_a_new_daemon_and_reset_on_an_explicit_restart(tmp_path: Path) -> None:
+    """`svc status`'s count goes on across a reload (one that restarts the service for a new
+    definition too) and a daemon that dies; a person's restart, or up of a stopped service,
+    starts it from 0. The per-daemon total (the metric) never goes down while the daemon lives."""
+    from dataclasses import replace
+
+    api = service("api", port=8000)
+    m = manifest(tmp_path, [api])
+
+    async def body() -> None:
+        sim = Sim(m)
+        await sim.start()
+        await sim.up()
+
+        def runner() -> Any:
+            assert sim.sup is not None
+            return sim.sup.runners["api"]
+
+        async def crash() -> None:
+            old = sim.world.main_of("api")
+            sim.world.kill("api")
+            await sim.run_for(2.0)
+            assert runner().state is S.READY and sim.world.main_of("api") is not old
+
+        await crash()
+        await crash()
+        assert (runner().restarts, runner().restarts_total) == (2, 2)
+        await sim.reload(manifest(tmp_path, [replace(api, description="the API")]))  # no restart
+        assert (runner().restarts, runner().restarts_total) == (2, 2)
+        changed = await sim.reload(manifest(tmp_path, [replace(api, command=("fake", "api", "v2"))]))
+        assert changed["restarted"] == ["api"]
+        await sim.run_for(1.0)
+        assert runner().state is S.READY and (runner().restarts, runner().restarts_total) == (2, 2)
+        assert runner().snap.restarts == 2 and runner().snap.restarts_total == 2
+        assert runner().reason == "restarted: its definition changed (reload)"
+        await crash()
+        assert (runner().restarts, runner().restarts_total) == (3, 3)
+        assert runner().reason == ""  # the next state change ended the reload's reason
+
+        await sim.run_for(1.0)  # the state file has caught up
+        await sim.crash_daemon_and_restart()
+        await sim.run_for(1.0)
+        assert runner().state is S.READY and runner().restarts == 3  # resumed, not an explicit start
+        assert runner().restarts_total == 0  # a new process's counter starts at 0
+
+        await sim.up(["api"])  # it runs: a no-op, which forgets nothing
+        assert runner().restarts == 3
+        await sim.restart(["api"])
+        assert runner().state is S.READY and (runner().restarts, runner().restarts_total) == (0, 0)
+        await crash()
+        assert (runner().restarts, runner().restarts_total) == (1, 1)
+        await sim.down(["api"])
+        await sim.up(["api"])
+        assert (runner().restarts, runner().restarts_total) == (0, 1)
         sim.check()
         await sim.stop()
 

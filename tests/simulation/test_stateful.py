@@ -211,12 +211,24 @@ class Lifecycle(RuleBasedStateMachine):
                 return
             del services[data.draw(st.sampled_from(leaves))]
         new = manifest(self.root, services.values(), {t.name: t.order for t in self.m.tiers.values()})
+        runners = self.sim.sup.runners  # type: ignore[union-attr]
+        before = {n: (r.restarts, r.restarts_total) for n, r in runners.items()}
         self.run(self.sim.reload(new))
+        after = self.sim.sup.runners  # type: ignore[union-attr]
+        for name, (count, total) in before.items():  # a reload forgets no restart, nor lowers the metric
+            if name in after and (after[name].restarts < count or after[name].restarts_total < total):
+                self.sim.violations.append(f"reload lowered {name}'s restarts {count}/{total} to "
+                                           f"{after[name].restarts}/{after[name].restarts_total}")
 
     @rule()
     def daemon_dies(self) -> None:
         assert self.sim is not None
+        recorded = dict(self.sim.io.states[-1].restarts) if self.sim.io.states else {}
         self.run(self.sim.crash_daemon_and_restart())
+        runners = self.sim.sup.runners  # type: ignore[union-attr]
+        for name, count in recorded.items():  # the successor goes on from the recorded counts
+            if name in runners and runners[name].restarts < count:
+                self.sim.violations.append(f"a new daemon lowered {name}'s restarts {count} to {runners[name].restarts}")
 
     @invariant()
     def holds(self) -> None:

@@ -104,6 +104,7 @@ def test_counters_gauges_and_info() -> None:
         service(
             "api",
             restarts=3,
+            restarts_total=5,  # two of them before an explicit restart cleared the shown count
             memory_restarts=1,
             started_at=1_700_000_123.5,
             ready_duration=0.75,
@@ -115,7 +116,7 @@ def test_counters_gauges_and_info() -> None:
         reloads_error=2,
     )
     samples = scrape(Metrics(lambda: snap, process_metrics=False))
-    assert value(samples, "svc_service_restarts_total", service="api") == 3
+    assert value(samples, "svc_service_restarts_total", service="api") == 5  # a counter never goes back
     assert value(samples, "svc_memory_restarts_total", service="api") == 1
     assert value(samples, "svc_service_start_time_seconds", service="api") == 1_700_000_123.5
     assert value(samples, "svc_service_ready_duration_seconds", service="api") == 0.75

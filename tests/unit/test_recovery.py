@@ -17,6 +17,7 @@ STATE = DaemonState(
         "db": RecordedProcess(pid=100, pgid=100, create_time=1700000000.25, instance_id="svc-abc-0123", sid=100, uid=0),
         "api": RecordedProcess(pid=200, pgid=200, create_time=1700000001.5, instance_id="svc-abc-4567", sid=200, uid=1000),
     },
+    restarts={"api": 2},
 )
 
 
@@ -59,7 +60,21 @@ def test_the_file_format(tmp_path: Path) -> None:
             "db": {"pid": 100, "pgid": 100, "sid": 100, "uid": 0, "create_time": 1700000000.25, "instance_id": "svc-abc-0123"},
             "api": {"pid": 200, "pgid": 200, "sid": 200, "uid": 1000, "create_time": 1700000001.5, "instance_id": "svc-abc-4567"},
         },
+        "restarts": {"api": 2},
     }
+
+
+def test_a_file_without_restart_counts_still_loads_and_bad_counts_are_dropped(tmp_path: Path) -> None:
+    """Files older daemons wrote have no "restarts"; a count that is not a positive whole number is ignored."""
+    path = tmp_path / "state.json"
+    old = {k: v for k, v in STATE.to_dict().items() if k != "restarts"}
+    path.write_text(json.dumps(old))
+    assert read_state(path) == DaemonState(STATE.daemon_pid, STATE.manifest, STATE.wanted, STATE.processes)
+    assert read_state(path).restarts == {}
+    path.write_text(json.dumps({**old, "restarts": {"api": 4, "db": "3", "web": -1, "x": True, "y": 1.5}}))
+    assert read_state(path).restarts == {"api": 4}
+    path.write_text(json.dumps({**old, "restarts": [1, 2]}))
+    assert read_state(path).restarts == {} and read_state(path).wanted == ("db", "api")
 
 
 def test_a_missing_or_broken_file_reads_as_nothing_to_recover(tmp_path: Path) -> None:
