@@ -2,6 +2,7 @@
 
     python bench/run.py [--n 10,50,200] [--runs 3] [--only bare,svc,...] [--out bench/results.md]
     python bench/run.py --smoke          # N=5, one run, 2 s idle window, CI's check that it works
+    python bench/run.py --issue-targets  # what the issue's targets need, in about 25 minutes
 
 Every figure is the median over --runs (with min and max) and its ratio to the bare
 loop measured in the same run; runners take turns in a rotating order. See
@@ -13,10 +14,12 @@ from __future__ import annotations
 import argparse
 import compileall
 import datetime as dt
+import json
 import os
 import platform
 import signal
 import statistics
+import subprocess
 import sys
 import time
 import traceback
@@ -32,6 +35,8 @@ try:
 except ImportError:  # pragma: no cover (a friendly message, not a traceback)
     sys.exit("bench/run.py needs the project's venv: .venv/bin/python bench/run.py (psutil, tomli-w, svc)")
 
+import targets
+import tiers
 import workloads
 from fixed import measure_fixed, render_fixed
 from observe import BenchTimeout, Procs, all_gone, all_listening, cpu_seconds, none_listening, poll, rss_bytes, \
@@ -69,6 +74,22 @@ class Results:
     notes: dict[str, str] = field(default_factory=dict)  # figure notes ("status command" per runner)
     fixed: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # CLI fixed costs per run
     fixed_diffs: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # minus python -c pass
+    # workload key -> runner key -> figure -> per-run difference to bare in the same run
+    diffs: dict[str, dict[str, dict[str, list[float]]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
+    # workload key -> runner key -> figure -> the deadline it ran past (then no further run of it)
+    censored: dict[str, dict[str, dict[str, float]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(dict)))
+    idle: dict[str, float] = field(default_factory=dict)  # workload key -> its idle window
+    tiers: dict[str, object] = field(default_factory=dict)  # tiers.measure()
+
+    def figures(self, runners: list[Runner]) -> targets.Figures:
+        """Plain data for bench/targets.py and the JSON file."""
+        return json.loads(json.dumps({
+            "values": self.values, "ratios": self.ratios, "diffs": self.diffs, "censored": self.censored,
+            "fixed": self.fixed, "fixed_diffs": self.fixed_diffs, "idle": self.idle, "tiers": self.tiers,
+            "labels": {r.key: r.label for r in runners},
+        }))
 
 
 @dataclass
@@ -76,6 +97,27 @@ class Options:
     idle: float
     timeout: float
     metrics_repeat: int = 5
+    #: Workloads that get the full idle window (empty: all); the others get the short one.
+    idle_at: frozenset[str] = frozenset()
+    short_idle: float = 2.0
+    #: Give up a wait after this many seconds and report the figure as "> deadline" (None: an error).
+    deadline: float | None = None
+
+    def idle_for(self, workload: str) -> float:
+        return self.idle if not self.idle_at or workload in self.idle_at else self.short_idle
+
+    def limit(self, n: int) -> float:
+        timeout = self.timeout + 0.2 * n
+        return min(timeout, self.deadline) if self.deadline else timeout
+
+
+class PastDeadline(Exception):
+    """A figure's wait ran past --deadline: the figure is "> deadline"."""
+
+    def __init__(self, figure: str, deadline: float) -> None:
+        super().__init__(f"{figure} took more than {deadline:g} s (--deadline)")
+        self.figure = figure
+        self.deadline = deadline
 
 
 def log(msg: str) -> None:
@@ -116,12 +158,23 @@ def victim_pid(wl: workloads.Workload, victim: workloads.Service) -> int:
     return listening_times(wl)[victim.name][-1][1]
 
 
-def measure(runner: Runner, wl: workloads.Workload, opts: Options, got: dict[str, float], procs: Procs) -> None:
+def measure(runner: Runner, wl: workloads.Workload, opts: Options, got: dict[str, float], procs: Procs,
+            warm: bool = True) -> None:
     """One runner, one workload, one run: every figure it supports, into ``got``
-    as each is taken (what was measured before an error still counts)."""
+    as each is taken (what was measured before an error still counts). ``warm``: also
+    start again with the supervisor still running, where the runner can."""
     wl.record.unlink(missing_ok=True)
     runner.prepare(wl)
-    timeout = opts.timeout + 0.2 * len(wl.services)
+    timeout = opts.limit(len(wl.services))
+
+    def clock(figure: str, predicate: object, what: str, interval: float = 0.005) -> None:
+        """Wait for ``predicate``; past the deadline (if any) the figure is "> deadline"."""
+        try:
+            poll(predicate, timeout, what, interval=interval)  # type: ignore[arg-type]
+        except BenchTimeout:
+            if opts.deadline and timeout >= opts.deadline:
+                raise PastDeadline(figure, timeout) from None
+            raise
 
     t0 = time.perf_counter()
     runner.up()
@@ -132,7 +185,7 @@ def measure(runner: Runner, wl: workloads.Workload, opts: Options, got: dict[str
         return listening()
 
     try:
-        poll(up_done, timeout, f"{runner.name}: every port of {wl.key} to accept")
+        clock("cold_up", up_done, f"{runner.name}: every port of {wl.key} to accept")
     except BenchTimeout as e:
         open_now = listening_sockets().keys()
         closed = [f"{s.name} ({s.port})" for s in wl.services if s.port not in open_now]
@@ -155,7 +208,7 @@ def measure(runner: Runner, wl: workloads.Workload, opts: Options, got: dict[str
     if "idle_cpu" in wl.figures:
         pids = runner.supervisor_pids()
         cpu0 = cpu_seconds(pids)
-        time.sleep(opts.idle)  # the measurement window itself, not a wait for something
+        time.sleep(opts.idle_for(wl.key))  # the measurement window itself, not a wait for something
         got["idle_cpu"] = cpu_seconds(pids) - cpu0
         got["rss"] = float(rss_bytes(pids))
     if "status" in wl.figures:
@@ -176,22 +229,22 @@ def measure(runner: Runner, wl: workloads.Workload, opts: Options, got: dict[str
             raise RunnerError(f"{victim.name} is not listening on {victim.port} before the kill")
         t0 = time.perf_counter()
         os.kill(pid, signal.SIGKILL)
-        poll(lambda: (now := socket_inodes(victim.port)) and not (now & inodes), timeout,
-             f"{runner.name}: {victim.name} to listen again after SIGKILL", interval=0.001)
+        clock("restart", lambda: (now := socket_inodes(victim.port)) and not (now & inodes),
+              f"{runner.name}: {victim.name} to listen again after SIGKILL", interval=0.001)
         got["restart"] = time.perf_counter() - t0
 
     pids = service_pids(wl, procs)
     t0 = time.perf_counter()
     runner.down()
-    poll(lambda: none_listening(wl.ports)() and all_gone(pids)(), timeout,
-         f"{runner.name}: every port of {wl.key} closed and every process gone")
+    clock("down", lambda: none_listening(wl.ports)() and all_gone(pids)(),
+          f"{runner.name}: every port of {wl.key} closed and every process gone")
     got["down"] = time.perf_counter() - t0
     runner.finish_down(timeout)
 
-    if runner.warm_up_argv() is not None:  # the daemon stays after down: start again (the systemd case)
+    if warm and runner.warm_up_argv() is not None:  # the daemon stays after down: start again (the systemd case)
         t0 = time.perf_counter()
         runner.warm_up()
-        poll(lambda: all_listening(wl.ports)(), timeout, f"{runner.name}: every port of {wl.key} to accept again")
+        clock("warm_up", all_listening(wl.ports), f"{runner.name}: every port of {wl.key} to accept again")
         got["warm_up"] = time.perf_counter() - t0
         runner.finish_up(timeout)
         runner.down()
@@ -228,21 +281,28 @@ def fmt(value: float, unit: str) -> str:
     return f"{value:g}"
 
 
-def cell(values: list[float], ratios: list[float], unit: str, is_bare: bool) -> str:
+def cell(values: list[float], ratios: list[float], unit: str, is_bare: bool, runs: int = 0,
+         past: float | None = None) -> str:
+    """Median (min–max) ×ratio; "[1 run]" when fewer runs than the others; "> N s" past a deadline."""
     if not values:
-        return "n/a"
+        return f"> {past:g} s" if past is not None else "n/a"
     med = statistics.median(values)
     text = fmt(med, unit)
     if len(values) > 1:
         text += f" ({fmt(min(values), unit).split()[0]}–{fmt(max(values), unit)})"
     if ratios and not is_bare:
         text += f" ×{statistics.median(ratios):.2f}"
+    if runs and len(values) < runs and past is None:
+        text += f" [{len(values)} run{'s' if len(values) > 1 else ''}]"
+    if past is not None:
+        text += f"; then > {past:g} s"
     return text
 
 
 def render(res: Results, runners: list[Runner], skipped: dict[str, str], args: argparse.Namespace,
            elapsed: float) -> str:
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    idle_where = f" at {', '.join(args.idle_at)}, {args.short_idle:g} s elsewhere" if args.idle_at else ""
     out = [
         "# Benchmark: supervisord-lite vs supervisord, PM2, circus and a bare loop",
         "",
@@ -250,8 +310,11 @@ def render(res: Results, runners: list[Runner], skipped: dict[str, str], args: a
         *machine(),
         "- Versions: " + ", ".join(r.label for r in runners),
         f"- {args.runs} run(s) per figure: median (min–max) ×ratio to the bare loop of the same run; "
-        f"idle window {args.idle:g} s; runners alternated; {elapsed:.0f} s in all",
+        f"idle window {args.idle:g} s{idle_where}; runners alternated; {elapsed:.0f} s in all",
     ]
+    if args.deadline:
+        out.append(f"- Deadline {args.deadline:g} s per wait (--deadline): a figure past it reads \"> {args.deadline:g} s\","
+                   " and that runner is not run again on that workload")
     for key, why in skipped.items():
         out.append(f"- Skipped {key}: {why}")
     if args.socat_sizes and not workloads.SOCAT:
@@ -259,6 +322,9 @@ def render(res: Results, runners: list[Runner], skipped: dict[str, str], args: a
     if any(n > args.peers_max_n for n in args.sizes + args.socat_sizes) and any(
             r.key not in ("bare", "svc") for r in runners):
         out.append(f"- supervisord, PM2 and circus ran only up to N = {args.peers_max_n} (--peers-max-n)")
+    if args.peers_big_n and any(n >= args.peers_big_n for n in args.sizes + args.socat_sizes):
+        out.append(f"- supervisord, PM2 and circus ran {args.peers_big_runs} run(s) at N ≥ {args.peers_big_n} "
+                   "(--peers-big-runs), without the warm up: they take minutes per run there; such cells say [1 run]")
     out.append("")
     for wl_key, by_runner in res.values.items():
         out += [f"## {res.titles[wl_key]}", ""]
@@ -266,10 +332,10 @@ def render(res: Results, runners: list[Runner], skipped: dict[str, str], args: a
         out.append("| figure | " + " | ".join(r.label for r in cols) + " |")
         out.append("| --- |" + " --- |" * len(cols))
         for fig, (label, unit) in FIGURES.items():
-            if not any(by_runner[r.key].get(fig) for r in cols):
+            if not any(by_runner[r.key].get(fig) or res.censored[wl_key][r.key].get(fig) for r in cols):
                 continue
-            row = [cell(by_runner[r.key].get(fig, []), res.ratios[wl_key][r.key].get(fig, []), unit, r.key == "bare")
-                   for r in cols]
+            row = [cell(by_runner[r.key].get(fig, []), res.ratios[wl_key][r.key].get(fig, []), unit, r.key == "bare",
+                        args.runs, res.censored[wl_key][r.key].get(fig)) for r in cols]
             row = [("error" if c == "n/a" and (wl_key, r.key) in res.failed else c) for c, r in zip(row, cols)]
             out.append(f"| {label} | " + " | ".join(row) + " |")
         out.append("")
@@ -283,9 +349,21 @@ def render(res: Results, runners: list[Runner], skipped: dict[str, str], args: a
         out += ["Status commands: " + "; ".join(status_cmds) + ".", ""]
     out += ["Readiness lag is n/a for supervisord, PM2 and circus: they do not report readiness by port. "
             "For the bare loop it is its own connect poll noticing the port.", ""]
+    if res.tiers:
+        out += tiers.section(res.tiers, f"python bench/run.py {' '.join(sys.argv[1:])}")  # type: ignore[arg-type]
     if res.errors:
         out += ["## Errors", ""] + [f"- {e}" for e in res.errors] + [""]
+    if args.targets:
+        out += targets.render(res.figures(runners), targets.load(args.before) if args.before else None)
     return "\n".join(out)
+
+
+#: The issue's targets: socat N = 10, 50, 200, 1000 and Python N = 200 with every peer (peers one run at
+#: N = 1000), the fixed costs, 1000 socat services in tiers, medians of 3, 20 s idle with socat N = 200, 1000.
+ISSUE_TARGETS = ["--n", "200", "--socat", "10,50,200,1000", "--runs", "3", "--chain", "0", "--no-demo",
+                 "--metrics-n", "0", "--idle", "20", "--idle-at", "socat-200,socat-1000", "--peers-max-n", "1000",
+                 "--peers-big-n", "1000", "--peers-big-runs", "1", "--deadline", "60", "--tiers", "1000",
+                 "--tiers-kind", "socat", "--targets"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -306,9 +384,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--peers-max-n", type=int, default=200,
                    help="run supervisord, PM2 and circus only up to this N (default 200)")
     p.add_argument("--no-fixed", action="store_true", help="skip the CLI's fixed costs")
+    p.add_argument("--idle-at", default="", help="comma list of the workloads (socat-200, tiny-200, ...) that get "
+                   "the full --idle window; the others get --short-idle (default: all get --idle)")
+    p.add_argument("--short-idle", type=float, default=2.0, help="the short idle window in seconds (default 2)")
+    p.add_argument("--peers-big-n", type=int, default=0,
+                   help="at N >= this, supervisord, PM2 and circus run only --peers-big-runs runs, and not the "
+                   "warm up (default 0: off)")
+    p.add_argument("--peers-big-runs", type=int, default=1, help="their runs at N >= --peers-big-n (default 1)")
+    p.add_argument("--deadline", type=float, default=None,
+                   help="seconds after which a wait gives up and its figure reads '> SECONDS' (default: the "
+                   "--timeout formula, and a timeout is an error)")
+    p.add_argument("--tiers", type=int, default=0, help="also N services in 5 tiers vs N flat (bench/tiers.py; "
+                   "0: skip)")
+    p.add_argument("--tiers-kind", choices=("stub", "socat"), default="stub", help="their services (default stub)")
+    p.add_argument("--targets", action="store_true", help="end with the issue's targets, computed from the run")
+    p.add_argument("--before", type=Path, default=None,
+                   help="the JSON of an earlier run (written next to its markdown): a 'before' column in the targets")
+    p.add_argument("--issue-targets", action="store_true",
+                   help="exactly what the targets need: " + " ".join(ISSUE_TARGETS) + " (options given as well win)")
     p.add_argument("--smoke", "--quick", dest="smoke", action="store_true",
                    help="N=5 (stubs and socat), one run, 2 s idle, skip peers not installed")
     args = p.parse_args(argv)
+    if args.issue_targets:  # the preset's options, then the command line's again over them
+        args = p.parse_args(ISSUE_TARGETS + list(sys.argv[1:] if argv is None else argv))
     if args.smoke:
         args.n, args.runs, args.socat = "5", 1, "5"
         args.idle = 2.0 if args.idle is None else args.idle
@@ -322,6 +420,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.socat_sizes = [int(x) for x in args.socat.split(",") if x.strip()]
     except ValueError:
         p.error(f"--n wants numbers separated by commas, got {args.n!r}")
+    args.idle_at = [k.strip() for k in args.idle_at.split(",") if k.strip()]
     args.keys = [k.strip() for k in args.only.split(",") if k.strip()] or list(RUNNERS)
     unknown = [k for k in args.keys if k not in RUNNERS]
     if unknown:
@@ -337,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     work = workloads.BENCH / ".work" / run_id
     work.mkdir(parents=True, exist_ok=True)
     procs = Procs(run_id)
-    opts = Options(idle=args.idle, timeout=args.timeout)
+    opts = Options(idle=args.idle, timeout=args.timeout, idle_at=frozenset(args.idle_at), short_idle=args.short_idle,
+                   deadline=args.deadline)
     res = Results()
     started = time.monotonic()
 
@@ -360,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         log("note: without the bare loop there are no ratios")
 
     interrupted = False
+    ours = next((r for r in runners if r.key == "svc"), None)
     try:
         for run in range(args.runs):
             for make in workload_makers(args, work):
@@ -368,15 +469,25 @@ def main(argv: list[str] | None = None) -> int:
                 order = runners[run % len(runners):] + runners[: run % len(runners)] if runners else []
                 base: dict[str, float] = {}
                 measured: dict[str, dict[str, float]] = {}
+                res.idle[wl.key] = opts.idle_for(wl.key)
                 for r in order:
                     if (wl.ordered and not r.ordered) or (wl.key.startswith("metrics") and r.key != "svc"):
                         continue
+                    big = r.key not in ("bare", "svc") and args.peers_big_n and len(wl.services) >= args.peers_big_n
                     if r.key not in ("bare", "svc") and len(wl.services) > args.peers_max_n:
                         continue
+                    if big and run >= args.peers_big_runs:
+                        continue
+                    if res.censored[wl.key][r.key]:
+                        continue  # it ran past the deadline in an earlier run: it would again
                     log(f"run {run + 1}/{args.runs} · {wl.key} · {r.label}")
                     measured[r.key] = {}
                     try:
-                        measure(r, wl, opts, measured[r.key], procs)
+                        measure(r, wl, opts, measured[r.key], procs, warm=not big)
+                    except PastDeadline as e:
+                        log(f"  {e}: not run again on {wl.key}")
+                        res.censored[wl.key][r.key][e.figure] = e.deadline
+                        res.values[wl.key][r.key]  # noqa: B018 (make the column appear)
                     except (RunnerError, BenchTimeout, OSError) as e:
                         res.errors.append(f"run {run + 1}, {wl.key}, {r.label}: {e}")
                         log(f"  error: {e}")
@@ -393,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
                         reference = base.get("cold_up") if fig == "warm_up" else base.get(fig)
                         if reference:
                             res.ratios[wl.key][key][fig].append(value / reference)
-            ours = next((r for r in runners if r.key == "svc"), None)
+                            res.diffs[wl.key][key][fig].append(value - reference)
             if ours is not None and not args.no_fixed and workloads.SOCAT:
                 log(f"run {run + 1}/{args.runs} · fixed costs of the CLI")
                 got: dict[str, float] = {}
@@ -407,6 +518,14 @@ def main(argv: list[str] | None = None) -> int:
                     res.fixed[key].append(value)
                     if "python" in got:
                         res.fixed_diffs[key].append(value - got["python"])
+        if args.tiers and ours is not None and not interrupted:
+            log(f"tiers: {args.tiers} {args.tiers_kind} services, flat vs 5 tiers, {args.runs} run(s)")
+            try:
+                res.tiers = tiers.measure(args.tiers, args.runs, args.tiers_kind, env=procs.env(), log=log)
+            except (tiers.TiersError, subprocess.TimeoutExpired, OSError) as e:
+                res.errors.append(f"tiers: {e}")
+            finally:
+                procs.cleanup()
     except KeyboardInterrupt:
         interrupted = True
         log("interrupted: cleaning up")
@@ -423,6 +542,7 @@ def main(argv: list[str] | None = None) -> int:
         text += "\n(interrupted: partial results)\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
+    targets.save(res.figures(runners), args.out.with_suffix(".json"))
     print(text)
     log(f"written to {args.out}")
     return 130 if interrupted else (1 if res.errors else 0)
