@@ -422,7 +422,7 @@ def _show_status(snap: SupervisorSnapshot) -> None:
     from supervisord_lite.cli.render import (  # lazy: keeps svc --help fast
         STATE_STYLE,
         STATUS_COLUMNS,
-        STATUS_DROP_ORDER,
+        STATUS_PRIORITY,
         attention_lines,
         fit_columns,
         plain_table,
@@ -435,7 +435,7 @@ def _show_status(snap: SupervisorSnapshot) -> None:
         from rich.table import Table
 
         console = Console()
-        shown = fit_columns(STATUS_COLUMNS, rows, console.width, STATUS_DROP_ORDER)
+        shown = fit_columns(STATUS_COLUMNS, rows, console.width, STATUS_PRIORITY).shown
         table = Table(title=f"{snap.name} ({snap.manifest})", box=None, pad_edge=False)
         for i in shown:
             table.add_column(STATUS_COLUMNS[i], no_wrap=True)

@@ -1,9 +1,12 @@
 """``svc status --watch``: the daemon's live state, as it changes.
 
 On a terminal: a full-screen rich table (service, tier, port, state in its colour,
-uptime, restarts, probe latency, CPU, memory, URL), failing services first, and a
-footer with the count of services per state. It is redrawn when the daemon says a
-state changed (the control socket's ``watch`` stream), and every second for the
+the reason for it, uptime, restarts, probe latency, CPU, memory, URL), failing
+services first, and a footer with the count of services per state. It is fitted
+to the window: service, port and state are never cut while they fit, the other
+columns come in PRIORITY order while they fit, and rows that do not fit are
+counted on a line of their own. It is redrawn when the daemon says a state
+changed (the control socket's ``watch`` stream), and every second for the
 uptimes. Ctrl-C ends it and gives the terminal back as it was.
 
 Elsewhere (a pipe, a file): one line per state change, like ``tail -f``, each
@@ -14,7 +17,7 @@ says so and reconnects once it is back; only a daemon absent at the start is an
 error (exit 3, as ``svc status``).
 
 The pure parts (``order_services``, ``status_table``, ``footer``, ``change_lines``,
-``CpuTracker``) take snapshots and return renderables or text; ``run_watch`` does
+``reason_text``; ``CpuTracker`` lives in core.cpurate) take snapshots and return renderables or text; ``run_watch`` does
 the I/O.
 """
 
@@ -30,12 +33,12 @@ from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from supervisord_lite.cli import client
 from supervisord_lite.cli.render import STATE_STYLE, fit_columns, human_duration, says_state, state_text
+from supervisord_lite.core.cpurate import CpuTracker
 from supervisord_lite.core.exitcodes import ExitCode
 from supervisord_lite.core.protocol import ControlError, DaemonUnreachable
 from supervisord_lite.core.snapshot import ServiceSnapshot, SupervisorSnapshot
@@ -61,9 +64,13 @@ SEVERITY: dict[ServiceState, int] = {
 }
 #: The order of the footer's counts.
 STATE_ORDER = sorted(ServiceState, key=lambda s: (SEVERITY[s], list(ServiceState).index(s)))
-COLUMNS = ("SERVICE", "TIER", "PORT", "STATE", "UPTIME", "RESTARTS", "PROBE", "CPU", "MEM", "URL")
-#: What a narrow terminal gives up first; SERVICE, PORT and STATE always stay.
-DROP_ORDER = ("CPU", "MEM", "URL", "PROBE", "UPTIME", "RESTARTS", "TIER")
+COLUMNS = ("SERVICE", "TIER", "PORT", "STATE", "REASON", "UPTIME", "RESTARTS", "PROBE", "CPU", "MEM", "URL")
+#: The columns that may be left out, most wanted first: each is added while it fits
+#: whole. SERVICE, PORT and STATE always stay; REASON (free text) is cut to fit.
+PRIORITY = ("CPU", "MEM", "REASON", "RESTARTS", "UPTIME", "PROBE", "TIER", "URL")
+NUMERIC = ("PORT", "UPTIME", "RESTARTS", "PROBE", "CPU", "MEM")
+#: Lines around the table's rows: title, header, the blank line and the footer.
+FRAME_LINES = 4
 
 
 # ----------------------------------------------------------------------------- pure
@@ -85,56 +92,44 @@ def human_bytes(n: int | None) -> str:
     return f"{value:.1f} GiB"
 
 
-class CpuTracker:
-    """CPU use in percent of one core, from the cumulative CPU seconds of two samples.
-
-    The daemon samples a process tree at most once a second, so two samples closer
-    than ``min_gap`` say nothing new; a new pid (a restart) starts over.
-    """
-
-    def __init__(self, min_gap: float = 1.0) -> None:
-        self.min_gap = min_gap
-        self._last: dict[str, tuple[int, float, float]] = {}  # name -> (pid, cpu seconds, at)
-        self.percent: dict[str, float] = {}
-
-    def update(self, snap: SupervisorSnapshot, now: float) -> dict[str, float]:
-        seen = set()
-        for s in snap.services:
-            if s.pid is None or s.cpu_seconds is None:
-                continue
-            seen.add(s.name)
-            last = self._last.get(s.name)
-            if last is not None and last[0] == s.pid:
-                if now - last[2] < self.min_gap:
-                    continue
-                self.percent[s.name] = max(0.0, (s.cpu_seconds - last[1]) / (now - last[2]) * 100)
-            else:
-                self.percent.pop(s.name, None)
-            self._last[s.name] = (s.pid, s.cpu_seconds, now)
-        for name in set(self._last) - seen:
-            del self._last[name]
-            self.percent.pop(name, None)
-        return self.percent
+def reason_text(s: ServiceSnapshot, now: float) -> str:
+    """Why a service is in its state, without saying the state again: the REASON column
+    (``retry in 3s: exited with code 1``, ``for db, redis``, ``held by pid 42: nginx``)."""
+    parts = []
+    if s.paused:
+        parts.append("paused: stopped by a signal")
+    if s.state in (S.BACKOFF, S.FAILED) and s.next_retry_at:
+        parts.append(f"retry in {human_duration(max(0.0, s.next_retry_at - now))}")
+    if s.state is S.CONFLICT and s.conflict_pid:
+        parts.append(f"held by pid {s.conflict_pid}" + (f": {s.conflict_cmdline}" if s.conflict_cmdline else ""))
+    elif s.state is S.DEPRECATED and s.replaced_by:
+        parts.append(f"→ {s.replaced_by}")
+    elif s.reason:
+        parts.append(s.reason[len(s.state.value) + 1 :] if says_state(s) else s.reason)
+    elif s.state is S.WAITING and s.blocked_by:
+        parts.append(f"for {', '.join(s.blocked_by)}")
+    return ": ".join(parts)
 
 
-def _cells(s: ServiceSnapshot, now: float, cpu: Mapping[str, float]) -> tuple[str, ...]:
+def _cells(s: ServiceSnapshot, now: float, cpu: Mapping[str, float]) -> dict[str, str]:
     running = s.pid is not None and s.started_at is not None
     probe = "-"
     if s.port is not None and s.port_up is not None:
         probe = "down" if not s.port_up else f"{s.probe_latency * 1000:.1f}ms" if s.probe_latency is not None else "up"
     percent = cpu.get(s.name)
-    return (
-        s.name,
-        s.tier,
-        str(s.port) if s.port is not None else "-",
-        state_text(s, now),
-        human_duration(now - s.started_at) if running and s.started_at is not None else "-",
-        str(s.restarts),
-        probe,
-        f"{percent:.1f}%" if running and percent is not None else "-",
-        human_bytes(s.rss_bytes) if running else "-",
-        s.url or "-",
-    )
+    return {
+        "SERVICE": s.name,
+        "TIER": s.tier,
+        "PORT": str(s.port) if s.port is not None else "-",
+        "STATE": s.state.value + (" (paused)" if s.paused else ""),
+        "REASON": reason_text(s, now) or "-",
+        "UPTIME": human_duration(now - s.started_at) if running and s.started_at is not None else "-",
+        "RESTARTS": str(s.restarts),
+        "PROBE": probe,
+        "CPU": f"{percent:.1f}%" if running and percent is not None else "-",
+        "MEM": human_bytes(s.rss_bytes) if running else "-",
+        "URL": s.url or "-",
+    }
 
 
 def footer(snap: SupervisorSnapshot, *, note: str = "") -> Text:
@@ -142,7 +137,7 @@ def footer(snap: SupervisorSnapshot, *, note: str = "") -> Text:
     counts: dict[ServiceState, int] = {}
     for s in snap.services:
         counts[s.state] = counts.get(s.state, 0) + 1
-    text = Text()
+    text = Text(no_wrap=True, overflow="ellipsis")
     for state in STATE_ORDER:
         if counts.get(state):
             if text:
@@ -155,6 +150,11 @@ def footer(snap: SupervisorSnapshot, *, note: str = "") -> Text:
     return text
 
 
+def _line(text: str, style: str = "") -> Text:
+    """One screen line whatever the width: cut with an ellipsis, never wrapped."""
+    return Text(text, style=style, no_wrap=True, overflow="ellipsis")
+
+
 def status_table(
     snap: SupervisorSnapshot,
     now: float,
@@ -162,41 +162,47 @@ def status_table(
     *,
     title: str = "",
     max_rows: int | None = None,
+    height: int | None = None,
     note: str = "",
     width: int | None = None,
 ) -> Group:
-    """The watch screen: the table (failing first, at most ``max_rows`` rows) and the footer.
+    """The watch screen: a title line, the table (failing first) and the footer.
 
-    With ``width`` (the terminal's), columns that do not fit are left out, least needed
-    first, rather than every cell being cut to a few letters; a last line names them.
+    With ``width`` (the terminal's), SERVICE, PORT and STATE keep their widest value
+    and the other columns are added in PRIORITY order while they fit (see
+    ``fit_columns``); a last line names those left out. With ``height``, every line
+    of the screen is counted: when the services do not all fit, the last row says
+    how many are hidden instead of the screen cutting them off (``max_rows`` sets
+    the rows directly). The REASON column shows only when some service has one.
     """
     services = order_services(snap.services)
+    cells = [_cells(s, now, cpu) for s in services]
+    columns = [c for c in COLUMNS if c != "REASON" or any(row["REASON"] != "-" for row in cells)]
+    rows = [[row[c] for c in columns] for row in cells]
+    fit = fit_columns(columns, rows, width, PRIORITY, flexible=("REASON",))
+    if height is not None:
+        max_rows = height - FRAME_LINES + (0 if title else 1) - (1 if fit.left_out else 0)
     hidden: list[ServiceSnapshot] = []
     if max_rows is not None and len(services) > max_rows:
         keep = max(max_rows - 1, 0)
-        services, hidden = services[:keep], services[keep:]
-    rows = [_cells(s, now, cpu) for s in services]
-    index = fit_columns(COLUMNS, rows, width, DROP_ORDER)
-    shown = [COLUMNS[i] for i in index]
+        services, hidden, rows = services[:keep], services[keep:], rows[:keep]
 
-    table = Table(title=title or None, title_justify="left", box=None, pad_edge=False, expand=False)
-    for col in shown:
-        numeric = col in ("PORT", "UPTIME", "RESTARTS", "PROBE", "CPU", "MEM")
-        table.add_column(col, no_wrap=True, overflow="ellipsis", justify="right" if numeric else "left",
-                         max_width=None if col in ("STATE", "URL", "SERVICE", "TIER") else 12)
-    state_at = COLUMNS.index("STATE")
-    for s, cells in zip(services, rows):
+    table = Table(box=None, pad_edge=False, expand=False)
+    for i, w in zip(fit.shown, fit.widths):
+        col = columns[i]
+        table.add_column(col, no_wrap=True, overflow="ellipsis", justify="right" if col in NUMERIC else "left",
+                         width=w if width is not None else None)
+    for s, row in zip(services, rows):
         style = STATE_STYLE.get(s.state, "")
-        state = f"[{style}]{escape(cells[state_at])}[/]" if style else escape(cells[state_at])
-        table.add_row(*(state if i == state_at else cells[i] for i in index))
+        table.add_row(*(Text(row[i], style=style if columns[i] == "STATE" else "") for i in fit.shown))
+    parts: list[Any] = [_line(title, "bold")] if title else []
+    parts.append(table)
     if hidden:
-        states = ", ".join(sorted({s.state.value for s in hidden}))
-        filler = {0: f"… {len(hidden)} more", state_at: states}
-        table.add_row(*(filler.get(i, "") for i in index), style="dim")
-    parts: list[Any] = [table, "", footer(snap, note=note)]
-    left_out = [col for col in COLUMNS if col not in shown]
-    if left_out:
-        parts.append(Text(f"too narrow for {', '.join(left_out)}", style="dim"))
+        states = ", ".join(sorted({s.state.value for s in hidden}, key=lambda v: SEVERITY[ServiceState(v)]))
+        parts.append(_line(f"… {len(hidden)} more ({states}), resize or use svc status", "dim"))
+    parts += ["", footer(snap, note=note)]
+    if fit.left_out:
+        parts.append(_line(f"too narrow for {', '.join(fit.left_out)}", "dim"))
     return Group(*parts)
 
 
@@ -318,7 +324,7 @@ def _watch_terminal(sock: Path, manifest_label: str) -> int:
         height = console.size.height
         note = note or f"updated {datetime.now().strftime('%H:%M:%S')} · Ctrl-C to quit"
         return status_table(snap, time.time(), cpu.percent, title=f"{snap.name} · {manifest_label}",
-                            max_rows=max(height - 6, 1), note=note, width=console.size.width)
+                            height=height, note=note, width=console.size.width)
 
     stream = _follow(sock, usage=True)
     first = next(stream)  # DaemonUnreachable here, before the screen changes

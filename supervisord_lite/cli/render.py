@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -151,28 +152,69 @@ def ready_count_line(services: Sequence[ServiceSnapshot]) -> str:
     return f"{good}/{len(services)} services ready" if services else "nothing to start"
 
 
-#: `svc status` columns, least needed first, dropped whole when the terminal is narrow.
-STATUS_DROP_ORDER = ("HEALTH", "TIER", "RESTARTS", "UPTIME", "PID", "URL")
+#: `svc status` columns that may be left out, most wanted first; the others always stay.
+STATUS_PRIORITY = ("URL", "PID", "UPTIME", "RESTARTS", "TIER", "HEALTH")
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnFit:
+    """Which columns a table shows and how wide each is.
+
+    ``shown`` are indexes in the header's order, ``widths`` their widths (same order),
+    ``left_out`` the names of the columns that did not fit."""
+
+    shown: list[int]
+    widths: list[int]
+    left_out: list[str]
 
 
 def fit_columns(
-    header: Sequence[str], rows: Sequence[Sequence[str]], width: int | None, drop_order: Sequence[str], gap: int = 2
-) -> list[int]:
-    """Indexes of the columns that fit in ``width`` without cutting a cell, dropping
-    whole columns in ``drop_order``; every column when ``width`` is None.
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    width: int | None,
+    priority: Sequence[str],
+    *,
+    flexible: Sequence[str] = (),
+    min_flexible: int = 16,
+    gap: int = 2,
+) -> ColumnFit:
+    """Fit a table in ``width`` columns without cutting what matters.
+
+    Columns not named in ``priority`` are required: they keep their widest value,
+    and when even they do not fit, only the first one (the name) is cut, with an
+    ellipsis. The optional columns are then added in ``priority`` order (most wanted
+    first) while they fit whole; one that does not fit is skipped and the next ones
+    are still tried. A ``flexible`` column (free text: a reason) needs only
+    ``min_flexible`` to be added, and gets what is left over, up to its widest value.
+    Every column shows when ``width`` is None.
 
     Both `svc status` and `svc status --watch` fit their tables with it; ``gap`` is
     what rich puts between two columns (one space of padding on each side)."""
     natural = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
-    shown = list(range(len(header)))
     if width is None:
-        return shown
-    for name in drop_order:
-        if sum(natural[i] for i in shown) + gap * (len(shown) - 1) <= width:
-            break
-        if name in header:
-            shown.remove(header.index(name))
-    return shown
+        return ColumnFit(list(range(len(header))), natural, [])
+    index = {name: i for i, name in enumerate(header)}
+    wanted = [index[name] for name in priority if name in index]
+    required = [i for i in range(len(header)) if i not in wanted]
+    widths = {i: natural[i] for i in required}
+    used = sum(widths.values()) + gap * max(len(required) - 1, 0)
+    if used > width and required:
+        first = required[0]
+        widths[first] = max(natural[first] - (used - width), 1)
+        used = width
+    else:
+        for i in wanted:
+            need = min(natural[i], min_flexible) if header[i] in flexible else natural[i]
+            if used + gap + need <= width:
+                widths[i] = need
+                used += gap + need
+        for i in wanted:
+            if i in widths and header[i] in flexible:
+                grow = min(natural[i] - widths[i], width - used)
+                widths[i] += grow
+                used += grow
+    shown = sorted(widths)
+    return ColumnFit(shown, [widths[i] for i in shown], [header[i] for i in range(len(header)) if i not in widths])
 
 
 def attention_lines(services: Sequence[ServiceSnapshot]) -> list[str]:

@@ -9,7 +9,9 @@ Routes (see ``routes``):
   health, CPU and memory, and its last log lines on demand.
 - ``/api/status``: the daemon's snapshot, the same JSON as ``svc status --json``.
 - ``/api/view``: that snapshot plus the manifest's layout (tiers in start order,
-  titles, deprecated services and their replacements): what the page draws.
+  titles, deprecated services and their replacements) and each service's CPU
+  percent: what the page draws. The CPU figure is there from the first response
+  (the average since the service started, until a second sample a second later).
 - ``/api/events``: server-sent events, one ``/api/view`` document whenever a
   state changes (and every few seconds for uptime, CPU and memory).
 - ``/api/logs/NAME?n=50``: the service's last log lines as JSON, only when the
@@ -31,12 +33,13 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from importlib.resources import files
 from typing import Any
 from urllib.parse import unquote
 
 from supervisord_lite.daemon.httpserver import Handler, Request, Response
+from supervisord_lite.core.cpurate import CpuTracker
 from supervisord_lite.core.model import Manifest
 from supervisord_lite.core.snapshot import SupervisorSnapshot
 
@@ -56,8 +59,11 @@ LOGS_PREFIX = "/api/logs/"
 # ----------------------------------------------------------------------------- data
 
 
-def build_view(snapshot: SupervisorSnapshot, manifest: Manifest, now: float) -> dict[str, Any]:
-    """What the page draws: the snapshot (as ``svc status --json``) plus the layout.
+def build_view(
+    snapshot: SupervisorSnapshot, manifest: Manifest, now: float, cpu: Mapping[str, float] | None = None
+) -> dict[str, Any]:
+    """What the page draws: the snapshot (as ``svc status --json``) plus the layout,
+    and each running service's CPU in percent of one core (``cpu``, from a CpuTracker).
 
     Tiers come in start order, services inside a tier by port as in the port
     allocation guide (services without a port last). A service the snapshot has
@@ -98,7 +104,8 @@ def build_view(snapshot: SupervisorSnapshot, manifest: Manifest, now: float) -> 
         )
     if orphans:
         tiers.append({"name": "", "title": "Not in the manifest any more", "order": 1 << 20, "ranges": [], "services": orphans})
-    return {"now": now, "status": snapshot.to_dict(), "tiers": tiers, "services": extras}
+    cpu_percent = {name: round(value, 1) for name, value in (cpu or {}).items()}
+    return {"now": now, "status": snapshot.to_dict(), "tiers": tiers, "services": extras, "cpu": cpu_percent}
 
 
 def _stable_key(view: dict[str, Any]) -> str:
@@ -124,8 +131,14 @@ def routes(*, get_snapshot: GetSnapshot, get_manifest: GetManifest, tail: Tail) 
     are called from the HTTP server's threads.
     """
 
+    cpu = CpuTracker()
+    cpu_lock = threading.Lock()
+
     def view() -> dict[str, Any]:
-        return build_view(get_snapshot(), get_manifest(), time.time())
+        snapshot, now = get_snapshot(), time.time()
+        with cpu_lock:  # every request and event stream feeds it: the page's first paint has figures
+            percent = dict(cpu.update(snapshot, now))
+        return build_view(snapshot, get_manifest(), now, percent)
 
     def page(request: Request) -> Response:
         current = view()

@@ -16,6 +16,7 @@ fails: CI installs the Debian packages `chromium` and `chromium-driver`.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -114,12 +115,26 @@ def test_the_page_shows_the_platform_and_follows_a_crash_without_reload(
     platform.add("super-admin", tier="frontend", url=web, description="Super Admin Dashboard",
                  status="deprecated", replaced_by="admin")
     stranger_port, stranger_proc = stranger
-    platform.add("business-directory", tier="frontend", port=stranger_port, url=web,
+    long_url = web + "/directory/listings?category=restaurants&city=amsterdam&page=1"
+    platform.add("business-directory", tier="frontend", port=stranger_port, url=long_url,
                  description="Business directory listings", depends_on=["fastapi-hub"])
     platform.write()
     result = platform.svc("up", timeout=60)
     assert result.returncode == 1 and f"held by pid {stranger_proc.pid}" in result.stderr, result.stderr
     status = platform.status()
+
+    # the first paint, from the page alone (no event stream, no poll): CPU figures already there
+    frozen = browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {
+        "source": "window.EventSource = undefined; window.fetch = () => new Promise(() => {});"})
+    browser.get(f"http://127.0.0.1:{metrics_port}/")
+    wait_until(lambda: len(rows(browser)) == len(status), timeout=10, what="a row per service")
+    cpu = browser.execute_script(
+        "return Object.fromEntries(Array.from(document.querySelectorAll('tr.svc')).map("
+        "tr => [tr.dataset.service, tr.querySelector('td.c-cpu').textContent]))")
+    running = {name for name, s in status.items() if s["pid"]}
+    assert running and all(re.fullmatch(r"\d+\.\d%", cpu[name]) for name in running), cpu
+    assert all(cpu[name] == "-" for name in set(status) - running), cpu
+    browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": frozen["identifier"]})
 
     browser.get(f"http://127.0.0.1:{metrics_port}/")
     wait_until(lambda: len(rows(browser)) == len(status), timeout=10, what="a row per service")
@@ -136,6 +151,18 @@ def test_the_page_shows_the_platform_and_follows_a_crash_without_reload(
     links = browser.execute_script("return Array.from(document.querySelectorAll('td.c-url a')).map(a => a.href)")
     assert f"http://127.0.0.1:{hub_port}/" in links
     assert f"http://127.0.0.1:{platform.services['admin']['port']}/admin" in links
+    # a URL stays on one line: cut with an ellipsis, the whole of it in the tooltip and the link
+    urls = browser.execute_script(
+        """return Array.from(document.querySelectorAll('td.c-url .url')).map(u => ({
+             service: u.closest('tr').dataset.service, text: u.textContent, title: u.title, href: u.href || '',
+             lines: u.getClientRects().length, height: u.getBoundingClientRect().height,
+             lineHeight: parseFloat(getComputedStyle(u).lineHeight), cut: u.scrollWidth > u.clientWidth}))""")
+    assert len(urls) == len(status)
+    for u in urls:
+        assert u["lines"] == 1 and u["height"] < 1.5 * u["lineHeight"], u
+    directory = next(u for u in urls if u["service"] == "business-directory")
+    full = long_url.format(port=stranger_port)
+    assert directory["cut"] and directory["text"] == directory["title"] == full and directory["href"] == full, directory
     # deprecated: struck through, with its replacement
     assert "deprecated" in shown["super-admin"]["cls"]
     decoration = browser.execute_script(

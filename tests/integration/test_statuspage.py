@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import socket
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -22,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import tomli_w
 from prometheus_client.parser import text_string_to_metric_families
@@ -377,3 +379,29 @@ def test_a_real_daemon_serves_no_service_output_over_http_by_default(platform: P
         error = json.load(refused.value)["error"]
     assert "http_logs = true" in error and str(platform.manifest) in error and "`svc logs NAME`" in error
     assert get_json(metrics_port, "/api/status")["services"][0]["name"] == "api"
+
+
+def test_the_first_response_of_a_real_daemon_already_has_cpu_figures(platform: Platform) -> None:
+    (metrics_port,) = free_ports(1)
+    platform.supervisor["metrics"] = f"127.0.0.1:{metrics_port}"
+    python = sys.executable
+    platform.add("busy", port=None, command=f"{python} -c 'while True: pass'")
+    platform.add("idle", port=None, command=f"{python} -c 'import time; time.sleep(600)'")
+    platform.add("api")
+    platform.write()
+    platform.svc("up", check=True)
+    busy = psutil.Process(platform.status()["busy"]["pid"])
+    wait_until(lambda: sum(busy.cpu_times()[:2]) >= 0.3, timeout=30, what="the busy service to burn some CPU")
+
+    # the daemon's first page: no earlier request, so no earlier sample
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/", timeout=10) as resp:
+        page = resp.read().decode()
+    (data,) = re.findall(r'id="initial-view">(.*?)</script>', page, re.DOTALL)
+    cpu = json.loads(data)["cpu"]
+    assert set(cpu) == {"busy", "idle", "api"}, cpu  # every running service has a figure on the first paint
+    assert cpu["busy"] > cpu["idle"] and cpu["busy"] >= 1.0, cpu
+    assert all(0.0 <= v for v in cpu.values())
+    # /api/view (what the event stream sends) has them too
+    later = get_json(metrics_port, "/api/view")["cpu"]
+    assert set(later) == {"busy", "idle", "api"} and later["busy"] > later["idle"], later
+

@@ -16,8 +16,10 @@ import subprocess
 import termios
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import pyte
 import pytest
 from rich.console import Console
 
@@ -67,14 +69,14 @@ def test_the_table_has_every_column_and_the_footer_counts_per_state() -> None:
     text = render(status_table(s, now, {"api": 12.5}, title="shop"))
     lines = text.splitlines()
     header = next(line for line in lines if line.startswith("SERVICE"))
-    assert header.split() == ["SERVICE", "TIER", "PORT", "STATE", "UPTIME", "RESTARTS", "PROBE", "CPU", "MEM", "URL"]
+    assert header.split() == ["SERVICE", "TIER", "PORT", "STATE", "REASON", "UPTIME", "RESTARTS", "PROBE", "CPU", "MEM", "URL"]
     rows = [line for line in lines if re.match(r"^(api|db|web|worker)\s", line)]
     assert [r.split()[0] for r in rows] == ["web", "db", "api", "worker"]  # failing first
     api = rows[2]
     for cell in ("8000", "ready", "1m15s", "2", "1.2ms", "12.5%", "30.0 MiB", "http://localhost:8000/"):
         assert cell in api, (cell, api)
-    assert "retry in 3s" in rows[1]
-    assert "(pid 4242)" in rows[0]
+    assert re.search(r"backoff\s+retry in 3s: exited with code 1\s", rows[1])  # the state, then why
+    assert re.search(r"conflict\s+held by pid 4242: python -m http.server\s", rows[0])
     assert lines[-1].startswith("1 conflict · 1 backoff · 2 ready")
     assert "1 conflict" in render(footer(s))
 
@@ -108,18 +110,50 @@ def test_a_narrow_terminal_drops_whole_columns_instead_of_cutting_every_cell() -
     )
     text = render(status_table(s, now, {}, width=80), width=80)
     header = next(line for line in text.splitlines() if line.startswith("SERVICE"))
-    assert header.split() == ["SERVICE", "TIER", "PORT", "STATE", "UPTIME", "RESTARTS", "PROBE"]
+    # the optional columns come in priority order (CPU, MEM, ...) while they fit; TIER and URL do not
+    assert header.split() == ["SERVICE", "PORT", "STATE", "UPTIME", "RESTARTS", "PROBE", "CPU", "MEM"]
     assert max(len(line.rstrip()) for line in text.splitlines()) <= 80
-    # names, tiers and ports whole: nothing cut to "bizosaa…" or "infrast…"
+    # names and ports whole: nothing cut to "bizosaa…" or "454…"
     assert "…" not in text
-    assert "bizosaas-postgres" in text and "infrastructure" in text and "45433" in text
-    assert text.splitlines()[-1].strip() == "too narrow for CPU, MEM, URL"
+    assert "bizosaas-postgres" in text and "business-directory" in text and "45433" in text and "43010" in text
+    assert text.splitlines()[-1].strip() == "too narrow for TIER, URL"
     # very narrow: SERVICE, PORT and STATE stay
-    tiny = render(status_table(s, now, {}, width=40), width=40)
+    tiny = render(status_table(s, now, {}, width=36), width=36)
     assert next(line for line in tiny.splitlines() if line.startswith("SERVICE")).split() == ["SERVICE", "PORT", "STATE"]
+    assert [line.split() for line in tiny.splitlines()[1:3]] == [["bizosaas-postgres", "45433", "ready"],
+                                                                 ["business-directory", "43010", "ready"]]
+    # narrower than the three: only the name is cut, with an ellipsis; port and state stay whole
+    cut = render(status_table(s, now, {}, width=24), width=24)
+    assert [line.split() for line in cut.splitlines()[1:3]] == [["bizosaas-…", "45433", "ready"], ["business-…", "43010", "ready"]]
     # wide enough: every column, no note
     wide = render(status_table(s, now, {}, width=200), width=200)
     assert "too narrow" not in wide and "postgres://localhost:45433" in wide
+
+
+def test_the_reason_column_is_cut_to_fit_and_goes_before_any_name_is_cut() -> None:
+    now = 1_000.0
+    s = snap(
+        svc("bizosaas-postgres", S.BACKOFF, port=45433, next_retry_at=now + 2,
+            reason="exited with code 1: FATAL: could not open the data directory /var/lib/postgresql/15/main"),
+        svc("business-directory", S.WAITING, port=43010, blocked_by=("bizosaas-postgres",),
+            reason="waiting for bizosaas-postgres (backoff)"),
+        svc("redis", S.READY, port=46379),
+    )
+    wide = render(status_table(s, now, {}, width=200), width=200)
+    assert "retry in 2s: exited with code 1: FATAL: could not open the data directory /var/lib/postgresql/15/main" in wide
+    assert re.search(r"^business-directory\s+app\s+43010\s+waiting\s+for bizosaas-postgres \(backoff\)\s", wide, re.M)
+    # 70 columns: the reason is cut with an ellipsis to what is left; names, ports and states whole
+    mid = render(status_table(s, now, {}, width=70), width=70)
+    header = mid.splitlines()[0].split()
+    assert "REASON" in header and "URL" not in header, mid
+    backoff = next(line for line in mid.splitlines() if line.startswith("bizosaas-postgres "))
+    assert re.match(r"^bizosaas-postgres\s+(app\s+)?45433\s+backoff\s+retry in 2s: e\S*…", backoff), backoff
+    assert max(len(line) for line in mid.splitlines()) <= 70
+    # narrower than service + port + state: the reason has gone, then the name is cut
+    cut = render(status_table(s, now, {}, width=30), width=30)
+    assert cut.splitlines()[0].split() == ["SERVICE", "PORT", "STATE"] and "retry" not in cut
+    assert cut.splitlines()[1].split() == ["bizosaas-post…", "45433", "backoff"]
+    assert cut.splitlines()[-1].startswith("too narrow for TIER, REASON")
 
 
 def test_change_lines_do_not_repeat_the_state_the_reason_already_says() -> None:
@@ -229,6 +263,8 @@ class Terminal:
         self.pid = self.proc.pid
         self.raw = b""
         self.status: int | None = None
+        self.screen = pyte.Screen(cols, rows)  # what a terminal of that size shows
+        self._stream = pyte.ByteStream(self.screen)
 
     def pump(self, seconds: float = 0.1) -> bool:
         """Read what the child drew within ``seconds``; False when there was nothing."""
@@ -240,7 +276,19 @@ class Terminal:
         except OSError:  # EIO: the child closed its side
             return False
         self.raw += chunk
+        self._stream.feed(chunk)
         return bool(chunk)
+
+    def wait_screen(self, ready: Callable[[list[str]], bool], timeout: float = 20) -> list[str]:
+        """The screen's lines once ``ready(lines)`` holds for them."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.pump()
+            lines = [line.rstrip() for line in self.screen.display]
+            if ready(lines):
+                return lines
+            self._check_alive()
+        raise AssertionError("the screen never got there; it shows:\n" + "\n".join(self.screen.display))
 
     def text(self) -> str:
         return ANSI.sub("", self.raw.decode(errors="replace"))
@@ -307,3 +355,99 @@ def test_watch_on_a_terminal_redraws_the_table_when_a_service_crashes(platform: 
         assert "Traceback" not in term.text()
     finally:
         term.close()
+
+
+# -- what fits on screens of given sizes ----------------------------------------------
+
+#: The demo's 14 services (config/demo.toml): names, tiers and URLs; ports from the OS.
+DEMO_LIKE = [
+    ("postgres", "infrastructure", "postgres://localhost:{port}"),
+    ("bizosaas-postgres", "infrastructure", "postgres://localhost:{port}"),
+    ("redis", "infrastructure", "redis://localhost:{port}"),
+    ("saleor-redis", "infrastructure", "redis://localhost:{port}"),
+    ("django-crm", "backend", "http://localhost:{port}"),
+    ("fastapi-hub", "backend", "http://localhost:{port}"),
+    ("wagtail-cms", "backend", "http://localhost:{port}"),
+    ("saleor", "backend", "http://localhost:{port}"),
+    ("client-portal", "frontend", "http://localhost:{port}"),
+    ("coreldove", "frontend", "http://localhost:{port}"),
+    ("bizoholic", "frontend", "http://localhost:{port}"),
+    ("admin", "frontend", "http://localhost:{port}/admin"),
+    ("business-directory", "frontend", "http://localhost:{port}"),
+    ("super-admin", "frontend", "http://localhost:{port}"),
+]
+
+
+@pytest.fixture
+def demo_like(platform: Platform) -> dict[str, int]:
+    """A running platform shaped like the demo; ``{service: port}``."""
+    platform.tiers = {"infrastructure": {"order": 0}, "backend": {"order": 1}, "frontend": {"order": 2}}
+    ports = {}
+    for name, tier, url in DEMO_LIKE:
+        ports[name] = platform.add(name, tier=tier, url=url)
+    platform.write()
+    platform.svc("up", check=True)
+    return ports  # type: ignore[return-value]
+
+
+def service_rows(lines: list[str], ports: dict[str, int]) -> dict[str, list[str]]:
+    """The table rows on screen, by the service they start with."""
+    return {line.split()[0]: line.split() for line in lines if line.split() and line.split()[0] in ports}
+
+
+def watch_screen(platform: Platform, ports: dict[str, int], rows: int, cols: int) -> list[str]:
+    """The screen of `svc status --watch` in a rows x cols terminal, once every service is
+    ready and has a CPU figure on it (the first frame already does)."""
+    term = Terminal([*SVC, "status", "--watch", "-f", str(platform.manifest)], platform.root, rows=rows, cols=cols)
+    try:
+        def settled(lines: list[str]) -> bool:
+            on_screen = service_rows(lines, ports)
+            return any(line.startswith("14 ready") for line in lines) and bool(on_screen) and all(
+                re.search(r"\s\d+\.\d%\s", " ".join(row) + " ") for row in on_screen.values()
+            )
+
+        return term.wait_screen(settled)
+    finally:
+        os.kill(term.pid, signal.SIGINT)
+        term.wait_exit()
+        term.close()
+
+
+def assert_whole(rows: dict[str, list[str]], ports: dict[str, int], header: list[str]) -> None:
+    """Every row shown has the whole name, the whole port and the state."""
+    where = [header.index(c) for c in ("SERVICE", "PORT", "STATE")]
+    for name, cells in rows.items():
+        assert [cells[i] for i in where] == [name, str(ports[name]), "ready"], cells
+
+
+def test_watch_fits_a_100x12_pane_whole_names_ports_cpu_mem_and_says_what_it_hides(
+    platform: Platform, demo_like: dict[str, int]
+) -> None:
+    lines = watch_screen(platform, demo_like, rows=12, cols=100)
+    screen = "\n".join(lines)
+    print(screen)  # shown when it fails
+    assert lines[0].startswith("test · ") and lines[1].startswith("SERVICE ")
+    assert {"PORT", "STATE", "CPU", "MEM"} <= set(lines[1].split())
+    rows = service_rows(lines, demo_like)
+    assert_whole(rows, demo_like, lines[1].split())
+    assert all(re.fullmatch(r"\d+\.\d MiB", " ".join(cells[-2:])) for cells in rows.values()), rows
+    # the rows that do not fit are counted, not cut off silently; the header stays
+    more = re.search(r"^… (\d+) more \(ready\), resize or use svc status$", screen, re.MULTILINE)
+    assert more, screen
+    assert len(rows) + int(more.group(1)) == 14 and len(rows) >= 5
+    assert lines[lines.index(more.group(0)) + 2].startswith("14 ready")
+    assert re.search(r"^too narrow for \w", screen, re.MULTILINE)
+
+
+def test_watch_fits_80x24_and_60x20_showing_every_service_whole(platform: Platform, demo_like: dict[str, int]) -> None:
+    for rows_, cols, columns in ((24, 80, {"CPU", "MEM", "RESTARTS", "UPTIME"}), (20, 60, {"CPU", "MEM"})):
+        lines = watch_screen(platform, demo_like, rows=rows_, cols=cols)
+        screen = "\n".join(lines)
+        print(screen)  # shown when it fails
+        header = next(line for line in lines if line.startswith("SERVICE"))
+        assert header.split()[:3] == ["SERVICE", "PORT", "STATE"] and columns <= set(header.split()), (cols, screen)
+        rows = service_rows(lines, demo_like)
+        assert sorted(rows) == sorted(demo_like), screen  # every service on screen: none hidden
+        assert_whole(rows, demo_like, header.split())
+        assert "more" not in screen and "…" not in "".join(" ".join(r) for r in rows.values())
+        assert re.search(r"^too narrow for .*URL", screen, re.MULTILINE), screen

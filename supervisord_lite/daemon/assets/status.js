@@ -6,8 +6,6 @@ let view = JSON.parse(document.getElementById("initial-view").textContent);
 let offset = 0;            // server clock minus ours, in seconds
 let layoutKey = "";
 const rows = new Map();    // service name -> {tr, cells, logRow, pre, open}
-let cpuPrev = new Map();   // service name -> [cpu_seconds, server time]
-let cpuRate = new Map();
 
 function el(tag, cls, text) {
   const node = document.createElement(tag);
@@ -150,33 +148,21 @@ function fill(entry, s, extra, now) {
   entry.tr.className = "svc" + (deprecated ? " deprecated" : "") + (note ? " noted" : "");
   c.Port.textContent = s.port === null ? "-" : s.port;
   c.URL.replaceChildren();
+  let link;  // one line, cut with an ellipsis: the whole URL is in the tooltip
   if (s.url && webUrl(s.url) && !deprecated) {
-    const a = el("a", "url", s.url);
-    a.href = s.url; a.target = "_blank"; a.rel = "noopener noreferrer";
-    c.URL.append(a);
-  } else c.URL.append(el("span", "url", s.url || "-"));
+    link = el("a", "url", s.url);
+    link.href = s.url; link.target = "_blank"; link.rel = "noopener noreferrer";
+  } else link = el("span", "url", s.url || "-");
+  if (s.url) link.title = s.url;
+  c.URL.append(link);
   const running = s.pid && s.started_at;
   c.Uptime.textContent = running ? duration(now - s.started_at) : "-";
   c.Restarts.textContent = s.restarts;
   c.Health.textContent = s.port === null || s.port_up === null ? "-" :
     s.port_up ? "up" + (s.probe_latency !== null ? " " + (s.probe_latency * 1000).toFixed(1) + " ms" : "") : "down";
-  const rate = cpuRate.get(s.name);
-  c.CPU.textContent = running && rate !== undefined ? (rate * 100).toFixed(1) + "%" : "-";
+  const percent = (view.cpu || {})[s.name];  // the daemon's figure, there from the first paint
+  c.CPU.textContent = running && percent !== undefined ? percent.toFixed(1) + "%" : "-";
   c.Memory.textContent = running ? bytes(s.rss_bytes) : "-";
-}
-
-function trackCpu() {  // CPU % from the cumulative CPU seconds of two samples >= 1.5 s apart
-  const now = view.now;
-  const next = new Map();
-  for (const s of view.status.services) {
-    if (s.cpu_seconds === null || !s.pid) continue;
-    const prev = cpuPrev.get(s.name);
-    if (prev && prev.pid === s.pid && now - prev.t < 1.5) { next.set(s.name, prev); continue; }
-    if (prev && prev.pid === s.pid) cpuRate.set(s.name, Math.max(0, (s.cpu_seconds - prev.cpu) / (now - prev.t)));
-    else cpuRate.delete(s.name);
-    next.set(s.name, {cpu: s.cpu_seconds, t: now, pid: s.pid});
-  }
-  cpuPrev = next;
 }
 
 function render() {
@@ -239,7 +225,6 @@ async function loadLogs(name) {
 function update(next) {
   view = next;
   offset = view.now - Date.now() / 1000;
-  trackCpu();
   render();
 }
 
