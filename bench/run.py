@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
-import datetime as dt
-import json
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -25,7 +22,8 @@ import time
 import traceback
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -38,58 +36,14 @@ except ImportError:  # pragma: no cover (a friendly message, not a traceback)
 import targets
 import tiers
 import workloads
-from fixed import measure_fixed, render_fixed
+from fixed import measure_fixed
 from observe import BenchTimeout, Procs, all_gone, all_listening, cpu_seconds, none_listening, poll, rss_bytes, \
     socket_inodes, timed
+from report import Results, render
 from runners import RUNNERS, Runner, RunnerError, scrape, tail
 
 from supervisord_lite.demo import read_records
 from supervisord_lite.host.portinfo import listener_on, listening_sockets
-
-# figure key -> (label, unit). Units: "s" seconds, "ms" (stored in seconds), "MB" (stored in bytes), "cpu" seconds.
-FIGURES: dict[str, tuple[str, str]] = {
-    "cold_up": ("cold up (command -> every port accepts)", "s"),
-    "warm_up": ("up with the supervisor already running (ratio to the bare loop's cold up)", "s"),
-    "lag": ("readiness lag (port open -> reported ready), median over services", "ms"),
-    "restart": ("restart after SIGKILL of one service (-> port accepts again)", "ms"),
-    "down": ("down (command -> every port closed, every process gone)", "s"),
-    "idle_cpu": ("supervisor CPU over the idle window", "cpu"),
-    "rss": ("supervisor RSS", "MB"),
-    "status": ("status command wall time", "ms"),
-    "metrics": ("one metrics scrape (GET /metrics)", "ms"),
-}
-
-
-@dataclass
-class Results:
-    # workload key -> runner key -> figure -> per-run values (None when not measured in that run)
-    values: dict[str, dict[str, dict[str, list[float]]]] = field(
-        default_factory=lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
-    # workload key -> runner key -> figure -> per-run ratio to bare in the same run
-    ratios: dict[str, dict[str, dict[str, list[float]]]] = field(
-        default_factory=lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
-    errors: list[str] = field(default_factory=list)
-    failed: set[tuple[str, str]] = field(default_factory=set)  # (workload, runner) that failed a run
-    titles: dict[str, str] = field(default_factory=dict)
-    notes: dict[str, str] = field(default_factory=dict)  # figure notes ("status command" per runner)
-    fixed: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # CLI fixed costs per run
-    fixed_diffs: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # minus python -c pass
-    # workload key -> runner key -> figure -> per-run difference to bare in the same run
-    diffs: dict[str, dict[str, dict[str, list[float]]]] = field(
-        default_factory=lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
-    # workload key -> runner key -> figure -> the deadline it ran past (then no further run of it)
-    censored: dict[str, dict[str, dict[str, float]]] = field(
-        default_factory=lambda: defaultdict(lambda: defaultdict(dict)))
-    idle: dict[str, float] = field(default_factory=dict)  # workload key -> its idle window
-    tiers: dict[str, object] = field(default_factory=dict)  # tiers.measure()
-
-    def figures(self, runners: list[Runner]) -> targets.Figures:
-        """Plain data for bench/targets.py and the JSON file."""
-        return json.loads(json.dumps({
-            "values": self.values, "ratios": self.ratios, "diffs": self.diffs, "censored": self.censored,
-            "fixed": self.fixed, "fixed_diffs": self.fixed_diffs, "idle": self.idle, "tiers": self.tiers,
-            "labels": {r.key: r.label for r in runners},
-        }))
 
 
 @dataclass
@@ -159,10 +113,12 @@ def victim_pid(wl: workloads.Workload, victim: workloads.Service) -> int:
 
 
 def measure(runner: Runner, wl: workloads.Workload, opts: Options, got: dict[str, float], procs: Procs,
-            warm: bool = True) -> None:
+            warm: bool = True, past: Collection[str] = ()) -> None:
     """One runner, one workload, one run: every figure it supports, into ``got``
     as each is taken (what was measured before an error still counts). ``warm``: also
-    start again with the supervisor still running, where the runner can."""
+    start again with the supervisor still running, where the runner can. ``past``: figures
+    that ran past the deadline in an earlier run, not waited for again (after a down past
+    it, the run ends there and the bench's cleanup kills what is left)."""
     wl.record.unlink(missing_ok=True)
     runner.prepare(wl)
     timeout = opts.limit(len(wl.services))
@@ -221,7 +177,7 @@ def measure(runner: Runner, wl: workloads.Workload, opts: Options, got: dict[str
         scrape(url)  # warm
         got["metrics"] = timed(lambda: scrape(url), opts.metrics_repeat)
 
-    if "restart" in wl.figures:
+    if "restart" in wl.figures and "restart" not in past:
         victim = wl.services[len(wl.services) // 2]
         pid = victim_pid(wl, victim)
         inodes = socket_inodes(victim.port)
@@ -233,6 +189,8 @@ def measure(runner: Runner, wl: workloads.Workload, opts: Options, got: dict[str
               f"{runner.name}: {victim.name} to listen again after SIGKILL", interval=0.001)
         got["restart"] = time.perf_counter() - t0
 
+    if "down" in past:
+        return
     pids = service_pids(wl, procs)
     t0 = time.perf_counter()
     runner.down()
@@ -241,7 +199,7 @@ def measure(runner: Runner, wl: workloads.Workload, opts: Options, got: dict[str
     got["down"] = time.perf_counter() - t0
     runner.finish_down(timeout)
 
-    if warm and runner.warm_up_argv() is not None:  # the daemon stays after down: start again (the systemd case)
+    if warm and "warm_up" not in past and runner.warm_up_argv() is not None:  # the daemon stays after down: start again (the systemd case)
         t0 = time.perf_counter()
         runner.warm_up()
         clock("warm_up", all_listening(wl.ports), f"{runner.name}: every port of {wl.key} to accept again")
@@ -251,111 +209,6 @@ def measure(runner: Runner, wl: workloads.Workload, opts: Options, got: dict[str
         poll(lambda: none_listening(wl.ports)(), timeout, f"{runner.name}: every port of {wl.key} closed again")
         runner.finish_down(timeout)
     runner.shutdown()
-
-
-def machine() -> list[str]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return [
-        f"- Machine: {os.cpu_count()} CPUs ({model or platform.processor() or '?'}), "
-        f"{psutil.virtual_memory().total / 2**30:.1f} GiB RAM, {platform.system()} {platform.release()}",
-        f"- Python {platform.python_version()} ({sys.executable})",
-    ]
-
-
-def fmt(value: float, unit: str) -> str:
-    if unit == "s":
-        return f"{value:.2f} s"
-    if unit == "ms":
-        return f"{value * 1000:.0f} ms" if value >= 0.0095 else f"{value * 1000:.1f} ms"
-    if unit == "MB":
-        return f"{value / 2**20:.0f} MB"
-    if unit == "cpu":
-        return f"{value:.3f} s"
-    return f"{value:g}"
-
-
-def cell(values: list[float], ratios: list[float], unit: str, is_bare: bool, runs: int = 0,
-         past: float | None = None) -> str:
-    """Median (min–max) ×ratio; "[1 run]" when fewer runs than the others; "> N s" past a deadline."""
-    if not values:
-        return f"> {past:g} s" if past is not None else "n/a"
-    med = statistics.median(values)
-    text = fmt(med, unit)
-    if len(values) > 1:
-        text += f" ({fmt(min(values), unit).split()[0]}–{fmt(max(values), unit)})"
-    if ratios and not is_bare:
-        text += f" ×{statistics.median(ratios):.2f}"
-    if runs and len(values) < runs and past is None:
-        text += f" [{len(values)} run{'s' if len(values) > 1 else ''}]"
-    if past is not None:
-        text += f"; then > {past:g} s"
-    return text
-
-
-def render(res: Results, runners: list[Runner], skipped: dict[str, str], args: argparse.Namespace,
-           elapsed: float) -> str:
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    idle_where = f" at {', '.join(args.idle_at)}, {args.short_idle:g} s elsewhere" if args.idle_at else ""
-    out = [
-        "# Benchmark: supervisord-lite vs supervisord, PM2, circus and a bare loop",
-        "",
-        f"- Date: {now}; command: `python bench/run.py {' '.join(sys.argv[1:])}`".rstrip(),
-        *machine(),
-        "- Versions: " + ", ".join(r.label for r in runners),
-        f"- {args.runs} run(s) per figure: median (min–max) ×ratio to the bare loop of the same run; "
-        f"idle window {args.idle:g} s{idle_where}; runners alternated; {elapsed:.0f} s in all",
-    ]
-    if args.deadline:
-        out.append(f"- Deadline {args.deadline:g} s per wait (--deadline): a figure past it reads \"> {args.deadline:g} s\","
-                   " and that runner is not run again on that workload")
-    for key, why in skipped.items():
-        out.append(f"- Skipped {key}: {why}")
-    if args.socat_sizes and not workloads.SOCAT:
-        out.append("- Skipped the socat workloads: socat not found (bench/setup_peers.sh installs it)")
-    if any(n > args.peers_max_n for n in args.sizes + args.socat_sizes) and any(
-            r.key not in ("bare", "svc") for r in runners):
-        out.append(f"- supervisord, PM2 and circus ran only up to N = {args.peers_max_n} (--peers-max-n)")
-    if args.peers_big_n and any(n >= args.peers_big_n for n in args.sizes + args.socat_sizes):
-        out.append(f"- supervisord, PM2 and circus ran {args.peers_big_runs} run(s) at N ≥ {args.peers_big_n} "
-                   "(--peers-big-runs), without the warm up: they take minutes per run there; such cells say [1 run]")
-    out.append("")
-    for wl_key, by_runner in res.values.items():
-        out += [f"## {res.titles[wl_key]}", ""]
-        cols = [r for r in runners if r.key in by_runner]
-        out.append("| figure | " + " | ".join(r.label for r in cols) + " |")
-        out.append("| --- |" + " --- |" * len(cols))
-        for fig, (label, unit) in FIGURES.items():
-            if not any(by_runner[r.key].get(fig) or res.censored[wl_key][r.key].get(fig) for r in cols):
-                continue
-            row = [cell(by_runner[r.key].get(fig, []), res.ratios[wl_key][r.key].get(fig, []), unit, r.key == "bare",
-                        args.runs, res.censored[wl_key][r.key].get(fig)) for r in cols]
-            row = [("error" if c == "n/a" and (wl_key, r.key) in res.failed else c) for c, r in zip(row, cols)]
-            out.append(f"| {label} | " + " | ".join(row) + " |")
-        out.append("")
-    if res.fixed:
-        out += ["## Fixed costs of the CLI", "",
-                "Each command as a whole process, next to `python -c pass` run the same way in the same run; "
-                "`svc up` of 10 socat services against the bare loop is the cold up of the N = 10 socat table.", ""]
-        out += render_fixed(res.fixed, res.fixed_diffs) + [""]
-    status_cmds = [f"{r.label}: `{r.status_command}`" for r in runners if r.status_command]
-    if status_cmds:
-        out += ["Status commands: " + "; ".join(status_cmds) + ".", ""]
-    out += ["Readiness lag is n/a for supervisord, PM2 and circus: they do not report readiness by port. "
-            "For the bare loop it is its own connect poll noticing the port.", ""]
-    if res.tiers:
-        out += tiers.section(res.tiers, f"python bench/run.py {' '.join(sys.argv[1:])}")  # type: ignore[arg-type]
-    if res.errors:
-        out += ["## Errors", ""] + [f"- {e}" for e in res.errors] + [""]
-    if args.targets:
-        out += targets.render(res.figures(runners), targets.load(args.before) if args.before else None)
-    return "\n".join(out)
 
 
 #: The issue's targets: socat N = 10, 50, 200, 1000 and Python N = 200 with every peer (peers one run at
@@ -478,14 +331,15 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     if big and run >= args.peers_big_runs:
                         continue
-                    if res.censored[wl.key][r.key]:
-                        continue  # it ran past the deadline in an earlier run: it would again
+                    past = res.censored[wl.key][r.key]
+                    if "cold_up" in past:
+                        continue  # it came up past the deadline in an earlier run: it would again
                     log(f"run {run + 1}/{args.runs} · {wl.key} · {r.label}")
                     measured[r.key] = {}
                     try:
-                        measure(r, wl, opts, measured[r.key], procs, warm=not big)
+                        measure(r, wl, opts, measured[r.key], procs, warm=not big, past=past)
                     except PastDeadline as e:
-                        log(f"  {e}: not run again on {wl.key}")
+                        log(f"  {e}: not waited for again on {wl.key}")
                         res.censored[wl.key][r.key][e.figure] = e.deadline
                         res.values[wl.key][r.key]  # noqa: B018 (make the column appear)
                     except (RunnerError, BenchTimeout, OSError) as e:

@@ -2,7 +2,8 @@
 
 A workload is plain data: services with a port, an argv, dependencies and a wave
 (the bare loop's stand-in for start order: everything of one wave is spawned
-together once the previous wave accepts). Ports always come from the OS.
+together once the previous wave accepts). Ports are free ones, checked by binding them
+(see free_ports).
 """
 
 from __future__ import annotations
