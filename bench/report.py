@@ -172,6 +172,8 @@ def render(res: Results, runners: list[Runner], skipped: dict[str, str], args: a
         out += tiers.section(res.tiers, f"python bench/run.py {' '.join(sys.argv[1:])}")  # type: ignore[arg-type]
     if res.errors:
         out += ["## Errors", ""] + [f"- {e}" for e in res.errors] + [""]
+    if args.notes and args.notes.exists():
+        out += [args.notes.read_text().rstrip("\n"), ""]
     if args.targets:
         out += targets.render(res.figures(runners), targets.load(args.before) if args.before else None)
     return "\n".join(out)

@@ -216,7 +216,7 @@ def measure(runner: Runner, wl: workloads.Workload, opts: Options, got: dict[str
 ISSUE_TARGETS = ["--n", "200", "--socat", "10,50,200,1000", "--runs", "3", "--chain", "0", "--no-demo",
                  "--metrics-n", "0", "--idle", "20", "--idle-at", "socat-200,socat-1000", "--peers-max-n", "1000",
                  "--peers-big-n", "1000", "--peers-big-runs", "1", "--deadline", "60", "--tiers", "1000",
-                 "--tiers-kind", "socat", "--targets"]
+                 "--tiers-kind", "socat", "--targets", "--notes", str(workloads.BENCH / "notes.md")]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -253,6 +253,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--targets", action="store_true", help="end with the issue's targets, computed from the run")
     p.add_argument("--before", type=Path, default=None,
                    help="the JSON of an earlier run (written next to its markdown): a 'before' column in the targets")
+    p.add_argument("--notes", type=Path, default=None,
+                   help="a hand-written markdown file (the profiles, what stands in the way) put before the targets")
     p.add_argument("--issue-targets", action="store_true",
                    help="exactly what the targets need: " + " ".join(ISSUE_TARGETS) + " (options given as well win)")
     p.add_argument("--smoke", "--quick", dest="smoke", action="store_true",
@@ -375,7 +377,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.tiers and ours is not None and not interrupted:
             log(f"tiers: {args.tiers} {args.tiers_kind} services, flat vs 5 tiers, {args.runs} run(s)")
             try:
-                res.tiers = tiers.measure(args.tiers, args.runs, args.tiers_kind, env=procs.env(), log=log)
+                layouts = ("flat", "tiers") if args.issue_targets else tiers.LAYOUTS  # the target needs these two
+                res.tiers = tiers.measure(args.tiers, args.runs, args.tiers_kind, env=procs.env(), log=log,
+                                          layouts=layouts)
             except (tiers.TiersError, subprocess.TimeoutExpired, OSError) as e:
                 res.errors.append(f"tiers: {e}")
             finally:
