@@ -36,7 +36,7 @@ def run_smoke(out: Path) -> subprocess.CompletedProcess[str]:
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, cwd=ROOT)
     try:
-        stdout, stderr = proc.communicate(timeout=100)
+        stdout, stderr = proc.communicate(timeout=450)  # a hang bound: it takes 35-90 s on a loaded 2-core machine
     finally:
         if proc.poll() is None:  # SIGTERM first: the bench then cleans up everything it started
             os.killpg(proc.pid, signal.SIGTERM)
