@@ -2,6 +2,7 @@
 
     python bench/run.py [--n 10,50,200] [--runs 3] [--only bare,svc,...] [--out bench/results.md]
     python bench/run.py --smoke          # N=5, one run, 2 s idle window, CI's check that it works
+    python bench/run.py --issue-targets  # what the issue's targets need, in about 25 minutes
 
 Every figure is the median over --runs (with min and max) and its ratio to the bare
 loop measured in the same run; runners take turns in a rotating order. See
@@ -12,17 +13,17 @@ from __future__ import annotations
 
 import argparse
 import compileall
-import datetime as dt
 import os
-import platform
 import signal
 import statistics
+import subprocess
 import sys
 import time
 import traceback
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -32,43 +33,17 @@ try:
 except ImportError:  # pragma: no cover (a friendly message, not a traceback)
     sys.exit("bench/run.py needs the project's venv: .venv/bin/python bench/run.py (psutil, tomli-w, svc)")
 
+import targets
+import tiers
 import workloads
-from fixed import measure_fixed, render_fixed
+from fixed import measure_fixed
 from observe import BenchTimeout, Procs, all_gone, all_listening, cpu_seconds, none_listening, poll, rss_bytes, \
     socket_inodes, timed
+from report import Results, render
 from runners import RUNNERS, Runner, RunnerError, scrape, tail
 
 from supervisord_lite.demo import read_records
 from supervisord_lite.host.portinfo import listener_on, listening_sockets
-
-# figure key -> (label, unit). Units: "s" seconds, "ms" (stored in seconds), "MB" (stored in bytes), "cpu" seconds.
-FIGURES: dict[str, tuple[str, str]] = {
-    "cold_up": ("cold up (command -> every port accepts)", "s"),
-    "warm_up": ("up with the supervisor already running (ratio to the bare loop's cold up)", "s"),
-    "lag": ("readiness lag (port open -> reported ready), median over services", "ms"),
-    "restart": ("restart after SIGKILL of one service (-> port accepts again)", "ms"),
-    "down": ("down (command -> every port closed, every process gone)", "s"),
-    "idle_cpu": ("supervisor CPU over the idle window", "cpu"),
-    "rss": ("supervisor RSS", "MB"),
-    "status": ("status command wall time", "ms"),
-    "metrics": ("one metrics scrape (GET /metrics)", "ms"),
-}
-
-
-@dataclass
-class Results:
-    # workload key -> runner key -> figure -> per-run values (None when not measured in that run)
-    values: dict[str, dict[str, dict[str, list[float]]]] = field(
-        default_factory=lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
-    # workload key -> runner key -> figure -> per-run ratio to bare in the same run
-    ratios: dict[str, dict[str, dict[str, list[float]]]] = field(
-        default_factory=lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
-    errors: list[str] = field(default_factory=list)
-    failed: set[tuple[str, str]] = field(default_factory=set)  # (workload, runner) that failed a run
-    titles: dict[str, str] = field(default_factory=dict)
-    notes: dict[str, str] = field(default_factory=dict)  # figure notes ("status command" per runner)
-    fixed: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # CLI fixed costs per run
-    fixed_diffs: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # minus python -c pass
 
 
 @dataclass
@@ -76,6 +51,27 @@ class Options:
     idle: float
     timeout: float
     metrics_repeat: int = 5
+    #: Workloads that get the full idle window (empty: all); the others get the short one.
+    idle_at: frozenset[str] = frozenset()
+    short_idle: float = 2.0
+    #: Give up a wait after this many seconds and report the figure as "> deadline" (None: an error).
+    deadline: float | None = None
+
+    def idle_for(self, workload: str) -> float:
+        return self.idle if not self.idle_at or workload in self.idle_at else self.short_idle
+
+    def limit(self, n: int) -> float:
+        timeout = self.timeout + 0.2 * n
+        return min(timeout, self.deadline) if self.deadline else timeout
+
+
+class PastDeadline(Exception):
+    """A figure's wait ran past --deadline: the figure is "> deadline"."""
+
+    def __init__(self, figure: str, deadline: float) -> None:
+        super().__init__(f"{figure} took more than {deadline:g} s (--deadline)")
+        self.figure = figure
+        self.deadline = deadline
 
 
 def log(msg: str) -> None:
@@ -116,12 +112,25 @@ def victim_pid(wl: workloads.Workload, victim: workloads.Service) -> int:
     return listening_times(wl)[victim.name][-1][1]
 
 
-def measure(runner: Runner, wl: workloads.Workload, opts: Options, got: dict[str, float], procs: Procs) -> None:
+def measure(runner: Runner, wl: workloads.Workload, opts: Options, got: dict[str, float], procs: Procs,
+            warm: bool = True, past: Collection[str] = ()) -> None:
     """One runner, one workload, one run: every figure it supports, into ``got``
-    as each is taken (what was measured before an error still counts)."""
+    as each is taken (what was measured before an error still counts). ``warm``: also
+    start again with the supervisor still running, where the runner can. ``past``: figures
+    that ran past the deadline in an earlier run, not waited for again (after a down past
+    it, the run ends there and the bench's cleanup kills what is left)."""
     wl.record.unlink(missing_ok=True)
     runner.prepare(wl)
-    timeout = opts.timeout + 0.2 * len(wl.services)
+    timeout = opts.limit(len(wl.services))
+
+    def clock(figure: str, predicate: object, what: str, interval: float = 0.005) -> None:
+        """Wait for ``predicate``; past the deadline (if any) the figure is "> deadline"."""
+        try:
+            poll(predicate, timeout, what, interval=interval)  # type: ignore[arg-type]
+        except BenchTimeout:
+            if opts.deadline and timeout >= opts.deadline:
+                raise PastDeadline(figure, timeout) from None
+            raise
 
     t0 = time.perf_counter()
     runner.up()
@@ -132,7 +141,7 @@ def measure(runner: Runner, wl: workloads.Workload, opts: Options, got: dict[str
         return listening()
 
     try:
-        poll(up_done, timeout, f"{runner.name}: every port of {wl.key} to accept")
+        clock("cold_up", up_done, f"{runner.name}: every port of {wl.key} to accept")
     except BenchTimeout as e:
         open_now = listening_sockets().keys()
         closed = [f"{s.name} ({s.port})" for s in wl.services if s.port not in open_now]
@@ -155,7 +164,7 @@ def measure(runner: Runner, wl: workloads.Workload, opts: Options, got: dict[str
     if "idle_cpu" in wl.figures:
         pids = runner.supervisor_pids()
         cpu0 = cpu_seconds(pids)
-        time.sleep(opts.idle)  # the measurement window itself, not a wait for something
+        time.sleep(opts.idle_for(wl.key))  # the measurement window itself, not a wait for something
         got["idle_cpu"] = cpu_seconds(pids) - cpu0
         got["rss"] = float(rss_bytes(pids))
     if "status" in wl.figures:
@@ -168,7 +177,7 @@ def measure(runner: Runner, wl: workloads.Workload, opts: Options, got: dict[str
         scrape(url)  # warm
         got["metrics"] = timed(lambda: scrape(url), opts.metrics_repeat)
 
-    if "restart" in wl.figures:
+    if "restart" in wl.figures and "restart" not in past:
         victim = wl.services[len(wl.services) // 2]
         pid = victim_pid(wl, victim)
         inodes = socket_inodes(victim.port)
@@ -176,22 +185,24 @@ def measure(runner: Runner, wl: workloads.Workload, opts: Options, got: dict[str
             raise RunnerError(f"{victim.name} is not listening on {victim.port} before the kill")
         t0 = time.perf_counter()
         os.kill(pid, signal.SIGKILL)
-        poll(lambda: (now := socket_inodes(victim.port)) and not (now & inodes), timeout,
-             f"{runner.name}: {victim.name} to listen again after SIGKILL", interval=0.001)
+        clock("restart", lambda: (now := socket_inodes(victim.port)) and not (now & inodes),
+              f"{runner.name}: {victim.name} to listen again after SIGKILL", interval=0.001)
         got["restart"] = time.perf_counter() - t0
 
+    if "down" in past:
+        return
     pids = service_pids(wl, procs)
     t0 = time.perf_counter()
     runner.down()
-    poll(lambda: none_listening(wl.ports)() and all_gone(pids)(), timeout,
-         f"{runner.name}: every port of {wl.key} closed and every process gone")
+    clock("down", lambda: none_listening(wl.ports)() and all_gone(pids)(),
+          f"{runner.name}: every port of {wl.key} closed and every process gone")
     got["down"] = time.perf_counter() - t0
     runner.finish_down(timeout)
 
-    if runner.warm_up_argv() is not None:  # the daemon stays after down: start again (the systemd case)
+    if warm and "warm_up" not in past and runner.warm_up_argv() is not None:  # the daemon stays after down: start again (the systemd case)
         t0 = time.perf_counter()
         runner.warm_up()
-        poll(lambda: all_listening(wl.ports)(), timeout, f"{runner.name}: every port of {wl.key} to accept again")
+        clock("warm_up", all_listening(wl.ports), f"{runner.name}: every port of {wl.key} to accept again")
         got["warm_up"] = time.perf_counter() - t0
         runner.finish_up(timeout)
         runner.down()
@@ -200,92 +211,12 @@ def measure(runner: Runner, wl: workloads.Workload, opts: Options, got: dict[str
     runner.shutdown()
 
 
-def machine() -> list[str]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return [
-        f"- Machine: {os.cpu_count()} CPUs ({model or platform.processor() or '?'}), "
-        f"{psutil.virtual_memory().total / 2**30:.1f} GiB RAM, {platform.system()} {platform.release()}",
-        f"- Python {platform.python_version()} ({sys.executable})",
-    ]
-
-
-def fmt(value: float, unit: str) -> str:
-    if unit == "s":
-        return f"{value:.2f} s"
-    if unit == "ms":
-        return f"{value * 1000:.0f} ms" if value >= 0.0095 else f"{value * 1000:.1f} ms"
-    if unit == "MB":
-        return f"{value / 2**20:.0f} MB"
-    if unit == "cpu":
-        return f"{value:.3f} s"
-    return f"{value:g}"
-
-
-def cell(values: list[float], ratios: list[float], unit: str, is_bare: bool) -> str:
-    if not values:
-        return "n/a"
-    med = statistics.median(values)
-    text = fmt(med, unit)
-    if len(values) > 1:
-        text += f" ({fmt(min(values), unit).split()[0]}–{fmt(max(values), unit)})"
-    if ratios and not is_bare:
-        text += f" ×{statistics.median(ratios):.2f}"
-    return text
-
-
-def render(res: Results, runners: list[Runner], skipped: dict[str, str], args: argparse.Namespace,
-           elapsed: float) -> str:
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    out = [
-        "# Benchmark: supervisord-lite vs supervisord, PM2, circus and a bare loop",
-        "",
-        f"- Date: {now}; command: `python bench/run.py {' '.join(sys.argv[1:])}`".rstrip(),
-        *machine(),
-        "- Versions: " + ", ".join(r.label for r in runners),
-        f"- {args.runs} run(s) per figure: median (min–max) ×ratio to the bare loop of the same run; "
-        f"idle window {args.idle:g} s; runners alternated; {elapsed:.0f} s in all",
-    ]
-    for key, why in skipped.items():
-        out.append(f"- Skipped {key}: {why}")
-    if args.socat_sizes and not workloads.SOCAT:
-        out.append("- Skipped the socat workloads: socat not found (bench/setup_peers.sh installs it)")
-    if any(n > args.peers_max_n for n in args.sizes + args.socat_sizes) and any(
-            r.key not in ("bare", "svc") for r in runners):
-        out.append(f"- supervisord, PM2 and circus ran only up to N = {args.peers_max_n} (--peers-max-n)")
-    out.append("")
-    for wl_key, by_runner in res.values.items():
-        out += [f"## {res.titles[wl_key]}", ""]
-        cols = [r for r in runners if r.key in by_runner]
-        out.append("| figure | " + " | ".join(r.label for r in cols) + " |")
-        out.append("| --- |" + " --- |" * len(cols))
-        for fig, (label, unit) in FIGURES.items():
-            if not any(by_runner[r.key].get(fig) for r in cols):
-                continue
-            row = [cell(by_runner[r.key].get(fig, []), res.ratios[wl_key][r.key].get(fig, []), unit, r.key == "bare")
-                   for r in cols]
-            row = [("error" if c == "n/a" and (wl_key, r.key) in res.failed else c) for c, r in zip(row, cols)]
-            out.append(f"| {label} | " + " | ".join(row) + " |")
-        out.append("")
-    if res.fixed:
-        out += ["## Fixed costs of the CLI", "",
-                "Each command as a whole process, next to `python -c pass` run the same way in the same run; "
-                "`svc up` of 10 socat services against the bare loop is the cold up of the N = 10 socat table.", ""]
-        out += render_fixed(res.fixed, res.fixed_diffs) + [""]
-    status_cmds = [f"{r.label}: `{r.status_command}`" for r in runners if r.status_command]
-    if status_cmds:
-        out += ["Status commands: " + "; ".join(status_cmds) + ".", ""]
-    out += ["Readiness lag is n/a for supervisord, PM2 and circus: they do not report readiness by port. "
-            "For the bare loop it is its own connect poll noticing the port.", ""]
-    if res.errors:
-        out += ["## Errors", ""] + [f"- {e}" for e in res.errors] + [""]
-    return "\n".join(out)
+#: The issue's targets: socat N = 10, 50, 200, 1000 and Python N = 200 with every peer (peers one run at
+#: N = 1000), the fixed costs, 1000 socat services in tiers, medians of 3, 20 s idle with socat N = 200, 1000.
+ISSUE_TARGETS = ["--n", "200", "--socat", "10,50,200,1000", "--runs", "3", "--chain", "0", "--no-demo",
+                 "--metrics-n", "0", "--idle", "20", "--idle-at", "socat-200,socat-1000", "--peers-max-n", "1000",
+                 "--peers-big-n", "1000", "--peers-big-runs", "1", "--deadline", "60", "--tiers", "1000",
+                 "--tiers-kind", "socat", "--targets", "--notes", str(workloads.BENCH / "notes.md")]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -306,9 +237,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--peers-max-n", type=int, default=200,
                    help="run supervisord, PM2 and circus only up to this N (default 200)")
     p.add_argument("--no-fixed", action="store_true", help="skip the CLI's fixed costs")
+    p.add_argument("--idle-at", default="", help="comma list of the workloads (socat-200, tiny-200, ...) that get "
+                   "the full --idle window; the others get --short-idle (default: all get --idle)")
+    p.add_argument("--short-idle", type=float, default=2.0, help="the short idle window in seconds (default 2)")
+    p.add_argument("--peers-big-n", type=int, default=0,
+                   help="at N >= this, supervisord, PM2 and circus run only --peers-big-runs runs, and not the "
+                   "warm up (default 0: off)")
+    p.add_argument("--peers-big-runs", type=int, default=1, help="their runs at N >= --peers-big-n (default 1)")
+    p.add_argument("--deadline", type=float, default=None,
+                   help="seconds after which a wait gives up and its figure reads '> SECONDS' (default: the "
+                   "--timeout formula, and a timeout is an error)")
+    p.add_argument("--tiers", type=int, default=0, help="also N services in 5 tiers vs N flat (bench/tiers.py; "
+                   "0: skip)")
+    p.add_argument("--tiers-kind", choices=("stub", "socat"), default="stub", help="their services (default stub)")
+    p.add_argument("--targets", action="store_true", help="end with the issue's targets, computed from the run")
+    p.add_argument("--before", type=Path, default=None,
+                   help="the JSON of an earlier run (written next to its markdown): a 'before' column in the targets")
+    p.add_argument("--notes", type=Path, default=None,
+                   help="a hand-written markdown file (the profiles, what stands in the way) put before the targets")
+    p.add_argument("--issue-targets", action="store_true",
+                   help="exactly what the targets need: " + " ".join(ISSUE_TARGETS) + " (options given as well win)")
     p.add_argument("--smoke", "--quick", dest="smoke", action="store_true",
                    help="N=5 (stubs and socat), one run, 2 s idle, skip peers not installed")
     args = p.parse_args(argv)
+    if args.issue_targets:  # the preset's options, then the command line's again over them
+        args = p.parse_args(ISSUE_TARGETS + list(sys.argv[1:] if argv is None else argv))
     if args.smoke:
         args.n, args.runs, args.socat = "5", 1, "5"
         args.idle = 2.0 if args.idle is None else args.idle
@@ -322,6 +275,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.socat_sizes = [int(x) for x in args.socat.split(",") if x.strip()]
     except ValueError:
         p.error(f"--n wants numbers separated by commas, got {args.n!r}")
+    args.idle_at = [k.strip() for k in args.idle_at.split(",") if k.strip()]
     args.keys = [k.strip() for k in args.only.split(",") if k.strip()] or list(RUNNERS)
     unknown = [k for k in args.keys if k not in RUNNERS]
     if unknown:
@@ -337,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     work = workloads.BENCH / ".work" / run_id
     work.mkdir(parents=True, exist_ok=True)
     procs = Procs(run_id)
-    opts = Options(idle=args.idle, timeout=args.timeout)
+    opts = Options(idle=args.idle, timeout=args.timeout, idle_at=frozenset(args.idle_at), short_idle=args.short_idle,
+                   deadline=args.deadline)
     res = Results()
     started = time.monotonic()
 
@@ -360,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         log("note: without the bare loop there are no ratios")
 
     interrupted = False
+    ours = next((r for r in runners if r.key == "svc"), None)
     try:
         for run in range(args.runs):
             for make in workload_makers(args, work):
@@ -368,15 +324,26 @@ def main(argv: list[str] | None = None) -> int:
                 order = runners[run % len(runners):] + runners[: run % len(runners)] if runners else []
                 base: dict[str, float] = {}
                 measured: dict[str, dict[str, float]] = {}
+                res.idle[wl.key] = opts.idle_for(wl.key)
                 for r in order:
                     if (wl.ordered and not r.ordered) or (wl.key.startswith("metrics") and r.key != "svc"):
                         continue
+                    big = r.key not in ("bare", "svc") and args.peers_big_n and len(wl.services) >= args.peers_big_n
                     if r.key not in ("bare", "svc") and len(wl.services) > args.peers_max_n:
                         continue
+                    if big and run >= args.peers_big_runs:
+                        continue
+                    past = res.censored[wl.key][r.key]
+                    if "cold_up" in past:
+                        continue  # it came up past the deadline in an earlier run: it would again
                     log(f"run {run + 1}/{args.runs} · {wl.key} · {r.label}")
                     measured[r.key] = {}
                     try:
-                        measure(r, wl, opts, measured[r.key], procs)
+                        measure(r, wl, opts, measured[r.key], procs, warm=not big, past=past)
+                    except PastDeadline as e:
+                        log(f"  {e}: not waited for again on {wl.key}")
+                        res.censored[wl.key][r.key][e.figure] = e.deadline
+                        res.values[wl.key][r.key]  # noqa: B018 (make the column appear)
                     except (RunnerError, BenchTimeout, OSError) as e:
                         res.errors.append(f"run {run + 1}, {wl.key}, {r.label}: {e}")
                         log(f"  error: {e}")
@@ -393,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
                         reference = base.get("cold_up") if fig == "warm_up" else base.get(fig)
                         if reference:
                             res.ratios[wl.key][key][fig].append(value / reference)
-            ours = next((r for r in runners if r.key == "svc"), None)
+                            res.diffs[wl.key][key][fig].append(value - reference)
             if ours is not None and not args.no_fixed and workloads.SOCAT:
                 log(f"run {run + 1}/{args.runs} · fixed costs of the CLI")
                 got: dict[str, float] = {}
@@ -407,6 +374,16 @@ def main(argv: list[str] | None = None) -> int:
                     res.fixed[key].append(value)
                     if "python" in got:
                         res.fixed_diffs[key].append(value - got["python"])
+        if args.tiers and ours is not None and not interrupted:
+            log(f"tiers: {args.tiers} {args.tiers_kind} services, flat vs 5 tiers, {args.runs} run(s)")
+            try:
+                layouts = ("flat", "tiers") if args.issue_targets else tiers.LAYOUTS  # the target needs these two
+                res.tiers = tiers.measure(args.tiers, args.runs, args.tiers_kind, env=procs.env(), log=log,
+                                          layouts=layouts)
+            except (tiers.TiersError, subprocess.TimeoutExpired, OSError) as e:
+                res.errors.append(f"tiers: {e}")
+            finally:
+                procs.cleanup()
     except KeyboardInterrupt:
         interrupted = True
         log("interrupted: cleaning up")
@@ -423,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         text += "\n(interrupted: partial results)\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
+    targets.save(res.figures(runners), args.out.with_suffix(".json"))
     print(text)
     log(f"written to {args.out}")
     return 130 if interrupted else (1 if res.errors else 0)

@@ -338,7 +338,10 @@ class Circus(Runner):
         (d / "circusd.pid").unlink(missing_ok=True)
 
     def ctl(self, *args: str) -> list[str]:
-        return [str(self.bin / "circusctl"), "--endpoint", f"ipc://{self.dir / 'ctl.sock'}", "--timeout", "30", *args]
+        # circusctl gives up waiting for an answer after --timeout: stopping 1000 watchers takes longer than 30 s
+        wait = 30 + 0.2 * len(self.wl.services) if self.wl else 30
+        return [str(self.bin / "circusctl"), "--endpoint", f"ipc://{self.dir / 'ctl.sock'}", "--timeout", f"{wait:g}",
+                *args]
 
     def up_argv(self) -> list[str]:
         return [str(self.bin / "circusd"), "--daemon", str(self.dir / "circus.ini")]

@@ -2,11 +2,13 @@
 
 A workload is plain data: services with a port, an argv, dependencies and a wave
 (the bare loop's stand-in for start order: everything of one wave is spawned
-together once the previous wave accepts). Ports always come from the OS.
+together once the previous wave accepts). Ports are free ones, checked by binding them
+(see free_ports).
 """
 
 from __future__ import annotations
 
+import random
 import shlex
 import shutil
 import socket
@@ -61,8 +63,53 @@ class Workload:
         return [s.port for s in self.services]
 
 
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for the local ports of outgoing connections."""
+    try:
+        low, high = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return 32768, 60999
+    return low, high
+
+
+#: The lowest port the bench picks from (below: well-known services of this machine).
+LOWEST_PORT = 10000
+
+
 def free_ports(n: int) -> list[int]:
-    """n distinct ports on 127.0.0.1 that the OS says are free (held together while chosen)."""
+    """n distinct ports on 127.0.0.1 that are free (each bound, held together while chosen),
+    below the kernel's ephemeral range when there is room for them.
+
+    The bench frees its ports between a down and the next up, and holds a thousand of them
+    for minutes: from the ephemeral range, any outgoing connection on the machine (other
+    programs' probes and tests) may take one meanwhile, and a supervisor's restart then
+    fails with "address already in use". Below that range only a listener can take a port.
+    """
+    low, _high = ephemeral_range()
+    pool = list(range(LOWEST_PORT, low))
+    if len(pool) < 4 * n:
+        return _os_ports(n)
+    start = random.randrange(len(pool))
+    chosen: list[socket.socket] = []
+    try:
+        for port in pool[start:] + pool[:start]:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                s.close()
+                continue
+            chosen.append(s)
+            if len(chosen) == n:
+                return [int(s.getsockname()[1]) for s in chosen]
+        return _os_ports(n)
+    finally:
+        for s in chosen:
+            s.close()
+
+
+def _os_ports(n: int) -> list[int]:
+    """n distinct ports the OS picks (from its ephemeral range)."""
     socks = []
     try:
         for _ in range(n):
