@@ -290,6 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     run_id = uuid.uuid4().hex[:8]
     work = workloads.BENCH / ".work" / run_id
     work.mkdir(parents=True, exist_ok=True)
+    # A machine-wide port registry of the run's own, as on a fresh developer machine: the
+    # bench's throwaway platforms stay out of the user's registry, and the user's registry
+    # (however large) does not weigh on the figures.
+    os.environ.setdefault("SVC_REGISTRY", str(work / "registry.json"))
     procs = Procs(run_id)
     opts = Options(idle=args.idle, timeout=args.timeout, idle_at=frozenset(args.idle_at), short_idle=args.short_idle,
                    deadline=args.deadline)

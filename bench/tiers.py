@@ -81,6 +81,8 @@ def measure(n: int, runs: int, kind: str = "stub", env: dict[str, str] | None = 
     runs, seconds, up and down per layout); each layout's daemon is shut down, also on errors."""
     work = BENCH / ".work" / f"tiers-{os.getpid()}"
     work.mkdir(parents=True, exist_ok=True)
+    env = dict(env if env is not None else os.environ)
+    env.setdefault("SVC_REGISTRY", str(work / "registry.json"))  # the user's registry stays out of it
     timeout = 60 + 0.5 * n
     ports = free_ports(n)
     paths = {layout: manifest(layout, n, ports, work, kind) for layout in layouts}
