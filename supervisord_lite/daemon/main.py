@@ -231,18 +231,15 @@ class Daemon:
 
     async def _progress(self, names: list[str], timeout: float) -> AsyncIterator[dict[str, Any]]:
         wanted = set(names)
-        final = None
         sent: dict[str, Any] = {}
-        unsettled: list[str] = []
-        async for snap in self.sup.wait_settled(names, timeout):
-            final = snap
-            unsettled = self.sup.unsettled(names)  # still on their way when the timeout hit
+        async for candidates in self.sup.wait_settled(names, timeout):
+            runners = self.sup.runners  # a reload may have replaced some
             # only what changed since the last update (snapshots are replaced, never mutated)
-            changed = [s for s in snap.services if s.name in wanted and sent.get(s.name) is not s]
+            changed = [s for s in (runners[n].snap for n in candidates if n in runners) if sent.get(s.name) is not s]
             sent.update((s.name, s) for s in changed)
             yield {"progress": [s.to_dict() for s in changed]}
-        assert final is not None
-        services = [s for s in final.services if s.name in wanted]
+        unsettled = self.sup.unsettled(names)  # still on their way when the timeout hit
+        services = [s for s in self.sup.snapshot().services if s.name in wanted]
         failed = [s for s in services if s.state not in GOOD_STATES]
         tails = {s.name: self.sup.runners[s.name].log.tail(20) for s in failed if s.name in self.sup.runners}
         await self.sup.state_flushed()  # what it reports is on record for a successor before the answer
