@@ -17,6 +17,7 @@ logged and started again (daemon/background.py).
 from __future__ import annotations
 
 import fcntl
+import gc
 import os
 import sys
 import time
@@ -376,6 +377,7 @@ async def _run_locked(manifest_path: Path, manifest: Manifest) -> int:
 
     metrics = Metrics(snapshot)
     supervisor = Supervisor(manifest, observe_probe=metrics.observe_probe, forget_service=metrics.forget)
+    _spare_the_collector()
     server = None
     address = manifest.supervisor.metrics_address
     if address is not None:
@@ -419,6 +421,22 @@ async def _run_locked(manifest_path: Path, manifest: Manifest) -> int:
             _write_final_state(supervisor)
     log.info("daemon stopped")
     return ExitCode.OK
+
+
+#: the young generation's allocation threshold (Python's default is 700)
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def _spare_the_collector() -> None:
+    """What the daemon built to start (its modules, the manifest, a runner per service)
+    lives as long as it does: take it out of the cyclic collector's sight (``gc.freeze``),
+    and let the young generation grow larger between collections. Otherwise, at 1000
+    services, the collector scanned those same objects again and again during a start
+    burst: about a quarter of the daemon's CPU in a cold `svc up`. Garbage cycles are
+    still collected, only in larger batches."""
+    gc.freeze()
+    _young, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def _write_final_state(supervisor: Supervisor) -> None:
