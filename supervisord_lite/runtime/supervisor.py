@@ -328,21 +328,27 @@ class Supervisor:
         look: list[str] = names
         cursor = self._feed.cursor
         full_at = anyio.current_time()
-        while True:
-            changed = self.next_change()
-            for name in look:
+        def count(looked_at: Iterable[str]) -> None:
+            for name in looked_at:
                 runner = self.runners.get(name)
                 if runner is not None and not runner.settled:
                     unsettled.add(name)
                 else:
                     unsettled.discard(name)
+
+        while True:
+            changed = self.next_change()
+            count(look)
             yield look
             left = deadline - anyio.current_time() if deadline is not None else 1.0
             if not unsettled or left <= 0:
                 return
             with anyio.move_on_after(min(1.0, left)):  # also a heartbeat for elapsed times
                 await changed.wait()
-                await anyio.sleep(0.05)  # let a burst of changes arrive as one update
+                since = self._feed.since(cursor)
+                count(names if since is None else (n for n in since if n in wanted))
+                if unsettled:  # the last change answers at once; others may come as one update
+                    await anyio.sleep(0.05)
             since = self._feed.since(cursor)
             cursor = self._feed.cursor
             now = anyio.current_time()

@@ -123,3 +123,22 @@ def test_change_feed_sends_a_reader_that_fell_behind_to_look_at_everything() -> 
     feed.add("z")
     assert feed.since(recent) == {"z"}
     assert len(feed._names) < 2 * feed.keep  # bounded however long the daemon runs
+
+
+def test_up_answers_as_soon_as_the_last_service_settles(tmp_path: Path) -> None:
+    m = manifest(tmp_path, [service("a", port=25000), service("b", port=25001)])
+
+    async def body() -> None:
+        sim = Sim(m)
+        sim.world.programs["a"] = Program(ready_after=0.5)
+        sim.world.programs["b"] = Program(ready_after=1.0)
+        await sim.start()
+        result = await sim.up()
+        assert sim.sup is not None
+        b = sim.sup.runners["b"]
+        assert b.ready_at is not None and b.started_at is not None
+        # no pause to gather more changes once nothing is left to wait for
+        assert result["took"] - (b.ready_at - b.started_at) < 0.03, result["took"]
+        await sim.stop()
+
+    vloop.run(body)
