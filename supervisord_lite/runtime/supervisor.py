@@ -328,6 +328,7 @@ class Supervisor:
         look: list[str] = names
         cursor = self._feed.cursor
         full_at = anyio.current_time()
+
         def count(looked_at: Iterable[str]) -> None:
             for name in looked_at:
                 runner = self.runners.get(name)
