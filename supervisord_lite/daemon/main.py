@@ -17,6 +17,7 @@ logged and started again (daemon/background.py).
 from __future__ import annotations
 
 import fcntl
+import gc
 import os
 import sys
 import time
@@ -231,18 +232,15 @@ class Daemon:
 
     async def _progress(self, names: list[str], timeout: float) -> AsyncIterator[dict[str, Any]]:
         wanted = set(names)
-        final = None
         sent: dict[str, Any] = {}
-        unsettled: list[str] = []
-        async for snap in self.sup.wait_settled(names, timeout):
-            final = snap
-            unsettled = self.sup.unsettled(names)  # still on their way when the timeout hit
+        async for candidates in self.sup.wait_settled(names, timeout):
+            runners = self.sup.runners  # a reload may have replaced some
             # only what changed since the last update (snapshots are replaced, never mutated)
-            changed = [s for s in snap.services if s.name in wanted and sent.get(s.name) is not s]
+            changed = [s for s in (runners[n].snap for n in candidates if n in runners) if sent.get(s.name) is not s]
             sent.update((s.name, s) for s in changed)
             yield {"progress": [s.to_dict() for s in changed]}
-        assert final is not None
-        services = [s for s in final.services if s.name in wanted]
+        unsettled = self.sup.unsettled(names)  # still on their way when the timeout hit
+        services = [s for s in self.sup.snapshot().services if s.name in wanted]
         failed = [s for s in services if s.state not in GOOD_STATES]
         tails = {s.name: self.sup.runners[s.name].log.tail(20) for s in failed if s.name in self.sup.runners}
         await self.sup.state_flushed()  # what it reports is on record for a successor before the answer
@@ -381,6 +379,7 @@ async def _run_locked(manifest_path: Path, manifest: Manifest) -> int:
     metrics = Metrics(snapshot)
     supervisor = Supervisor(manifest, observe_probe=metrics.observe_probe, forget_service=metrics.forget)
     supervisor.carry_restarts(predecessor.restarts)
+    _spare_the_collector()
     server = None
     address = manifest.supervisor.metrics_address
     if address is not None:
@@ -424,6 +423,22 @@ async def _run_locked(manifest_path: Path, manifest: Manifest) -> int:
             _write_final_state(supervisor)
     log.info("daemon stopped")
     return ExitCode.OK
+
+
+#: the young generation's allocation threshold (Python's default is 700)
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def _spare_the_collector() -> None:
+    """What the daemon built to start (its modules, the manifest, a runner per service)
+    lives as long as it does: take it out of the cyclic collector's sight (``gc.freeze``),
+    and let the young generation grow larger between collections. Otherwise, at 1000
+    services, the collector scanned those same objects again and again during a start
+    burst: about a quarter of the daemon's CPU in a cold `svc up`. Garbage cycles are
+    still collected, only in larger batches."""
+    gc.freeze()
+    _young, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def _write_final_state(supervisor: Supervisor) -> None:

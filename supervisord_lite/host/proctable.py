@@ -140,6 +140,24 @@ def is_running(pid: int) -> bool:
     return fields is not None and fields.state != b"Z"
 
 
+def create_time(pid: int) -> float | None:
+    """When ``pid`` started (unix time, as psutil and ``read_proc_table`` tell it), from one
+    read of its stat line; None when it is gone."""
+    global _boot_time
+    if not _PROCFS:
+        try:
+            return psutil.Process(pid).create_time()
+        except psutil.Error:
+            return None
+    stat = read_proc_file(f"/proc/{pid}/stat")
+    fields = parse_stat(stat) if stat else None
+    if fields is None:
+        return None
+    if _boot_time is None:
+        _boot_time = psutil.boot_time()
+    return fields.start_ticks / CLK_TCK + _boot_time
+
+
 def is_paused(pid: int) -> bool:
     """Is ``pid`` stopped by a signal or a debugger (``T``/``t``)? False when it is gone.
 

@@ -83,7 +83,8 @@ def _is_present(claim: Claim) -> bool:
 
 def _write(path: Path, claims: list[Claim]) -> None:
     doc = {"version": FORMAT_VERSION, "entries": [c.to_json() for c in claims]}
-    data = json.dumps(doc, indent=1, sort_keys=True).encode()
+    # compact: the C encoder (indent= takes the pure-Python one, 15x slower on a registry of big platforms)
+    data = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
     statedir.write_atomic(path, data, f".{FILE_NAME}.{os.getpid()}.tmp")
 
 

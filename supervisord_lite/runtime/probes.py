@@ -20,7 +20,7 @@ import signal
 import socket
 import struct
 import subprocess
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,7 @@ import anyio.abc
 
 from supervisord_lite.core.model import ProbeSpec
 from supervisord_lite.host.portinfo import listening_ports
+from supervisord_lite.runtime import portfilter
 
 __all__ = [
     "ListeningPorts",
@@ -277,6 +278,7 @@ class ListeningPorts:
         self._sock: socket.socket | None = None
         self._seq = 0
         self.netlink = hasattr(socket, "AF_NETLINK")
+        self.filtering = self.netlink  # the kernel takes a port filter (read_among)
 
     def read(self) -> set[int]:
         if self.netlink:
@@ -287,19 +289,32 @@ class ListeningPorts:
                 self.netlink = False
         return listening_ports()
 
+    def read_among(self, ports: Collection[int]) -> set[int]:
+        """Which of ``ports`` are listening: the kernel filters the dump (``runtime.portfilter``),
+        so the cost does not grow with the sockets that listen on other ports."""
+        if not ports:
+            return set()
+        if self.netlink and self.filtering and len(ports) <= portfilter.WORTH_FILTERING:
+            try:
+                return self._read_netlink(portfilter.attribute(ports)) & set(ports)
+            except OSError:  # a kernel that refuses the filter: whole dumps from now on
+                self.close()
+                self.filtering = False
+        return self.read() & set(ports)
+
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
 
-    def _read_netlink(self) -> set[int]:
+    def _read_netlink(self, port_filter: bytes = b"") -> set[int]:
         if self._sock is None:
             self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG)
         sock = self._sock
         ports: set[int] = set()
         for family in (socket.AF_INET, socket.AF_INET6):
             self._seq += 1
-            body = _DIAG_REQ.pack(family, socket.IPPROTO_TCP, 0, 0, 1 << _TCP_LISTEN) + bytes(48)
+            body = _DIAG_REQ.pack(family, socket.IPPROTO_TCP, 0, 0, 1 << _TCP_LISTEN) + bytes(48) + port_filter
             sock.send(_NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST | _NLM_F_DUMP, self._seq, 0) + body)
             done = False
             while not done:
@@ -342,6 +357,10 @@ class PortWatcher:
         self.interval = interval
         self._reader = ListeningPorts() if read_ports is None else None
         self._read_ports = read_ports if read_ports is not None else self._reader.read  # type: ignore[union-attr]
+        # the real table is read for the waited ports only; an injected reader gives every port
+        self._read_waited: Callable[[Collection[int]], set[int]] = (
+            self._reader.read_among if self._reader is not None else lambda _ports: self._read_ports()
+        )
         self._waiters: dict[tuple[int, bool], list[anyio.Event]] = {}
         self._wake = anyio.Event()
         self._running = False
@@ -374,7 +393,7 @@ class PortWatcher:
         self._last_read = anyio.current_time()
         self.reads += 1
         try:
-            ports = self._read_ports()
+            ports = self._read_waited({port for port, _listening in self._waiters})
         except OSError:
             return
         for key in [k for k in self._waiters if (k[0] in ports) == k[1]]:

@@ -537,7 +537,7 @@ class Runner:
     async def _port_is_ours_to_take(self) -> bool:
         """Check the port before spawning; stay in `conflict` while a foreign process holds it."""
         port = self.spec.port
-        if port is None or port not in self.io.listening_ports():
+        if port is None or not self.io.is_listening(port):
             return True
         listener = await self.io.listener_on(port)
         if listener is None:
@@ -547,7 +547,7 @@ class Runner:
         self.conflict = listener
         self._fire(Event.PORT_TAKEN, f"port {port} is held by {listener.describe()}")
         log.error("port conflict", service=self.spec.name, port=port, pid=listener.pid, cmdline=listener.cmdline)
-        while port in self.io.listening_ports():
+        while self.io.is_listening(port):
             await anyio.sleep(self.spec.probe_interval)
         self.conflict = None
         self._fire(Event.PORT_FREE, "")
@@ -768,7 +768,7 @@ class Runner:
             return
         self.io.signal_group(proc, self.spec.stop_signal)
         port = self.spec.port
-        if port is not None and port in self.io.listening_ports():
+        if port is not None and self.io.is_listening(port):
             await self._stop_process()
             return
         self.log.mark(f"pid {proc.pid} {describe_exit(rc)}")

@@ -17,7 +17,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,7 +29,7 @@ import psutil
 
 from supervisord_lite.core.model import ProbeSpec, ServiceSpec, SupervisorSpec
 from supervisord_lite.host import portinfo
-from supervisord_lite.host.proctable import CTIME_TOLERANCE
+from supervisord_lite.host.proctable import CTIME_TOLERANCE, read_proc_table
 from supervisord_lite.host.recovery import DaemonState, write_state
 from supervisord_lite.runtime import probes
 from supervisord_lite.runtime.logs import ServiceLog
@@ -102,8 +102,14 @@ class ServiceIO(Protocol):
     def listening_ports(self) -> set[int]:
         """Every listening TCP port, in one cheap read."""
 
+    def is_listening(self, port: int) -> bool:
+        """Whether anything listens on TCP ``port`` (a read that does not grow with the other listeners)."""
+
     async def listener_on(self, port: int) -> portinfo.Listener | None:
         """Who listens on ``port``."""
+
+    def owned_pids(self, procs: Sequence[ProcessHandle]) -> set[int]:
+        """Every live pid of these processes' trees (one read of the process table for all)."""
 
     async def leftover(self, proc: ProcessHandle, port: int | None) -> Leftover | None:
         """A process of the instance's tree still alive after its main process exited:
@@ -202,12 +208,19 @@ class RealServiceIO:
     def listening_ports(self) -> set[int]:
         return self._listening.read()
 
+    def is_listening(self, port: int) -> bool:
+        return port in self._listening.read_among((port,))
+
     async def listener_on(self, port: int) -> portinfo.Listener | None:
         return await anyio.to_thread.run_sync(portinfo.listener_on, port)
 
+    def owned_pids(self, procs: Sequence[ProcessHandle]) -> set[int]:
+        table = read_proc_table()
+        return {pid for proc in procs for pid in proc.tree_pids(table)}  # type: ignore[call-arg]
+
     async def leftover(self, proc: ProcessHandle, port: int | None) -> Leftover | None:
         members = [p for p in await anyio.to_thread.run_sync(proc.tree_pids) if p != proc.pid]
-        if port is not None and port in self.listening_ports():
+        if port is not None and self.is_listening(port):
             listener = await self.listener_on(port)
             if listener is not None and listener.pid is not None and listener.pid != proc.pid:
                 if listener.pid in members:

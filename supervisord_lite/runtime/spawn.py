@@ -20,10 +20,10 @@ from pathlib import Path
 import anyio
 import anyio.abc
 import anyio.to_thread
-import psutil
 from anyio.lowlevel import RunVar
 
 from supervisord_lite.core.model import ServiceSpec
+from supervisord_lite.host.proctable import create_time as proc_create_time
 from supervisord_lite.runtime.environment import SpawnError, service_environment, user_kwargs
 from supervisord_lite.runtime.logs import ServiceLog, get_logger
 from supervisord_lite.runtime.service_process import ServiceProcess
@@ -80,10 +80,7 @@ async def spawn(
             hint = f" (switching to user {spec.user!r})"
         raise SpawnError(f"{name}: cannot run {argv[0]!r}: {reason}{hint}") from None
     started_at = time.time()
-    try:
-        create_time = psutil.Process(process.pid).create_time()
-    except psutil.Error:
-        create_time = started_at
+    create_time = proc_create_time(process.pid) or started_at  # one stat read: psutil.Process costs three
     svc = ServiceProcess(
         name=name,
         instance_id=instance_id,

@@ -24,6 +24,7 @@ import structlog
 
 from supervisord_lite.core import graph
 from supervisord_lite.core.manifest import source_files
+from supervisord_lite.core.changefeed import EVERYTHING, ChangeFeed
 from supervisord_lite.core.model import Manifest, ServiceSpec
 from supervisord_lite.core.paths import instance_prefix
 from supervisord_lite.core.snapshot import ServiceSnapshot, SupervisorSnapshot
@@ -99,6 +100,8 @@ class Supervisor:
         self._runner_list: tuple[Runner, ...] = ()
         self._dependents: dict[str, list[str]] = {}
         self._changed = anyio.Event()
+        self._feed = ChangeFeed()  # which services changed, for readers that follow only changes
+        self._position: dict[str, int] = {}  # service -> its place in the manifest (the order updates list them in)
         self._tg: anyio.abc.TaskGroup | None = None
         self.started_at = self.io.wall_time()
         self.reloads_ok = 0
@@ -115,6 +118,7 @@ class Supervisor:
 
     def _index(self) -> None:
         self._runner_list = tuple(self.runners.values())
+        self._position = {name: i for i, name in enumerate(self.runners)}
         self._dependents = {}
         for spec in self.manifest.services.values():
             for dep in spec.depends_on:
@@ -133,7 +137,9 @@ class Supervisor:
 
     # ------------------------------------------------------------------ change feed
 
-    def notify(self) -> None:
+    def notify(self, name: str | None = EVERYTHING) -> None:
+        """Wake whoever waits for a change: of service ``name``, or of any of them."""
+        self._feed.add(name)
         old, self._changed = self._changed, anyio.Event()
         old.set()
 
@@ -143,7 +149,7 @@ class Supervisor:
             for gate in runner.gates:
                 gate.update(runner.spec.name, runner.settled)
             runner.gates = [g for g in runner.gates if not g.done]
-        self.notify()
+        self.notify(runner.spec.name)
 
     def next_change(self) -> anyio.Event:
         """The event set at the next change anywhere. Take it before reading a snapshot
@@ -167,11 +173,10 @@ class Supervisor:
                 runner.dependency_ready(name, generation)
 
     def owns_pid(self, pid: int) -> bool:
-        for runner in self._runner_list:
-            proc = runner.proc
-            if proc is not None and (pid == proc.pid or pid in proc.tree_pids()):
-                return True
-        return False
+        procs = [r.proc for r in self._runner_list if r.proc is not None]
+        # one read of the process table for every tree: a read per service made a port
+        # conflict at 1000 services cost a minute
+        return any(pid == proc.pid for proc in procs) or pid in self.io.owned_pids(procs)
 
     def observe_probe(self, service: str, port: int, seconds: float) -> None:
         if self._observe_probe is not None:
@@ -311,21 +316,52 @@ class Supervisor:
         """Which of ``names`` have not reached an outcome (what `svc up` still waits for)."""
         return [n for n in names if n in self.runners and not self.runners[n].settled]
 
-    async def wait_settled(self, names: Collection[str], timeout: float | None = None) -> AsyncIterator[SupervisorSnapshot]:
-        """Yield a snapshot at each change until every named service reached an outcome,
-        or ``timeout`` seconds have passed (then ``unsettled`` says which did not)."""
-        names = list(names)
+    async def wait_settled(self, names: Collection[str], timeout: float | None = None) -> AsyncIterator[list[str]]:
+        """Until every named service reached an outcome, or ``timeout`` seconds have passed
+        (then ``unsettled`` says which did not), yield at each change (and at least every
+        second) those of ``names`` that may have changed since the last yield, in manifest
+        order: all of them the first time, and all of them again at most once a second
+        (a snapshot may also change without a wake-up: a probe's latency, a retry time).
+
+        Each yield costs what changed, not what is asked for: the names come from the
+        change feed, and the count of unsettled ones is kept up to date from them."""
+        names = list(dict.fromkeys(names))
+        wanted = set(names)
+        unsettled: set[str] = set()
         deadline = anyio.current_time() + timeout if timeout is not None else None
+        look: list[str] = names
+        cursor = self._feed.cursor
+        full_at = anyio.current_time()
+
+        def count(looked_at: Iterable[str]) -> None:
+            for name in looked_at:
+                runner = self.runners.get(name)
+                if runner is not None and not runner.settled:
+                    unsettled.add(name)
+                else:
+                    unsettled.discard(name)
+
         while True:
             changed = self.next_change()
-            settled = not self.unsettled(names)
-            yield self.snapshot()
+            count(look)
+            yield look
             left = deadline - anyio.current_time() if deadline is not None else 1.0
-            if settled or left <= 0:
+            if not unsettled or left <= 0:
                 return
             with anyio.move_on_after(min(1.0, left)):  # also a heartbeat for elapsed times
                 await changed.wait()
-                await anyio.sleep(0.05)  # let a burst of changes arrive as one update
+                since = self._feed.since(cursor)
+                count(names if since is None else (n for n in since if n in wanted))
+                if unsettled:  # the last change answers at once; others may come as one update
+                    await anyio.sleep(0.05)
+            since = self._feed.since(cursor)
+            cursor = self._feed.cursor
+            now = anyio.current_time()
+            if since is None or now - full_at >= 1.0:
+                look, full_at = names, now
+            else:
+                position = self._position
+                look = sorted((n for n in since if n in wanted), key=lambda n: position.get(n, -1))
 
     async def shutdown(self) -> None:
         await self.down(None)

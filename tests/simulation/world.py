@@ -321,6 +321,12 @@ class FakeIO:
     def listening_ports(self) -> set[int]:
         return set(self.world.listeners)
 
+    def is_listening(self, port: int) -> bool:
+        return port in self.world.listeners
+
+    def owned_pids(self, procs: Any) -> set[int]:
+        return {pid for proc in procs for pid in proc.tree_pids()}
+
     async def listener_on(self, port: int) -> Listener | None:
         holder = self.world.listeners.get(port)
         if holder is None:
