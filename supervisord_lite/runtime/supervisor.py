@@ -288,6 +288,8 @@ class Supervisor:
             # a service a later up/restart asked for is theirs now: the last command wins
             runners = [self.runners[n] for n in step if n in self.runners and self.runners[n].command == command]
             was_running = {r.spec.name for r in runners if not r.settled_stopped}
+            for runner in runners:  # every group of the step signalled at once, before any bookkeeping
+                runner.begin_stop()
             for runner in runners:
                 runner.request_stop(command)
             await self._wait_until(lambda rs=runners: all(r.settled_stopped or r.command > command for r in rs))
