@@ -236,15 +236,21 @@ class Runner:
         completes it: the sweep for escaped descendants, SIGKILL after stop_timeout
         (counted from this signal). Only for a service nobody wants any more."""
         proc = self.proc
-        if proc is None or self.intent.wanted or proc.returncode is not None:
+        if proc is None or self.intent.wanted or self._stop_signalled or proc.returncode is not None:
             return
         self._stop_signalled = True
         proc.begin_stop(self.spec.stop_signal)
 
-    def release(self, command: int) -> None:
+    def release(self, command: int, *, publish: bool = True) -> None:
         """A `down` that will stop it after its dependents: from now on nobody wants it,
-        so it is not restarted in the meantime; ``request_stop`` comes at its turn."""
+        so it is not restarted in the meantime; ``request_stop`` comes at its turn.
+        ``publish=False`` leaves telling the watchers to ``publish_change``."""
         self.intent.ask_stop(command)
+        if publish:
+            self._publish(notify=True)
+
+    def publish_change(self) -> None:
+        """Tell whoever watches this runner that it changed (after a quiet ``release``)."""
         self._publish(notify=True)
 
     def request_removal(self) -> None:

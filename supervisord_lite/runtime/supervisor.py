@@ -276,13 +276,18 @@ class Supervisor:
         return self._commands
 
     async def down(self, names: Iterable[str] | None) -> list[str]:
-        """Stop ``names`` and their dependents (all when None), dependents first."""
+        """Stop ``names`` and their dependents (all when None), dependents first; return
+        once the state file says so."""
         plan = graph.stop_plan(self.manifest, names)
         command = self._next_command()
-        for step in plan:  # nobody wants any of them from now on, though they stop in turn
-            for name in step:
-                if name in self.runners:
-                    self.runners[name].release(command)
+        released = [self.runners[n] for step in plan for n in step if n in self.runners]
+        for runner in released:  # nobody wants any of them from now on, though they stop in turn
+            runner.release(command, publish=False)
+        for name in plan[0] if plan else ():  # the first step's groups signalled before the bookkeeping
+            if name in self.runners:
+                self.runners[name].begin_stop()
+        for runner in released:
+            runner.publish_change()
         stopped: list[str] = []
         for step in plan:
             # a service a later up/restart asked for is theirs now: the last command wins
@@ -295,6 +300,7 @@ class Supervisor:
             await self._wait_until(lambda rs=runners: all(r.settled_stopped or r.command > command for r in rs))
             stopped.extend(r.spec.name for r in runners if r.command == command and r.spec.name in was_running)
         self.save_state()
+        await self.state_flushed()  # a daemon killed right after a `down` must not start them again at boot
         return stopped
 
     async def _wait_until(self, predicate: Callable[[], bool]) -> None:
