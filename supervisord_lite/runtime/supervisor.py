@@ -10,10 +10,12 @@ the machine goes through the ``ServiceIO`` it is given (the real one by default)
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -278,6 +280,10 @@ class Supervisor:
     async def down(self, names: Iterable[str] | None) -> list[str]:
         """Stop ``names`` and their dependents (all when None), dependents first; return
         once the state file says so."""
+        with _full_collections_skip_old_objects():
+            return await self._down(names)
+
+    async def _down(self, names: Iterable[str] | None) -> list[str]:
         plan = graph.stop_plan(self.manifest, names)
         command = self._next_command()
         released = [self.runners[n] for step in plan for n in step if n in self.runners]
@@ -467,6 +473,25 @@ class Supervisor:
             log.info("state file written again", path=str(self.manifest.supervisor.state_file))
         self._state_failing = False
         return True
+
+
+@contextlib.contextmanager
+def _full_collections_skip_old_objects() -> Iterator[None]:
+    """While many services stop at once, the cyclic GC leaves alone what existed before.
+
+    Stopping 1000 services allocates enough (cancelled tasks, snapshots, events) to set
+    off a full collection, and a full collection walks every object of every service
+    (about 0.1 s at 1000 services), on the CPUs the exiting processes need. Frozen
+    objects are not freed meanwhile, and are handed back to the GC afterwards. Left
+    alone when something else froze objects (``gc.freeze`` is process-wide)."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _mtime(path: Path) -> float | None:
