@@ -5,42 +5,37 @@ Every request the CLI makes has its function here (``ping``, ``status``, ``up``,
 ``transport.call``/``request``: the op names and their arguments are written
 once. Each takes the daemon's socket and raises ``DaemonUnreachable`` when no
 daemon answers, ``ControlError`` (with the exit code) when it refuses.
+
+`svc status` and `svc down` pay for every import here at each call: the manifest
+model, the snapshots, the recovery code (psutil) and subprocess are imported inside
+the functions that need them.
 """
 
 from __future__ import annotations
 
-import enum
 import contextlib
+import enum
 import os
-import subprocess
+import re
 import sys
 import time
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from supervisord_lite.cli import transport
 from supervisord_lite.core import paths
 from supervisord_lite.core.exitcodes import ExitCode
-from supervisord_lite.core.model import Manifest
 from supervisord_lite.core.protocol import ControlError, DaemonUnreachable
-from supervisord_lite.core.snapshot import ServiceSnapshot, SupervisorSnapshot
-from supervisord_lite.host import socketdir, statedir
-from supervisord_lite.host.files import tail_file
-from supervisord_lite.host.recovery import (
-    STATE_FILE,
-    StopReport,
-    daemon_lock,
-    forget_stopped,
-    leftover_services,
-    lock_holder,
-    read_owned_state,
-    stop_survivors,
-    trusted_owners,
-)
+from supervisord_lite.host import socketdir
+
+if TYPE_CHECKING:
+    from supervisord_lite.core.model import Manifest
+    from supervisord_lite.core.snapshot import ServiceSnapshot, SupervisorSnapshot
+    from supervisord_lite.host.recovery import StopReport
 
 #: What ``up`` and ``restart`` call with the services whose state changed, as they wait.
-OnProgress = Callable[[list[ServiceSnapshot]], None]
+OnProgress = Callable[[list["ServiceSnapshot"]], None]
 
 
 # ----------------------------------------------------------------------------- the requests
@@ -67,6 +62,8 @@ def status(sock: Path, *, timeout: float = 10.0) -> dict[str, Any]:
 
 
 def _progress_of(on_progress: OnProgress) -> Callable[[Any], None]:
+    from supervisord_lite.core.snapshot import ServiceSnapshot  # lazy: see the module's docstring
+
     return lambda payload: on_progress([ServiceSnapshot.from_dict(d) for d in payload])
 
 
@@ -117,6 +114,8 @@ def shutdown(sock: Path) -> dict[str, Any]:
 
 def watch(sock: Path, *, usage: bool) -> Iterator[SupervisorSnapshot]:
     """The daemon's snapshot at every change, for as long as it runs; ends when it closes the stream."""
+    from supervisord_lite.core.snapshot import SupervisorSnapshot  # lazy: see the module's docstring
+
     # the daemon sends a snapshot or a heartbeat at least every 2 s: silence for 15 s means it hangs
     for message in transport.request(sock, "watch", {"usage": usage}, timeout=15.0):
         if message.get("done"):
@@ -152,32 +151,66 @@ def state_dir_for_path(manifest_path: Path) -> Path:
     `svc reload`, `status` and `down` must reach the running daemon when the file is
     broken (the daemon keeps the last good manifest and refuses the bad one itself);
     only ``[supervisor] state_dir`` (and ``instance``) is read here, from the file and then
-    the ``svc.local.toml`` beside it (which may set its own)."""
-    from supervisord_lite.core.instances import InstanceError, instance_state_dir, requested_instance
-    from supervisord_lite.core.overrides import local_name
-    from supervisord_lite.core.toml_source import toml_data
-
+    the ``svc.local.toml`` beside it (which may set its own), without the manifest loader:
+    every `svc status` and `svc down` comes this way."""
     state_dir = ".svc"
     configured = 0
-    local = manifest_path.with_name(local_name(manifest_path.name))
+    local = manifest_path.with_name(paths.local_name(manifest_path.name))
     for index, file in enumerate((manifest_path, local)):
         try:
             if index and not file.exists():
                 continue
-            data = toml_data(file)  # bounded: no file makes this recurse or take long
-            value = data.get("supervisor", {}).get("state_dir", state_dir)
+            table = _supervisor_table(file)
+            value = table.get("state_dir", state_dir)
             if isinstance(value, str) and value and "\0" not in value:
                 state_dir = value
-            number = data.get("supervisor", {}).get("instance", configured)
+            number = table.get("instance", configured)
             if isinstance(number, int) and not isinstance(number, bool) and number >= 0:
                 configured = number
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, RecursionError):
             pass
-    try:
-        instance = requested_instance(os.environ, configured)
-    except InstanceError:
-        instance = configured
-    return instance_state_dir(manifest_path.resolve().parent / state_dir, instance)
+    instance = configured
+    if os.environ.get(paths.INSTANCE_ENV_VAR, "").strip():
+        from supervisord_lite.core.instances import InstanceError, requested_instance  # lazy: loads the model
+
+        with contextlib.suppress(InstanceError):
+            instance = requested_instance(os.environ, configured)
+    return paths.instance_state_dir(manifest_path.resolve().parent / state_dir, instance)
+
+
+#: A table header naming ``services`` (``[services.api]``, ``[[services]]``, ``[ "services" ]``).
+_SERVICES_HEADER = re.compile(r"^[ \t]*\[\[?[ \t]*[\"']?services\b", re.MULTILINE)
+#: A table header that spells its name with an escape, or names the supervisor table.
+_SUPERVISOR_HEADER = re.compile(r"^[ \t]*\[[^\n]*(\\|supervisor)", re.MULTILINE)
+
+
+def _supervisor_table(file: Path) -> dict[str, Any]:
+    """The ``[supervisor]`` table of a manifest file ({} when it has none).
+
+    A big manifest is mostly its services, and parsing 1000 of them costs more than the
+    rest of a `svc down`: when the text before the first ``[services...]`` header parses
+    and no later header can name the supervisor table, only that text is parsed.
+    Bounded like the loader: at most ``MAX_FILE_BYTES`` are read; a deeply nested
+    file ends in RecursionError, which the caller takes as "nothing set"."""
+    import tomllib  # lazy: only this lookup needs it
+
+    from supervisord_lite.core.limits import MAX_FILE_BYTES
+
+    with file.open("rb") as f:
+        raw = f.read(MAX_FILE_BYTES + 1)
+    if len(raw) > MAX_FILE_BYTES:
+        raise ValueError(f"{file} is larger than {MAX_FILE_BYTES} bytes")
+    text = raw.decode("utf-8")
+    cut = _SERVICES_HEADER.search(text)
+    if cut is not None and cut.start() > 0 and not _SUPERVISOR_HEADER.search(text, cut.start()):
+        with contextlib.suppress(tomllib.TOMLDecodeError):  # the cut fell inside a string: parse it all
+            return _table(tomllib.loads(text[: cut.start()]))
+    return _table(tomllib.loads(text))
+
+
+def _table(data: dict[str, Any]) -> dict[str, Any]:
+    table = data.get("supervisor", {})
+    return table if isinstance(table, dict) else {}
 
 
 def socket_for_path(manifest_path: Path) -> Path:
@@ -187,6 +220,8 @@ def socket_for_path(manifest_path: Path) -> Path:
 def leftovers_of(manifest_path: Path) -> list[str]:
     """Services a dead daemon left running (by the state file's records, their sessions
     and their instance marker: the file may lag the last spawn by a moment)."""
+    from supervisord_lite.host.recovery import leftover_services  # lazy: loads psutil
+
     return leftover_services(state_dir_for_path(manifest_path))
 
 
@@ -218,6 +253,16 @@ def stop_leftovers(
 
     :raises DaemonBusy: a live daemon holds the lock for more than ``wait`` seconds
     """
+    from supervisord_lite.host.recovery import (  # lazy: loads psutil
+        STATE_FILE,
+        daemon_lock,
+        forget_stopped,
+        lock_holder,
+        read_owned_state,
+        stop_survivors,
+        trusted_owners,
+    )
+
     with daemon_lock(state_dir, wait=wait) as free:
         if not free:
             raise DaemonBusy(lock_holder(state_dir))
@@ -235,6 +280,8 @@ def stop_leftovers(
 
 def fetch_snapshot(manifest: Manifest, timeout: float = 5.0) -> SupervisorSnapshot | None:
     """The daemon's live state, or None when no daemon runs for this manifest."""
+    from supervisord_lite.core.snapshot import SupervisorSnapshot  # lazy: see the module's docstring
+
     try:
         return SupervisorSnapshot.from_dict(status(socket_of(manifest), timeout=timeout))
     except (DaemonUnreachable, ControlError):
@@ -266,6 +313,10 @@ def ensure_daemon(manifest: Manifest, timeout: float = 20.0) -> DaemonFound:
     started it is told by the pid the serving daemon reports: exactly one gets
     ``STARTED``, the others ``JOINED``.
     """
+    import subprocess  # lazy: only starting a daemon needs it
+
+    from supervisord_lite.host import statedir
+
     sock = socket_of(manifest)
     try:
         ping(sock, timeout=1.0)
@@ -333,12 +384,15 @@ def _lock_holder_alive(manifest: Manifest) -> bool:
     """Does the daemon that holds the manifest's lock (its pid is in the lock file) still
     run? Then ours lost the race to it, and it is still starting: wait for it."""
     from supervisord_lite.host.proctable import is_running  # lazy: loads psutil
+    from supervisord_lite.host.recovery import lock_holder
 
     pid = lock_holder(manifest.supervisor.state_dir)
     return pid is not None and is_running(pid)
 
 
 def _startup_failure(manifest: Manifest, code: int) -> str:
+    from supervisord_lite.host.files import tail_file
+
     lines = tail_file(daemon_log_path(manifest), 20)
     said = [line.removeprefix("svc daemon: ") for line in lines if line.startswith("svc daemon: ")]
     if said:  # the daemon's own words for people; the JSON log lines are for machines

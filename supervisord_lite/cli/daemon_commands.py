@@ -6,7 +6,6 @@ the renderers and rich are imported inside the commands that use them.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import sys
@@ -44,6 +43,8 @@ if TYPE_CHECKING:
 def _check_names(manifest: Manifest, names: tuple[str, ...]) -> None:
     unknown = [n for n in names if n not in manifest.services]
     if unknown:
+        import difflib  # lazy: only a typo needs it
+
         hints = []
         for n in unknown:
             close = difflib.get_close_matches(n, list(manifest.services), n=1)
@@ -365,11 +366,13 @@ def down(manifest: Path | None, names: tuple[str, ...]) -> None:
     """Stop services (all by default) and what depends on them, in reverse order."""
     from supervisord_lite.cli import client  # lazy: keeps svc --help fast
     from supervisord_lite.cli.render import plural
-    from supervisord_lite.cli.selection import select_services
 
     path = resolve_manifest_path(manifest)
     require_manifest_file(path)
-    names = select_services(path, names)
+    if names:  # `svc down` of everything reads no more of the manifest than its state_dir
+        from supervisord_lite.cli.selection import select_services
+
+        names = select_services(path, names)
     # the daemon checks the names, and works even while the file does not validate
     with daemon_errors(path, when_absent=partial(_down_without_daemon, path, names)):
         result = client.down(client.socket_for_path(path), names)
@@ -412,23 +415,29 @@ def status(manifest: Path | None, names: tuple[str, ...], as_json: bool, watch: 
             fail("--watch shows every service; leave out the names", ExitCode.USAGE)
         _watch(manifest)
     from supervisord_lite.cli import client  # lazy: keeps svc --help fast
-    from supervisord_lite.cli.selection import filter_services, select_services
-    from supervisord_lite.core.snapshot import SupervisorSnapshot
 
     # fast path: find the daemon from the file's state_dir alone; validate the whole
     # manifest only when the daemon is not there or the file changed since it loaded it
     path = resolve_manifest_path(manifest)
     require_manifest_file(path)
-    selected = set(select_services(path, names, warn=False))  # the changed-file note below says it
+    selected: set[str] = set()
+    if names:
+        from supervisord_lite.cli.selection import select_services
+
+        selected = set(select_services(path, names, warn=False))  # the changed-file note below says it
     with daemon_errors(path, when_absent=partial(_invalid_or_no_daemon, path)):
         data = client.status(client.socket_for_path(path), timeout=10)
     if (changed := changed_source(data, path)) is not None:
         _say_manifest_changed(path, changed)
     if selected:
+        from supervisord_lite.cli.selection import filter_services
+
         data["services"] = filter_services(path, data["services"], selected)
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
+    from supervisord_lite.core.snapshot import SupervisorSnapshot  # lazy: --json needs no model
+
     _show_status(SupervisorSnapshot.from_dict(data))
 
 

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from supervisord_lite.core.snapshot import ServiceSnapshot, SupervisorSnapshot
 from supervisord_lite.core.states import GOOD_STATES, ServiceState
 
 if TYPE_CHECKING:
+    from supervisord_lite.core.snapshot import ServiceSnapshot, SupervisorSnapshot
     from supervisord_lite.core.problems import Problem
     from supervisord_lite.core.model import Manifest
 

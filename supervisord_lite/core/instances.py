@@ -29,9 +29,10 @@ from pathlib import Path
 from types import MappingProxyType
 
 from supervisord_lite.core.model import Manifest, PortRange, ProbeSpec, ServiceSpec
+from supervisord_lite.core.paths import INSTANCE_ENV_VAR as ENV_VAR
+from supervisord_lite.core.paths import instance_state_dir
 from supervisord_lite.core.problems import ManifestError, Problem
 
-ENV_VAR = "SVC_INSTANCE_NUMBER"
 STEP_UNIT = 100
 MAX_PORT = 65535
 MAX_INSTANCE = 650  # 65535 / 100: no manifest fits more
@@ -77,11 +78,6 @@ def instance_step(m: Manifest) -> int:
 
 def _disjoint(spans: list[tuple[int, int]], shift: int) -> bool:
     return not any(a + shift <= d and c <= b + shift for a, b in spans for c, d in spans)
-
-
-def instance_state_dir(state_dir: Path, instance: int) -> Path:
-    """Instance N's state_dir: ``STATE_DIR-N`` beside the manifest's own (0: unchanged)."""
-    return state_dir if instance == 0 else state_dir.with_name(f"{state_dir.name}-{instance}")
 
 
 def shift_manifest(m: Manifest, instance: int) -> Manifest:

@@ -12,14 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from supervisord_lite.core.locate import KeyPath
-
-LOCAL_SUFFIX = ".local"  # svc.toml -> svc.local.toml
-
-
-def local_name(main_name: str) -> str:
-    """The override file read beside a main manifest: ``svc.toml`` -> ``svc.local.toml``."""
-    stem, dot, ext = main_name.rpartition(".")
-    return f"{stem}{LOCAL_SUFFIX}.{ext}" if dot and stem else f"{main_name}{LOCAL_SUFFIX}"
+from supervisord_lite.core.paths import LOCAL_SUFFIX, local_name  # noqa: F401 (the rule lives with the other file names)
 
 
 class Origins:

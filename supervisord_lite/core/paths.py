@@ -8,17 +8,20 @@ computed here; checking the folders they name is ``host.socketdir``'s job.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 _SUN_PATH_MAX = 104  # the portable limit of sockaddr_un.sun_path (108 on Linux), minus margin
 SOCKET_NAME = "svc.sock"
+LOCAL_SUFFIX = ".local"  # svc.toml -> svc.local.toml
+INSTANCE_ENV_VAR = "SVC_INSTANCE_NUMBER"  # which side-by-side instance (``core.instances``) a command means
 RUNTIME_SUBDIR = "svc"  # the folder made in $XDG_RUNTIME_DIR
 
 
 def state_dir_digest(state_dir: Path) -> str:
     """A short stable digest of the resolved state_dir: names things outside it."""
+    import hashlib  # lazy: `svc status` with a short state_dir never needs it
+
     return hashlib.sha1(os.fsencode(state_dir.resolve())).hexdigest()
 
 
@@ -75,6 +78,17 @@ def is_private_socket_dir(folder: Path, *, uid: int | None = None, runtime_dir: 
     uid = os.getuid() if uid is None else uid
     runtime_dir = os.environ.get("XDG_RUNTIME_DIR") if runtime_dir is None else runtime_dir
     return folder in private_socket_dirs(uid, runtime_dir, lookup=True)
+
+
+def local_name(main_name: str) -> str:
+    """The override file read beside a main manifest: ``svc.toml`` -> ``svc.local.toml``."""
+    stem, dot, ext = main_name.rpartition(".")
+    return f"{stem}{LOCAL_SUFFIX}.{ext}" if dot and stem else f"{main_name}{LOCAL_SUFFIX}"
+
+
+def instance_state_dir(state_dir: Path, instance: int) -> Path:
+    """Instance N's state_dir: ``STATE_DIR-N`` beside the manifest's own (0: unchanged)."""
+    return state_dir if instance == 0 else state_dir.with_name(f"{state_dir.name}-{instance}")
 
 
 def instance_prefix(state_dir: Path) -> str:

@@ -34,10 +34,19 @@ MARK_PREFIX = "--- svc: "
 MARK_SUFFIX = " ---"
 
 
+_second_stamp: tuple[int, str] = (-1, "")  # the last whole second formatted, and its text
+
+
 def format_timestamp(t: float) -> str:
-    """``2026-11-25T23:59:01.123Z`` for unix time ``t`` (UTC, milliseconds)."""
-    ms = int(t * 1000) % 1000
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{ms:03d}Z"
+    """``2026-11-25T23:59:01.123Z`` for unix time ``t`` (UTC, milliseconds).
+
+    The seconds part is formatted once per second: a `down` of 1000 services writes
+    three marks each within the same few seconds."""
+    global _second_stamp
+    second, ms = divmod(int(t * 1000), 1000)
+    if _second_stamp[0] != second:
+        _second_stamp = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{_second_stamp[1]}.{ms:03d}Z"
 
 
 class ServiceLog:
@@ -88,8 +97,10 @@ class ServiceLog:
         self._append([f"{line}\n".encode("utf-8", errors="replace") for line in stamped])
 
     def mark(self, text: str) -> None:
-        """Write a supervisor line, e.g. ``--- svc: started pid 123 ---``."""
-        self.write(f"{MARK_PREFIX}{text}{MARK_SUFFIX}")
+        """Write a supervisor line, e.g. ``--- svc: started pid 123 ---`` (one line: no batching)."""
+        line = f"{format_timestamp(time.time())} {MARK_PREFIX}{text.rstrip(chr(10)).rstrip(chr(13))}{MARK_SUFFIX}"
+        self._tail.append(line)
+        self._append([f"{line}\n".encode("utf-8", errors="replace")])
 
     def tail(self, n: int | None = None) -> list[str]:
         """The last ``n`` lines written (all kept lines when ``n`` is None), timestamped."""

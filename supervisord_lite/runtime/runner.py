@@ -149,6 +149,7 @@ class Runner:
         self._kick = anyio.Event()
         self._nudge = anyio.Event()  # cuts a backoff wait short (`svc up` of a service in backoff)
         self._instance: _Instance | None = None
+        self._stop_signalled = False  # a `down` signalled the process ahead of its stop (begin_stop)
         self._tg: anyio.abc.TaskGroup | None = None
         self._last_exit = ""  # why the last instance ended, shown while the next one starts
         self._restart_cause = ""  # why the supervisor restarts it by itself (a watched file changed)
@@ -259,10 +260,30 @@ class Runner:
         self._kick.set()
         self._publish(notify=True)
 
-    def release(self, command: int) -> None:
+    def begin_stop(self) -> None:
+        """Send the stop signal to the process group now, ahead of the rest of the stop.
+
+        A `down` signals every service of a tier this way before any runner does its own
+        stop work (cancelling its instance, the state changes, the process-table sweep),
+        so the processes exit together rather than one after another. The runner's stop
+        completes it: the sweep for escaped descendants, SIGKILL after stop_timeout
+        (counted from this signal). Only for a service nobody wants any more."""
+        proc = self.proc
+        if proc is None or self.intent.wanted or self._stop_signalled or proc.returncode is not None:
+            return
+        self._stop_signalled = True
+        proc.begin_stop(self.spec.stop_signal)
+
+    def release(self, command: int, *, publish: bool = True) -> None:
         """A `down` that will stop it after its dependents: from now on nobody wants it,
-        so it is not restarted in the meantime; ``request_stop`` comes at its turn."""
+        so it is not restarted in the meantime; ``request_stop`` comes at its turn.
+        ``publish=False`` leaves telling the watchers to ``publish_change``."""
         self.intent.ask_stop(command)
+        if publish:
+            self._publish(notify=True)
+
+    def publish_change(self) -> None:
+        """Tell whoever watches this runner that it changed (after a quiet ``release``)."""
         self._publish(notify=True)
 
     def request_removal(self) -> None:
@@ -301,7 +322,7 @@ class Runner:
                 await self._kick.wait()
                 self._kick = anyio.Event()
                 if self._instance is not None:
-                    if keeps_instance(self.intent, self.state):
+                    if keeps_instance(self.intent, self.state) and not self._stop_signalled:
                         self._settle_request()  # it runs and is wanted (a stop was taken back): nothing to do
                         continue
                     if self.intent.restart and self.intent.stop_after:
@@ -447,6 +468,8 @@ class Runner:
         was_ready = self.ready_at is not None and self.state in (S.READY, S.UNHEALTHY)
         exited = end.kind is Ending.EXITED
         rc = -9
+        if exited and self._stop_signalled:
+            await anyio.sleep_forever()  # the exit a `down` asked for: the stop in `_run` takes it from here
         if exited:
             rc = end.returncode if end.returncode is not None else -9
             self.exit_code = rc
@@ -555,6 +578,7 @@ class Runner:
 
     async def _spawn(self) -> None:
         self.instance_id = self.host.instance_prefix + uuid.uuid4().hex[:16]
+        self._stop_signalled = False
         self._log_ready = anyio.Event()
         self.ready_at = None
         self.port_up = False if self.spec.port else None
@@ -792,6 +816,7 @@ class Runner:
             self.log.mark(f"pid {proc.pid} {describe_exit(rc)}")
             await self._wait_port_free()
             self.proc = None
+            self._stop_signalled = False
             self.host.save_state()
 
     async def _wait_port_free(self) -> None:

@@ -127,6 +127,11 @@ class ServiceProcess:
             if _pgid_of(proc) == self.pgid:
                 signal_verified(proc, sig)
 
+    def begin_stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        """``sig`` (then SIGCONT) to the process group now; a ``stop`` with the same signal
+        that follows does not send it again and counts its timeout from this moment."""
+        self._tree.presignal(sig)
+
     async def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 10.0) -> int:
         """Stop the whole tree and return the main process's returncode.
 

@@ -218,6 +218,7 @@ class ProcessTree:
         self.seen: set[int] = set()
         self.main_alive: Callable[[], bool] = lambda: False
         self.uids: frozenset[int] | None = None  # when set, marker carriers must run as one of these
+        self.presignalled: tuple[int, float] | None = None  # (signal, when) sent by presignal()
 
     def group_is_ours(self, pgid: int, table: ProcTable) -> bool:
         """Is ``pgid`` still the group we started? Its number cannot be reused while the
@@ -271,6 +272,17 @@ class ProcessTree:
         self.seen.update(result)
         return result
 
+    def presignal(self, sig: int) -> None:
+        """``sig`` then SIGCONT to the main process's group at once, while our live main
+        still holds the pgid (so the group is provably ours). The ``terminate`` that follows
+        with the same signal skips that first signal and counts its timeout from now."""
+        if self.main_pid is None or self.main_pid not in self.groups or not self.main_alive():
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            for each in _with_sigcont(sig):
+                os.killpg(self.main_pid, each)
+        self.presignalled = (sig, anyio.current_time())
+
     def signal_groups(self, sig: int, table: ProcTable) -> None:
         for pgid in list(self.groups):
             if self.group_is_ours(pgid, table):
@@ -289,8 +301,10 @@ class ProcessTree:
 
         A cooperative service costs two process-table reads: one to find who to signal,
         one to confirm nobody is left."""
-        early = self.main_pid in self.groups and self.main_alive()
-        if early:  # our live main still holds its pgid: signal at once, look around after
+        presignalled, self.presignalled = self.presignalled, None
+        signalled_at = presignalled[1] if presignalled is not None and presignalled[0] == sig else None
+        early = signalled_at is not None or (self.main_pid in self.groups and self.main_alive())
+        if early and signalled_at is None:  # our live main still holds its pgid: signal at once, look around after
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 for each in _with_sigcont(sig):
                     os.killpg(self.main_pid, each)  # type: ignore[arg-type]
@@ -303,7 +317,7 @@ class ProcessTree:
             if table[pid].pgid not in self.groups:  # group members already got it via killpg
                 _stop_verified(proc, sig)
         signalled = set(members)
-        deadline = anyio.current_time() + max(0.0, timeout)
+        deadline = (anyio.current_time() if signalled_at is None else signalled_at) + max(0.0, timeout)
         killing = 0
         for _ in range(64):  # bounded even against a fork bomb
             grace = deadline - anyio.current_time() if not killing else KILL_GRACE

@@ -445,6 +445,24 @@ async def test_send_signal_reaches_the_group(tmp_path: Path, instance: str) -> N
             assert await proc.wait() == -signal.SIGTERM
 
 
+async def test_begin_stop_signals_the_group_once_and_the_timeout_counts_from_it(tmp_path: Path, instance: str) -> None:
+    """What a `down` does to every service of a tier before stopping each: the stop that
+    follows sends no second signal, and kills only once the timeout has passed since the first."""
+    log = new_log(tmp_path)
+    record = tmp_path / "signals.txt"
+    async with running(spec_for("rec", fake("record_signals.py", record)), instance, log) as proc:
+        await eventually(line_matching(log, "recording"))
+        begun = time.monotonic()
+        proc.begin_stop(signal.SIGHUP)  # recorded and ignored by the main process and its child
+        await eventually(lambda: record.exists() and len(record.read_text().splitlines()) == 2, what="both to note SIGHUP")
+        rc = await proc.stop(signal.SIGHUP, timeout=1.0)
+        assert rc == -signal.SIGKILL
+        assert time.monotonic() - begun >= 1.0, "killed before stop_timeout had passed"
+        lines = sorted(line.split()[0] + " " + line.split()[2] for line in record.read_text().splitlines())
+        assert lines == ["child SIGHUP", "main SIGHUP"], "one SIGHUP each: the stop did not send it again"
+        assert gone(proc.pid) and proc.tree_pids() == []
+
+
 # -- survivors of a previous daemon -------------------------------------------------
 
 

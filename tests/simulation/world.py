@@ -74,6 +74,7 @@ class FakeProcess:
         self.returncode: int | None = None
         self.up = False  # listening (or, without a port, started)
         self.signalled = False  # a stop has begun: it is being swept
+        self.presignalled = False  # begin_stop sent the stop signal; stop() does not send it again
         self.children: list[FakeProcess] = []
         self._exited = asyncio.Event()
         self._timers: list[asyncio.TimerHandle] = []
@@ -155,11 +156,19 @@ class FakeProcess:
     def members(self) -> list[FakeProcess]:
         return [p for p in (self, *self.children) if p.alive]
 
+    def begin_stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        for p in self.members():
+            if p.pgid == self.pgid:
+                p.signalled = p.presignalled = True
+                p.deliver(sig)
+
     async def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 10.0) -> int:
         members = self.members()
         for p in members:
             p.signalled = True
-            p.deliver(sig)
+            if not p.presignalled:  # begin_stop already sent it
+                p.deliver(sig)
+            p.presignalled = False
         with anyio.move_on_after(timeout):
             for p in members:
                 await p._exited.wait()
