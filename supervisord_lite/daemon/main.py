@@ -379,6 +379,7 @@ async def _run_locked(manifest_path: Path, manifest: Manifest) -> int:
 
     metrics = Metrics(snapshot)
     supervisor = Supervisor(manifest, observe_probe=metrics.observe_probe, forget_service=metrics.forget)
+    supervisor.port_sweep.observe_with(metrics)
     server = None
     address = manifest.supervisor.metrics_address
     if address is not None:

@@ -5,7 +5,8 @@ Everything about services is read at scrape time from ONE immutable
 half-updated service and there is no second copy of the bookkeeping. The only
 state kept here is the probe latency histogram (``ProbeStats``): a histogram needs
 every observation, not just the last latency, so the supervisor feeds it with
-``observe_probe`` after each probe.
+``observe_probe`` after each probe, and the port sweep with one ``observe_group``
+per sweep for all the services it found still listening.
 
 Every metric lives on the registry of a ``Metrics`` object, never on
 prometheus_client's global registry, so several daemons (or tests) can live in one
@@ -127,6 +128,16 @@ class ProbeStats(_TextCollector):
         self._lock = threading.Lock()
         # (service, port label) -> ([count per bucket, not cumulative, +Inf last], [sum])
         self._series: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
+        # A group's observations so far (same shape): each of its members counts the
+        # difference since it joined, kept as (group, counts and sum when it joined).
+        self._groups: dict[object, tuple[list[int], list[float]]] = {}
+        self._members: dict[tuple[str, str], tuple[object, list[int], float]] = {}
+
+    def _series_of(self, key: tuple[str, str]) -> tuple[list[int], list[float]]:
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = ([0] * (len(self._bounds) + 1), [0.0])
+        return series
 
     def observe_probe(self, service: str, port: int, seconds: float) -> None:
         """Record one probe of ``service`` on ``port`` that took ``seconds``."""
@@ -134,17 +145,55 @@ class ProbeStats(_TextCollector):
         index = bisect.bisect_left(self._bounds, seconds)  # `le` is inclusive
         key = (service, str(port))
         with self._lock:
-            series = self._series.get(key)
-            if series is None:
-                series = self._series[key] = ([0] * (len(self._bounds) + 1), [0.0])
+            series = self._series_of(key)
             series[0][index] += 1
             series[1][0] += seconds
+
+    def join_group(self, group: object, service: str, port: int) -> None:
+        """From now on every ``observe_group(group, ...)`` counts as one probe of
+        ``service`` on ``port`` too (one shared sweep probes many services at once)."""
+        key = (service, str(port))
+        with self._lock:
+            counts, total = self._groups.setdefault(group, ([0] * (len(self._bounds) + 1), [0.0]))
+            self._fold(key)
+            self._series_of(key)
+            self._members[key] = (group, list(counts), total[0])
+
+    def leave_group(self, group: object, service: str, port: int) -> None:
+        """Stop counting ``group``'s probes for ``service``; what it counted stays."""
+        key = (service, str(port))
+        with self._lock:
+            member = self._members.get(key)
+            if member is not None and member[0] is group:
+                self._fold(key)
+
+    def observe_group(self, group: object, seconds: float) -> None:
+        """One probe, taking ``seconds``, of every member of ``group``."""
+        seconds = max(float(seconds), 0.0)
+        index = bisect.bisect_left(self._bounds, seconds)
+        with self._lock:
+            counts, total = self._groups.setdefault(group, ([0] * (len(self._bounds) + 1), [0.0]))
+            counts[index] += 1
+            total[0] += seconds
+
+    def _fold(self, key: tuple[str, str]) -> None:
+        """Move a member's share of its group into its own series (under the lock)."""
+        member = self._members.pop(key, None)
+        if member is None:
+            return
+        group, since, since_total = member
+        counts, total = self._groups[group]
+        own_counts, own_total = self._series_of(key)
+        for i, (now, then) in enumerate(zip(counts, since)):
+            own_counts[i] += now - then
+        own_total[0] += total[0] - since_total
 
     def forget(self, service: str) -> None:
         """Drop every series of ``service`` (removed by a reload, or its port changed)."""
         with self._lock:
             for key in [k for k in self._series if k[0] == service]:
                 del self._series[key]
+                self._members.pop(key, None)
 
     def _headers(self) -> str:
         return _header(*PROBE_FAMILY)
@@ -152,6 +201,12 @@ class ProbeStats(_TextCollector):
     def render_text(self) -> str:
         with self._lock:
             copied = [(key, list(counts), total[0]) for key, (counts, total) in self._series.items()]
+            for i, (key, counts, total) in enumerate(copied):
+                member = self._members.get(key)
+                if member is not None:
+                    group, since, since_total = member
+                    now, now_total = self._groups[group]
+                    copied[i] = (key, [c + a - b for c, a, b in zip(counts, now, since)], total + now_total[0] - since_total)
         name = PROBE_FAMILY[0]
         out = [self._headers()]
         add = out.append
@@ -241,6 +296,17 @@ class Metrics:
     def observe_probe(self, service: str, port: int, seconds: float) -> None:
         """Record one probe (the supervisor calls this after every probe of a port)."""
         self.probes.observe_probe(service, port, seconds)
+
+    def join_group(self, group: object, service: str, port: int) -> None:
+        """``service`` is probed by ``group``'s shared sweeps from now on (``ProbeStats``)."""
+        self.probes.join_group(group, service, port)
+
+    def leave_group(self, group: object, service: str, port: int) -> None:
+        self.probes.leave_group(group, service, port)
+
+    def observe_group(self, group: object, seconds: float) -> None:
+        """One shared sweep of ``group`` that took ``seconds``: a probe of each member."""
+        self.probes.observe_group(group, seconds)
 
     def forget(self, service: str) -> None:
         """Drop the probe series of a service removed by a reload."""
