@@ -21,10 +21,10 @@ def probe_count(metrics_port: int, service: str) -> int:
 
 
 def test_a_port_closed_under_a_live_process_is_found_and_the_service_restarted(platform: Platform) -> None:
-    port, metrics_port = free_ports(2)
+    port, steady_port, metrics_port = free_ports(3)  # distinct: chosen together
     platform.supervisor["metrics"] = f"127.0.0.1:{metrics_port}"
     platform.add("wedged", port=port, command=f"{PYTHON} {FAKES / 'drop_listener.py'} {port}", unhealthy_threshold=2)
-    platform.add("steady", command=f"{PYTHON} {FAKES / 'drop_listener.py'} {{port}}")
+    platform.add("steady", port=steady_port, command=f"{PYTHON} {FAKES / 'drop_listener.py'} {steady_port}")
     platform.write()
     platform.svc("up", check=True)
     first = platform.status()["wedged"]
