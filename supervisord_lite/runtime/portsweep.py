@@ -98,10 +98,12 @@ class PortSweep:
     def steady_latency(self, name: str) -> float | None:
         """The latency of the last sweep that found service ``name`` still listening,
         when it is one of the quiet ones (None otherwise: its own snapshot is current)."""
+        # called from the metrics server's threads too: each lookup is one atomic get
         service = self._quiet_by_name.get(name)
-        if service is None:
+        quiet = self._quiet.get(service) if service is not None else None
+        if quiet is None:
             return None
-        cohort, joined = self._quiet[service]
+        cohort, joined = quiet
         return cohort.latency if cohort.sweeps > joined else None  # else its own last report is the last probe
 
     def observe_with(self, observer: SteadyObserver | None) -> None:
