@@ -33,7 +33,7 @@ from supervisord_lite.core import protocol
 from supervisord_lite.core import graph
 from supervisord_lite.core.exitcodes import ExitCode
 from supervisord_lite.daemon import sdnotify
-from supervisord_lite.daemon.background import handle_signals, keep_running, serve_control, status_lines, watchdog
+from supervisord_lite.daemon.background import handle_signals, keep_running, serve_control, status_lines, trim_after_bursts, watchdog
 from supervisord_lite.core.manifest import load_manifest
 from supervisord_lite.core.model import Manifest
 from supervisord_lite.core.problems import ManifestError
@@ -379,6 +379,7 @@ async def _run_locked(manifest_path: Path, manifest: Manifest) -> int:
     metrics = Metrics(snapshot)
     supervisor = Supervisor(manifest, observe_probe=metrics.observe_probe, forget_service=metrics.forget)
     supervisor.carry_restarts(predecessor.restarts)
+    supervisor.port_sweep.observe_with(metrics)
     _spare_the_collector()
     server = None
     address = manifest.supervisor.metrics_address
@@ -409,6 +410,7 @@ async def _run_locked(manifest_path: Path, manifest: Manifest) -> int:
                      metrics=manifest.supervisor.metrics or "off")
             sdnotify.notify("READY=1", f"STATUS=serving {len(manifest.services)} services")
             tg.start_soon(keep_running, "systemd status line", status_lines, supervisor)
+            tg.start_soon(keep_running, "returning freed memory", trim_after_bursts, supervisor)
             await daemon.shutdown_requested.wait()
             sdnotify.notify("STOPPING=1", "STATUS=stopping services")
             log.info("shutting down: stopping every service in reverse order")

@@ -5,7 +5,8 @@ Everything about services is read at scrape time from ONE immutable
 half-updated service and there is no second copy of the bookkeeping. The only
 state kept here is the probe latency histogram (``ProbeStats``): a histogram needs
 every observation, not just the last latency, so the supervisor feeds it with
-``observe_probe`` after each probe.
+``observe_probe`` after each probe, and the port sweep with one ``observe_group``
+per sweep for all the services it found still listening.
 
 Every metric lives on the registry of a ``Metrics`` object, never on
 prometheus_client's global registry, so several daemons (or tests) can live in one
@@ -18,6 +19,11 @@ samples per service). Through prometheus_client objects (``Histogram``,
 collectors write the text format directly (~9 ms for 500 services), and their
 ``collect()`` (for anyone using the registry the usual way) parses that same text
 back with prometheus_client's parser: one implementation, two interfaces.
+
+prometheus_client itself (with what it pulls in: wsgiref, urllib.request, gzip,
+email; ~4 MB resident and ~15 ms of imports) is loaded at the first scrape or the
+first use of ``Metrics.registry``, not at the daemon's start: the text above needs
+none of it, and a daemon nobody scrapes never loads it.
 """
 
 from __future__ import annotations
@@ -26,16 +32,15 @@ import bisect
 import math
 import threading
 from collections.abc import Callable, Iterable, Sequence
-
-from prometheus_client import GCCollector, PlatformCollector, ProcessCollector, generate_latest
-from prometheus_client.metrics_core import Metric
-from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.registry import Collector, CollectorRegistry
-from prometheus_client.utils import floatToGoString
+from typing import TYPE_CHECKING
 
 from supervisord_lite import __version__
 from supervisord_lite.core.snapshot import SupervisorSnapshot
 from supervisord_lite.core.states import ServiceState
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+    from prometheus_client.registry import CollectorRegistry
 
 SnapshotSource = Callable[[], SupervisorSnapshot]
 
@@ -93,8 +98,15 @@ def _num(value: float) -> str:
     return repr(value)
 
 
-class _TextCollector(Collector):
-    """A collector whose one implementation is ``render_text``."""
+def _families(text: str) -> Iterable[Metric]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return text_string_to_metric_families(text)
+
+
+class _TextCollector:
+    """A collector whose one implementation is ``render_text``. A registry asks only
+    for ``describe``/``collect`` (prometheus_client's ``Collector`` is that protocol)."""
 
     def render_text(self) -> str:
         raise NotImplementedError
@@ -104,10 +116,10 @@ class _TextCollector(Collector):
 
     def describe(self) -> Iterable[Metric]:
         """Names only, so the registry can refuse duplicates without a snapshot."""
-        return text_string_to_metric_families(self._headers())
+        return _families(self._headers())
 
     def collect(self) -> Iterable[Metric]:
-        return text_string_to_metric_families(self.render_text())
+        return _families(self.render_text())
 
 
 class ProbeStats(_TextCollector):
@@ -122,11 +134,20 @@ class ProbeStats(_TextCollector):
         if not bounds:
             raise ValueError("ProbeStats needs at least one finite bucket")
         self._bounds = tuple(bounds)
-        # `le` written as prometheus_client writes it ("1.0", "0.005")
-        self._le = tuple(str(floatToGoString(b)) for b in bounds) + ("+Inf",)  # type: ignore[no-untyped-call]
+        self._le: tuple[str, ...] = ()  # the `le` labels, written at the first render
         self._lock = threading.Lock()
         # (service, port label) -> ([count per bucket, not cumulative, +Inf last], [sum])
         self._series: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
+        # A group's observations so far (same shape): each of its members counts the
+        # difference since it joined, kept as (group, counts and sum when it joined).
+        self._groups: dict[object, tuple[list[int], list[float]]] = {}
+        self._members: dict[tuple[str, str], tuple[object, list[int], float]] = {}
+
+    def _series_of(self, key: tuple[str, str]) -> tuple[list[int], list[float]]:
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = ([0] * (len(self._bounds) + 1), [0.0])
+        return series
 
     def observe_probe(self, service: str, port: int, seconds: float) -> None:
         """Record one probe of ``service`` on ``port`` that took ``seconds``."""
@@ -134,17 +155,55 @@ class ProbeStats(_TextCollector):
         index = bisect.bisect_left(self._bounds, seconds)  # `le` is inclusive
         key = (service, str(port))
         with self._lock:
-            series = self._series.get(key)
-            if series is None:
-                series = self._series[key] = ([0] * (len(self._bounds) + 1), [0.0])
+            series = self._series_of(key)
             series[0][index] += 1
             series[1][0] += seconds
+
+    def join_group(self, group: object, service: str, port: int) -> None:
+        """From now on every ``observe_group(group, ...)`` counts as one probe of
+        ``service`` on ``port`` too (one shared sweep probes many services at once)."""
+        key = (service, str(port))
+        with self._lock:
+            counts, total = self._groups.setdefault(group, ([0] * (len(self._bounds) + 1), [0.0]))
+            self._fold(key)
+            self._series_of(key)
+            self._members[key] = (group, list(counts), total[0])
+
+    def leave_group(self, group: object, service: str, port: int) -> None:
+        """Stop counting ``group``'s probes for ``service``; what it counted stays."""
+        key = (service, str(port))
+        with self._lock:
+            member = self._members.get(key)
+            if member is not None and member[0] is group:
+                self._fold(key)
+
+    def observe_group(self, group: object, seconds: float) -> None:
+        """One probe, taking ``seconds``, of every member of ``group``."""
+        seconds = max(float(seconds), 0.0)
+        index = bisect.bisect_left(self._bounds, seconds)
+        with self._lock:
+            counts, total = self._groups.setdefault(group, ([0] * (len(self._bounds) + 1), [0.0]))
+            counts[index] += 1
+            total[0] += seconds
+
+    def _fold(self, key: tuple[str, str]) -> None:
+        """Move a member's share of its group into its own series (under the lock)."""
+        member = self._members.pop(key, None)
+        if member is None:
+            return
+        group, since, since_total = member
+        counts, total = self._groups[group]
+        own_counts, own_total = self._series_of(key)
+        for i, (now, then) in enumerate(zip(counts, since)):
+            own_counts[i] += now - then
+        own_total[0] += total[0] - since_total
 
     def forget(self, service: str) -> None:
         """Drop every series of ``service`` (removed by a reload, or its port changed)."""
         with self._lock:
             for key in [k for k in self._series if k[0] == service]:
                 del self._series[key]
+                self._members.pop(key, None)
 
     def _headers(self) -> str:
         return _header(*PROBE_FAMILY)
@@ -152,6 +211,16 @@ class ProbeStats(_TextCollector):
     def render_text(self) -> str:
         with self._lock:
             copied = [(key, list(counts), total[0]) for key, (counts, total) in self._series.items()]
+            for i, (key, counts, total) in enumerate(copied):
+                member = self._members.get(key)
+                if member is not None:
+                    group, since, since_total = member
+                    now, now_total = self._groups[group]
+                    copied[i] = (key, [c + a - b for c, a, b in zip(counts, now, since)], total + now_total[0] - since_total)
+        if not self._le:  # `le` written as prometheus_client writes it ("1.0", "0.005")
+            from prometheus_client.utils import floatToGoString
+
+            self._le = tuple(str(floatToGoString(b)) for b in self._bounds) + ("+Inf",)  # type: ignore[no-untyped-call]
         name = PROBE_FAMILY[0]
         out = [self._headers()]
         add = out.append
@@ -226,21 +295,49 @@ class Metrics:
     """
 
     def __init__(self, get_snapshot: SnapshotSource, *, process_metrics: bool = True) -> None:
-        self.registry = CollectorRegistry()
         self.services = SupervisorCollector(get_snapshot)
         self.probes = ProbeStats()
-        self.registry.register(self.services)
-        self.registry.register(self.probes)
-        self._own = CollectorRegistry()  # small: rendered by prometheus_client itself
-        if process_metrics:
-            for collector in (ProcessCollector(registry=None), PlatformCollector(registry=None)):
-                self._own.register(collector)
-                self.registry.register(collector)
-            self.registry.register(GCCollector(registry=self._own))
+        self._process_metrics = process_metrics
+        self._registries: tuple[CollectorRegistry, CollectorRegistry] | None = None
+        self._building = threading.Lock()  # two first scrapes at once build them once
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """Every metric, on a registry of its own (built, with prometheus_client, at first use)."""
+        return self._built()[0]
+
+    def _built(self) -> tuple[CollectorRegistry, CollectorRegistry]:
+        with self._building:
+            if self._registries is None:
+                from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+                from prometheus_client.registry import CollectorRegistry
+
+                registry = CollectorRegistry()
+                registry.register(self.services)  # type: ignore[arg-type]
+                registry.register(self.probes)  # type: ignore[arg-type]
+                own = CollectorRegistry()  # small: rendered by prometheus_client itself
+                if self._process_metrics:
+                    for collector in (ProcessCollector(registry=None), PlatformCollector(registry=None)):
+                        own.register(collector)
+                        registry.register(collector)
+                    registry.register(GCCollector(registry=own))
+                self._registries = (registry, own)
+            return self._registries
 
     def observe_probe(self, service: str, port: int, seconds: float) -> None:
         """Record one probe (the supervisor calls this after every probe of a port)."""
         self.probes.observe_probe(service, port, seconds)
+
+    def join_group(self, group: object, service: str, port: int) -> None:
+        """``service`` is probed by ``group``'s shared sweeps from now on (``ProbeStats``)."""
+        self.probes.join_group(group, service, port)
+
+    def leave_group(self, group: object, service: str, port: int) -> None:
+        self.probes.leave_group(group, service, port)
+
+    def observe_group(self, group: object, seconds: float) -> None:
+        """One shared sweep of ``group`` that took ``seconds``: a probe of each member."""
+        self.probes.observe_group(group, seconds)
 
     def forget(self, service: str) -> None:
         """Drop the probe series of a service removed by a reload."""
@@ -248,5 +345,8 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         """One scrape: (body, content type). The same samples as ``generate_latest(self.registry)``."""
+        own = self._built()[1]
+        from prometheus_client import generate_latest
+
         text = self.services.render_text() + self.probes.render_text()
-        return text.encode() + generate_latest(self._own), CONTENT_TYPE
+        return text.encode() + generate_latest(own), CONTENT_TYPE

@@ -59,7 +59,7 @@ KILL_GRACE = 5.0  # after SIGKILL, how long the kernel gets to remove the proces
 KILL_ROUNDS = 4  # SIGKILL sweeps for what forked during the stop
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RecordedProcess:
     """One running service as the state file records it.
 

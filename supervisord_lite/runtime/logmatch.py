@@ -7,13 +7,15 @@ RE2 (google-re2) runs an automaton instead: no pattern and no line can make a ma
 cost more than a pass over the line, so matching stays on the loop, with no thread
 and no time budget. The manifest check (``core.logpattern``) refuses what RE2 cannot
 compile, so ``svc check`` already says so.
+
+RE2 (its C++ library, ~3 MB resident) is loaded with the first pattern: a daemon
+whose services have none never loads it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-
-import re2
+from typing import TYPE_CHECKING, Any
 
 from supervisord_lite.runtime.logs import get_logger
 
@@ -35,7 +37,11 @@ class LogPattern:
         return self._search is not None and self._search(line) is not None
 
 
-def _options() -> re2.Options:
+if TYPE_CHECKING:
+    import re2
+
+
+def _options(re2: Any) -> re2.Options:
     options = re2.Options()
     options.log_errors = False  # a refusal is reported here, not printed by the C++ library
     options.never_capture = True  # only "does it match" is asked: no submatch bookkeeping
@@ -46,8 +52,10 @@ def compile_log_pattern(pattern: str, service: str = "") -> LogPattern:
     """``pattern`` compiled with RE2. Never raises: a pattern RE2 refuses (the manifest
     check lets none through) is logged and matches no line, so the service ends in
     ``failed`` at its ready_timeout instead of taking the daemon down."""
+    import re2
+
     try:
-        return LogPattern(pattern, re2.compile(pattern, _options()).search)
+        return LogPattern(pattern, re2.compile(pattern, _options(re2)).search)
     except re2.error as exc:
         _log.error("ready.log pattern refused by RE2; no line will match", service=service, pattern=pattern, error=str(exc))
         return LogPattern(pattern, None)

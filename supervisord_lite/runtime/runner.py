@@ -767,6 +767,12 @@ class Runner:
             self._fire(Event.PROBE_FAILED, f"{self._port_failures} liveness probes failed: port {self.spec.port} is not listening")
             self._unhealthy.set()
 
+    def needs_each_sweep(self) -> bool:
+        """Whether "still listening" would still change something here: the restart
+        backoff not yet reset (``stayed_ready``). Otherwise the sweep stops telling it
+        each unchanged result and tells it only when its port is gone."""
+        return self.history.backoff.attempts > 0 or self._port_failures > 0 or self.port_up is not True
+
     def _record_probe(self, result: probes.ProbeResult) -> None:
         if self.spec.port is None:
             return

@@ -230,13 +230,23 @@ class Supervisor:
         )
 
     def _with_usage(self, services: tuple[ServiceSnapshot, ...]) -> tuple[ServiceSnapshot, ...]:
-        """The snapshots plus what only the process table knows: usage, and whether it is paused."""
+        """The snapshots plus what only the process table knows (usage, and whether it is
+        paused), and the latency of the last sweep for a quietly listening service (the
+        port sweep does not republish it at every sweep)."""
         usage = self._usage()
+        steady_latency = self.port_sweep.steady_latency
         out = []
         for s in services:
+            changes: dict[str, Any] = {}
             u = usage.get(s.name) if s.pid else None
-            s = replace(s, rss_bytes=u.rss_bytes, cpu_seconds=u.cpu_seconds) if u else s
-            out.append(replace(s, paused=True) if s.pid and is_paused(s.pid) else s)
+            if u:
+                changes.update(rss_bytes=u.rss_bytes, cpu_seconds=u.cpu_seconds)
+            latency = steady_latency(s.name)
+            if latency is not None and latency != s.probe_latency:
+                changes["probe_latency"] = latency
+            if s.pid and is_paused(s.pid):
+                changes["paused"] = True
+            out.append(replace(s, **changes) if changes else s)
         return tuple(out)
 
     # ------------------------------------------------------------------ requests

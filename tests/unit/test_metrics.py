@@ -204,6 +204,50 @@ def test_forget_removes_a_service_s_probe_series() -> None:
     metrics.forget("never-seen")  # harmless
 
 
+def test_group_observations_count_as_the_same_probes_made_one_by_one() -> None:
+    """A shared sweep observes a whole group at once; each member's series must read
+    exactly as if every probe had been observed for it alone."""
+    grouped, single = ProbeStats(), ProbeStats()
+    sweep_a, sweep_b = object(), object()
+
+    def same() -> bool:  # every series and count alike; sums up to the order of the additions
+        a, b = parse(grouped.render_text()), parse(single.render_text())
+        return a.keys() == b.keys() and all(a[k] == pytest.approx(b[k], rel=1e-12) for k in a)
+
+    def both(service: str, port: int, seconds: float) -> None:
+        grouped.observe_probe(service, port, seconds)
+        single.observe_probe(service, port, seconds)
+
+    def group(g: object, members: list[tuple[str, int]], seconds: float) -> None:
+        grouped.observe_group(g, seconds)
+        for service, port in members:
+            single.observe_probe(service, port, seconds)
+
+    both("api", 8000, 0.0004)  # told one by one while new
+    both("web", 8001, 0.002)
+    grouped.join_group(sweep_a, "api", 8000)
+    grouped.join_group(sweep_a, "web", 8001)
+    group(sweep_a, [("api", 8000), ("web", 8001)], 0.0003)
+    group(sweep_a, [("api", 8000), ("web", 8001)], 0.03)
+    assert same()  # a scrape while they are members
+
+    grouped.leave_group(sweep_a, "web", 8001)  # its port went away: told one by one again
+    both("web", 8001, 0.0001)
+    group(sweep_a, [("api", 8000)], 0.004)
+    grouped.join_group(sweep_b, "web", 8001)  # another interval's group
+    group(sweep_b, [("web", 8001)], 1.5)
+    grouped.join_group(sweep_a, "db", 5432)  # a member without a probe of its own yet
+    group(sweep_a, [("api", 8000), ("db", 5432)], 0.0002)
+    grouped.leave_group(sweep_b, "api", 8000)  # not its group: nothing changes
+    assert same()
+    assert value(parse(grouped.render_text()), "svc_port_probe_duration_seconds_count", service="api", port="8000") == 5
+
+    grouped.forget("web")
+    single.forget("web")
+    group(sweep_b, [], 0.1)  # a forgotten member counts nothing more
+    assert same()
+
+
 def test_observations_from_many_threads_all_count() -> None:
     stats = ProbeStats()
     start = threading.Barrier(4)
