@@ -340,7 +340,8 @@ def test_parse_address() -> None:
 
 
 def test_scrapes_during_constant_change_always_see_one_whole_snapshot() -> None:
-    """Every service of a generation g has restarts == g, and state/port_up follow g's parity.
+    """Every service of a generation g has restarts (and the exported total) == g, and
+    state/port_up follow g's parity.
 
     A scrape mixing two snapshots would show two values of g.
     """
@@ -349,7 +350,7 @@ def test_scrapes_during_constant_change_always_see_one_whole_snapshot() -> None:
     def generation(g: int) -> SupervisorSnapshot:
         state = ServiceState.READY if g % 2 == 0 else ServiceState.BACKOFF
         return snapshot(
-            *(ServiceSnapshot(n, "backend", 9000 + i, state, port_up=g % 2 == 0, restarts=g) for i, n in enumerate(names))
+            *(ServiceSnapshot(n, "backend", 9000 + i, state, port_up=g % 2 == 0, restarts=g, restarts_total=g) for i, n in enumerate(names))
         )
 
     current = [generation(0)]

@@ -68,6 +68,7 @@ def every_state_snapshot(restarts: int = 0, api_up: bool = True) -> SupervisorSn
             started_at=time.time() - 100 if state is not ServiceState.STOPPED else None,
             ready_duration=0.25 if state is ServiceState.READY else None,
             restarts=i,
+            restarts_total=i,
             port_up=state is ServiceState.READY,
             conflict_pid=4321 if state is ServiceState.CONFLICT else None,
             conflict_cmdline="python -m http.server" if state is ServiceState.CONFLICT else "",
@@ -86,13 +87,14 @@ def every_state_snapshot(restarts: int = 0, api_up: bool = True) -> SupervisorSn
             started_at=time.time() - 50,
             ready_duration=0.5,
             restarts=restarts,
+            restarts_total=restarts,
             port_up=api_up,
             rss_bytes=50_000_000,
             cpu_seconds=time.process_time(),
             memory_restarts=0,
         )
     )
-    services.append(ServiceSnapshot(name="worker", tier="backend", port=None, state=ServiceState.READY, restarts=2))
+    services.append(ServiceSnapshot(name="worker", tier="backend", port=None, state=ServiceState.READY, restarts=2, restarts_total=2))
     return SupervisorSnapshot(
         name="demo", manifest="/srv/svc.toml", pid=os.getpid(), started_at=time.time(), services=tuple(services), reloads_ok=1
     )
