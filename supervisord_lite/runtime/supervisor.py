@@ -91,6 +91,7 @@ class Supervisor:
         self._state_failing = False
         self._state_version = 0  # bumped by every save_state()
         self._written_version = 0  # the version the state file on disk holds
+        self._state_writer_running = False  # no writer (a supervisor that was never run): nothing to wait for
         self._state_written = anyio.Event()  # set (and replaced) after every write
         self._flush_wanted = anyio.Event()  # someone waits for the file: skip the coalescing pause
         self._kept_wanted: tuple[str, ...] | None = None
@@ -472,6 +473,8 @@ class Supervisor:
         must leave a record of every process it reported, or a program that rewrites its
         environment (and with it the instance marker) could not be found."""
         target = self._state_version
+        if not self._state_writer_running:
+            return self._written_version >= target
         with anyio.move_on_after(timeout):
             while self._written_version < target:
                 self._flush_wanted.set()
@@ -479,6 +482,13 @@ class Supervisor:
         return self._written_version >= target
 
     async def _write_state_forever(self) -> None:
+        self._state_writer_running = True
+        try:
+            await self._keep_writing_state()
+        finally:
+            self._state_writer_running = False
+
+    async def _keep_writing_state(self) -> None:
         while True:
             await self._state_dirty.wait()
             self._state_dirty = anyio.Event()

@@ -70,7 +70,12 @@ _pending_batch: _Batch | None = None
 
 
 async def snapshot_processes() -> ProcTable:
-    """A process table read after this call began; concurrent callers share one read."""
+    """A process table read after this call began; concurrent callers share one read.
+
+    The read runs in a worker thread: with a thousand services it is a few thousand
+    /proc files (tens of milliseconds), and the event loop meanwhile goes on with what
+    cannot wait, such as starting a crashed service again while its predecessor's
+    leftovers are swept."""
     global _pending_batch
     batch = _pending_batch
     if batch is not None:
@@ -81,10 +86,11 @@ async def snapshot_processes() -> ProcTable:
         await anyio.sleep(0)  # let every task that asks in this same moment join the batch
     finally:
         _pending_batch = None
-        try:
-            batch.table = read_proc_table()
-        finally:
-            batch.done.set()
+        with anyio.CancelScope(shield=True):  # the batch's other callers wait for this read
+            try:
+                batch.table = await anyio.to_thread.run_sync(read_proc_table)
+            finally:
+                batch.done.set()
     return batch.table
 
 
