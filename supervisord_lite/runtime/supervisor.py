@@ -10,12 +10,10 @@ the machine goes through the ``ServiceIO`` it is given (the real one by default)
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -300,10 +298,6 @@ class Supervisor:
     async def down(self, names: Iterable[str] | None) -> list[str]:
         """Stop ``names`` and their dependents (all when None), dependents first; return
         once the state file says so."""
-        with _full_collections_skip_old_objects():
-            return await self._down(names)
-
-    async def _down(self, names: Iterable[str] | None) -> list[str]:
         plan = graph.stop_plan(self.manifest, names)
         command = self._next_command()
         released = [self.runners[n] for step in plan for n in step if n in self.runners]
@@ -553,25 +547,6 @@ class Supervisor:
 def _source_mtimes(manifest: Manifest) -> dict[str, float | None]:
     """The mtime of each file the manifest was read from, as it was loaded (None: absent)."""
     return {str(path): _mtime(path) for path in source_files(manifest)}
-
-
-@contextlib.contextmanager
-def _full_collections_skip_old_objects() -> Iterator[None]:
-    """While many services stop at once, the cyclic GC leaves alone what existed before.
-
-    Stopping 1000 services allocates enough (cancelled tasks, snapshots, events) to set
-    off a full collection, and a full collection walks every object of every service
-    (about 0.1 s at 1000 services), on the CPUs the exiting processes need. Frozen
-    objects are not freed meanwhile, and are handed back to the GC afterwards. Left
-    alone when something else froze objects (``gc.freeze`` is process-wide)."""
-    if gc.get_freeze_count():
-        yield
-        return
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 def _mtime(path: Path) -> float | None:
