@@ -204,8 +204,18 @@ def _supervisor_table(file: Path) -> dict[str, Any]:
     cut = _SERVICES_HEADER.search(text)
     if cut is not None and cut.start() > 0 and not _SUPERVISOR_HEADER.search(text, cut.start()):
         with contextlib.suppress(tomllib.TOMLDecodeError):  # the cut fell inside a string: parse it all
-            return _table(tomllib.loads(text[: cut.start()]))
-    return _table(tomllib.loads(text))
+            return _table(tomllib.loads(_within_bounds(text[: cut.start()])))
+    return _table(tomllib.loads(_within_bounds(text)))
+
+
+def _within_bounds(text: str) -> str:
+    """``text`` when the manifest's bounds allow parsing it (tomllib on a hostile shape,
+    such as a dotted key of 1 MiB, parses for minutes). :raises ValueError:"""
+    from supervisord_lite.core.toml_bounds import check_toml_bounds  # lazy: only this lookup needs it
+
+    if (overflow := check_toml_bounds(text)) is not None:
+        raise ValueError(overflow.message)
+    return text
 
 
 def _table(data: dict[str, Any]) -> dict[str, Any]:

@@ -363,3 +363,32 @@ def test_a_pathological_manifest_is_checked_fast_and_small(tmp_path: Path, shape
     assert figures["rss_mib"] < 200
     assert figures["traced_mib"] < 100
     assert figures["loaded"] == shape.endswith("(valid)"), figures["first"]
+
+
+_FIND_SOCKET = textwrap.dedent(
+    """
+    import json, resource, sys, time
+    from pathlib import Path
+    from supervisord_lite.cli.client import socket_for_path
+    began, cpu = time.monotonic(), time.process_time()
+    socket_for_path(Path(sys.argv[1]))
+    print(json.dumps({"wall": time.monotonic() - began, "cpu": time.process_time() - cpu,
+                      "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    """
+)
+
+
+@pytest.mark.parametrize("shape", list(PATHOLOGICAL))
+def test_finding_the_daemon_of_a_pathological_manifest_stays_fast_and_small(tmp_path: Path, shape: str) -> None:
+    """`svc status` and `svc down` find the daemon's socket from the manifest's
+    ``[supervisor]`` table without the loader, within the same bounds: no shape makes
+    the lookup parse for seconds or take hundreds of MiB (tomllib alone ran past a minute
+    on the dotted key of 1 MiB). Wall time bounded at 10 s, to catch only a stall."""
+    path = tmp_path / "svc.toml"
+    path.write_text(PATHOLOGICAL[shape])
+    done = subprocess.run([sys.executable, "-c", _FIND_SOCKET, str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)
+    print(f"{shape}: wall {figures['wall']:.2f} s, cpu {figures['cpu']:.2f} s, peak RSS {figures['rss_mib']:.0f} MiB")
+    assert figures["wall"] < 10
+    assert figures["rss_mib"] < 200
