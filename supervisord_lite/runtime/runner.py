@@ -16,6 +16,7 @@ transitions across them without making any part usable alone.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
@@ -130,6 +131,7 @@ class Runner:
         self.stuck = False  # waiting for a dependency that settled without becoming ready
         self.settled = True
         self.proc: ProcessHandle | None = None
+        self._outputs: list[ProcessHandle] = []  # instances whose output may still be logged (closed with the runner)
         self.instance_id = ""
         self._restarts = 0
         self.restarts_total = 0  # never goes back within this daemon: what the metric exports
@@ -311,6 +313,8 @@ class Runner:
         try:
             await self._run()
         finally:
+            for proc in self._outputs:
+                proc.close_output()
             self.log.close()  # removed or replaced by a reload, or the daemon stops: nobody writes to it now
 
     async def _run(self) -> None:
@@ -592,6 +596,8 @@ class Runner:
                 on_line=self._on_line if self._log_regex else None,
                 extra_env=self.host.child_env,
             )
+        self._outputs = [p for p in self._outputs if p.output_open]
+        self._outputs.append(self.proc)
         if not (self.spec.ready.exec or (self.spec.health is not None and self.spec.health.exec)):
             self.proc.env = {}  # no exec probe will need it
         self.started_at = self.proc.started_at
@@ -619,29 +625,36 @@ class Runner:
                     end = InstanceEnd(Ending.EXITED, rc)
                 tg.cancel_scope.cancel()
 
-            tg.start_soon(watch_exit)
-            if self.spec.kind is Kind.ONESHOT:
-                with anyio.move_on_after(self.spec.ready_timeout):
-                    await anyio.sleep_forever()
-                end = InstanceEnd(Ending.READY_TIMEOUT)
+            # no task waits for the exit: the loop starts the watcher when the process exits
+            unwatch = proc.on_exit(functools.partial(tg.start_soon, watch_exit))
+            if unwatch is None:
+                tg.start_soon(watch_exit)
+            try:
+                if self.spec.kind is Kind.ONESHOT:
+                    with anyio.move_on_after(self.spec.ready_timeout):
+                        await anyio.sleep_forever()
+                    end = InstanceEnd(Ending.READY_TIMEOUT)
+                    tg.cancel_scope.cancel()
+                    return end
+                detail = await self._wait_ready(proc)
+                if detail is not None:
+                    end = InstanceEnd(Ending.READY_TIMEOUT, detail=detail)
+                    tg.cancel_scope.cancel()
+                    return end
+                self.ready_at = self.io.wall_time()
+                self.ready_duration = self.ready_at - (self.started_at or self.ready_at)
+                self.conflict = None
+                self.ready_generation += 1
+                self._last_exit = ""
+                self._seen_generations = self.host.ready_generations(self.spec.depends_on)
+                self._fire(Event.READY, "")
+                self.host.became_ready(self.spec.name)
+                log.info("service ready", service=self.spec.name, pid=proc.pid, seconds=round(self.ready_duration, 3))
+                end = await self._liveness(proc)
                 tg.cancel_scope.cancel()
-                return end
-            detail = await self._wait_ready(proc)
-            if detail is not None:
-                end = InstanceEnd(Ending.READY_TIMEOUT, detail=detail)
-                tg.cancel_scope.cancel()
-                return end
-            self.ready_at = self.io.wall_time()
-            self.ready_duration = self.ready_at - (self.started_at or self.ready_at)
-            self.conflict = None
-            self.ready_generation += 1
-            self._last_exit = ""
-            self._seen_generations = self.host.ready_generations(self.spec.depends_on)
-            self._fire(Event.READY, "")
-            self.host.became_ready(self.spec.name)
-            log.info("service ready", service=self.spec.name, pid=proc.pid, seconds=round(self.ready_duration, 3))
-            end = await self._liveness(proc)
-            tg.cancel_scope.cancel()
+            finally:
+                if unwatch is not None:
+                    unwatch()
         assert end is not None
         return end
 

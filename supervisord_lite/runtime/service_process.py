@@ -8,20 +8,26 @@ for a process a crashed daemon left behind.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import anyio
 import psutil
 
+try:
+    import sniffio
+except ImportError:  # anyio does without it
+    sniffio = None
+
 from supervisord_lite.host.proctable import CTIME_TOLERANCE, ProcEntry, ProcTable, read_proc_table, verified
 from supervisord_lite.runtime.logs import ServiceLog, get_logger
 from supervisord_lite.runtime.termination import ProcessTree, signal_verified, wait_until_gone
 
-__all__ = ["ADOPTED_EXIT_UNKNOWN", "ChildProcess", "ServiceProcess", "adopt"]
+__all__ = ["ADOPTED_EXIT_UNKNOWN", "ChildProcess", "ServiceProcess", "adopt", "call_as_asyncio"]
 
 OUTPUT_DRAIN = 0.2  # after the main process exits, how long wait() lets the pump finish
 ADOPTED_EXIT_UNKNOWN = 255  # returncode of an adopted process: not our child, its status is lost
@@ -36,6 +42,12 @@ class ChildProcess(Protocol):
     def returncode(self) -> int | None: ...
 
     async def wait(self) -> int: ...
+
+
+class OutputPump(Protocol):
+    """What pumps the child's output into its log (``runtime.spawn``)."""
+
+    def close(self) -> None: ...
 
 
 class ServiceProcess:
@@ -66,9 +78,10 @@ class ServiceProcess:
         self.log = log
         self._process = process
         self._adopted_rc: int | None = None
-        self.output_closed = anyio.Event()  # set by the output pump once it has logged everything
-        if process is None:
-            self.output_closed.set()  # an adopted process's output went to the old daemon
+        # until the output pump has logged everything (an adopted process's output went to the old daemon)
+        self._output_open = process is not None
+        self._output_pump: OutputPump | None = None
+        self._output_done: anyio.Event | None = None  # made only when wait() has to wait for the pump
         self._stop_lock = anyio.Lock()
         # kept only for exec probes, which run with the service's environment; a whole
         # copy of the environment per service adds up with hundreds of them
@@ -104,9 +117,54 @@ class ServiceProcess:
         else:
             await self._wait_adopted()
             rc = ADOPTED_EXIT_UNKNOWN
-        with anyio.move_on_after(OUTPUT_DRAIN):
-            await self.output_closed.wait()
+        if self._output_open:
+            if self._output_done is None:
+                self._output_done = anyio.Event()
+            with anyio.move_on_after(OUTPUT_DRAIN):
+                await self._output_done.wait()
         return rc
+
+    def on_exit(self, callback: Callable[[], None]) -> Callable[[], None] | None:
+        """Have the event loop call ``callback`` once the main process has exited, with
+        no task waiting for it (a reader on the child's pidfd); returns what cancels that.
+
+        None when it cannot be watched that way (an adopted process, no pidfd, an event
+        loop other than asyncio's): then ``wait()`` in a task."""
+        if self._process is None:
+            return None
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        if self._process.returncode is not None:  # reaped: its pid may be someone else's by now
+            handle = loop.call_soon(call_as_asyncio, callback)
+            return handle.cancel
+        try:
+            pidfd = os.pidfd_open(self.pid)  # not reaped yet: the pid is still our child's
+        except (AttributeError, OSError):
+            return None
+        return _ExitWatch(loop, pidfd, callback).cancel
+
+    @property
+    def output_open(self) -> bool:
+        """Whether the pump may still log output of this instance."""
+        return self._output_open
+
+    def attach_output(self, pump: OutputPump) -> None:
+        """The pump of this child's output (``close_output`` stops it)."""
+        self._output_pump = pump
+
+    def output_finished(self) -> None:
+        """The pump has logged everything and closed the pipe."""
+        self._output_open = False
+        self._output_pump = None
+        if self._output_done is not None:
+            self._output_done.set()
+
+    def close_output(self) -> None:
+        """Stop pumping the output (nobody supervises the service any more): what was read is logged."""
+        if self._output_pump is not None:
+            self._output_pump.close()
 
     async def _wait_adopted(self) -> None:
         proc = verified(ProcEntry(self.pid, 0, self.pgid, self.create_time, False))
@@ -154,6 +212,41 @@ class ServiceProcess:
         members = self._tree.collect(read_proc_table() if table is None else table)
         head = [self.pid] if self.returncode is None else []
         return head + sorted(members)
+
+
+def call_as_asyncio(callback: Callable[[], None]) -> None:
+    """Call ``callback`` from a bare event-loop callback (no task) so that it may use
+    anyio, e.g. start a task: outside a task sniffio cannot tell the library by itself,
+    so this declares asyncio through sniffio's ``current_async_library_cvar``."""
+    if sniffio is None:  # anyio then takes a running asyncio loop for asyncio
+        callback()
+        return
+    token = sniffio.current_async_library_cvar.set("asyncio")
+    try:
+        callback()
+    finally:
+        sniffio.current_async_library_cvar.reset(token)
+
+
+class _ExitWatch:
+    """A reader on a pidfd: the pidfd becomes readable when the process exits."""
+
+    __slots__ = ("_callback", "_fd", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, callback: Callable[[], None]) -> None:
+        self._loop, self._fd, self._callback = loop, fd, callback
+        loop.add_reader(fd, self._exited)
+
+    def _exited(self) -> None:
+        callback = self._callback
+        self.cancel()
+        call_as_asyncio(callback)
+
+    def cancel(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            self._loop.remove_reader(fd)
+            os.close(fd)
 
 
 def _pgid_of(proc: psutil.Process) -> int | None:

@@ -62,6 +62,17 @@ class ProcessHandle(Protocol):
 
     async def wait(self) -> int: ...
 
+    def on_exit(self, callback: Callable[[], None]) -> Callable[[], None] | None:
+        """``callback`` from the event loop once the main process exited (no task waits
+        for it); returns what cancels that, or None: then ``wait()`` in a task."""
+
+    @property
+    def output_open(self) -> bool:
+        """Whether output of this instance may still be logged."""
+
+    def close_output(self) -> None:
+        """Stop logging its output (nobody supervises the service any more)."""
+
     def begin_stop(self, sig: signal.Signals) -> None: ...
 
     async def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 10.0) -> int: ...

@@ -7,6 +7,7 @@ in pieces, a partial line flushed after a pause) and written to the service's lo
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import errno
 import functools
@@ -92,8 +93,28 @@ async def spawn(
         log=log,
         env=env,
     )
-    task_group.start_soon(_pump, process.stdout, log, on_line, svc.output_closed, name=f"pump {name}")
+    _start_pump(process.stdout, log, on_line, svc, task_group)
     return svc
+
+
+def _start_pump(
+    stream: _PipeReader,
+    log: ServiceLog,
+    on_line: Callable[[str], None] | None,
+    svc: ServiceProcess,
+    task_group: anyio.abc.TaskGroup,
+) -> None:
+    """Log the child's output: through a reader callback on asyncio's loop (no task per
+    service), else through a task in ``task_group``."""
+    try:
+        loop = asyncio.get_running_loop()  # only asyncio's (anyio's asyncio backend) runs here
+    except RuntimeError:
+        loop = None
+    if loop is not None:
+        fd, stream.fd = stream.fd, -1  # the pump owns the descriptor from now on
+        svc.attach_output(_OutputPump(loop, fd, log, on_line, svc.output_finished))
+        return
+    task_group.start_soon(_pump, stream, log, on_line, svc.output_finished, name=f"pump {svc.name}")
 
 
 class _PipeReader:
@@ -199,14 +220,115 @@ async def _open_process(argv: list[str], *, cwd: Path, env: dict[str, str], priv
     return _SpawnedProcess(popen, read_fd)
 
 
+class _OutputPump:
+    """Pipe -> lines -> log (+ on_line), driven by the event loop's reader callback.
+
+    No task per service: the loop calls ``_readable`` when the pipe has data, so a
+    quiet service costs this object and one registered descriptor. Lines longer than
+    MAX_LINE_CHARS are split; a partial line is logged after PARTIAL_LINE_FLUSH seconds
+    without more output. ``on_closed`` is called once everything read is logged (end
+    of output, or ``close``)."""
+
+    __slots__ = ("_callback_failed", "_decoder", "_fd", "_flush_timer", "_loop", "_log", "_on_closed", "_on_line", "_pending")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        fd: int,
+        log: ServiceLog,
+        on_line: Callable[[str], None] | None,
+        on_closed: Callable[[], None],
+    ) -> None:
+        self._loop = loop
+        self._fd = fd
+        self._log = log
+        self._on_line = on_line
+        self._on_closed = on_closed
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = ""
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._callback_failed = False
+        loop.add_reader(fd, self._readable)
+
+    def _readable(self) -> None:
+        for _ in range(_READS_PER_CALLBACK):  # then let other callbacks run: a chatty service must not starve them
+            try:
+                chunk = os.read(self._fd, 65536)
+            except BlockingIOError:
+                break
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.close()
+                return
+            self._take(chunk)
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        if self._pending:
+            self._flush_timer = self._loop.call_later(PARTIAL_LINE_FLUSH, self._flush_partial)
+
+    def _take(self, chunk: bytes) -> None:
+        text = self._pending + self._decoder.decode(chunk)
+        lines = text.split("\n")
+        pending = lines.pop()
+        while len(pending) > MAX_LINE_CHARS:
+            lines.append(pending[:MAX_LINE_CHARS])
+            pending = pending[MAX_LINE_CHARS:]
+        self._pending = pending
+        if any(len(line) > MAX_LINE_CHARS for line in lines):
+            lines = [piece for line in lines for piece in _cut(line)]
+        if lines:
+            self._emit(lines)
+
+    def _flush_partial(self) -> None:
+        """Quiet for a while with a partial line: log it as it is."""
+        self._flush_timer = None
+        if self._pending:
+            self._emit([self._pending])
+            self._pending = ""
+
+    def _emit(self, lines: list[str]) -> None:
+        self._log.write_lines(lines)
+        if self._on_line is not None:
+            for line in lines:
+                try:
+                    self._on_line(line)
+                except Exception:
+                    if not self._callback_failed:
+                        self._callback_failed = True
+                        _log.exception("on_line callback failed; later failures are not logged")
+
+    def close(self) -> None:
+        """Stop reading (end of output, or nobody supervises the service any more): log
+        what is left and close the pipe. Safe to call again."""
+        if self._fd < 0:
+            return
+        fd, self._fd = self._fd, -1
+        self._loop.remove_reader(fd)
+        os.close(fd)
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        try:
+            rest = self._pending + self._decoder.decode(b"", final=True)
+            self._pending = ""
+            if rest:
+                self._emit(_cut(rest))
+        finally:
+            self._on_closed()
+
+
+_READS_PER_CALLBACK = 16
+
+
 async def _pump(
     stream: _PipeReader,
     log: ServiceLog,
     on_line: Callable[[str], None] | None,
-    closed: anyio.Event,
+    closed: Callable[[], None],
 ) -> None:
-    """Pipe -> lines -> log (+ on_line). Lines longer than MAX_LINE_CHARS are split; a
-    partial line is logged after PARTIAL_LINE_FLUSH seconds without more output."""
+    """The task version of ``_OutputPump``, for an event loop other than asyncio's."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     pending = ""
     callback_failed = False
@@ -250,7 +372,7 @@ async def _pump(
         if rest:
             emit(_cut(rest))
     finally:
-        closed.set()
+        closed()
         with anyio.CancelScope(shield=True):
             await stream.aclose()
 

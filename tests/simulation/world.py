@@ -27,6 +27,7 @@ from supervisord_lite.host.portinfo import Listener
 from supervisord_lite.host.recovery import DaemonState
 from supervisord_lite.runtime.environment import SpawnError
 from supervisord_lite.runtime.probes import ProbeResult
+from supervisord_lite.runtime.service_process import call_as_asyncio
 from supervisord_lite.runtime.serviceio import Leftover
 
 EPOCH = 1_800_000_000.0  # the wall clock at virtual time 0
@@ -78,6 +79,8 @@ class FakeProcess:
         self.children: list[FakeProcess] = []
         self._exited = asyncio.Event()
         self._timers: list[asyncio.TimerHandle] = []
+        self._exit_callbacks: list[Callable[[], None]] = []
+        self.output_open = False  # no output pump: nothing left to log at any time
 
     def __repr__(self) -> str:
         return f"<FakeProcess {self.service} pid={self.pid} rc={self.returncode}>"
@@ -131,6 +134,10 @@ class FakeProcess:
         self.up = False
         self.world.gone(self)
         self._exited.set()
+        loop = asyncio.get_running_loop()
+        for callback in self._exit_callbacks:  # from the loop, as a pidfd reader's callback comes
+            loop.call_soon(callback)
+        self._exit_callbacks.clear()
 
     def deliver(self, sig: int) -> None:
         if not self.alive:
@@ -152,6 +159,21 @@ class FakeProcess:
         await self._exited.wait()
         assert self.returncode is not None
         return self.returncode
+
+    def on_exit(self, callback: Callable[[], None]) -> Callable[[], None] | None:
+        if not self.alive:
+            return asyncio.get_running_loop().call_soon(call_as_asyncio, callback).cancel
+        holder = [callback]
+
+        def call() -> None:
+            if holder:
+                call_as_asyncio(holder.pop())
+
+        self._exit_callbacks.append(call)
+        return holder.clear
+
+    def close_output(self) -> None:
+        pass
 
     def members(self) -> list[FakeProcess]:
         return [p for p in (self, *self.children) if p.alive]
