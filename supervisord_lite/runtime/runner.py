@@ -51,6 +51,7 @@ from supervisord_lite.core.startgate import Blockers, dependency_blockers
 from supervisord_lite.core.states import Event, ServiceState, transition
 from supervisord_lite.host import portinfo
 from supervisord_lite.runtime import probes
+from supervisord_lite.runtime.lazyevent import LazyEvent
 from supervisord_lite.runtime.logmatch import compile_log_pattern
 from supervisord_lite.runtime.serviceio import ProcessHandle, ServiceIO
 from supervisord_lite.runtime.spawn import SpawnError
@@ -107,7 +108,7 @@ class _Instance:
 
     def __init__(self) -> None:
         self.scope = anyio.CancelScope()
-        self.done = anyio.Event()
+        self.done = LazyEvent()
 
     async def cancel(self) -> None:
         self.scope.cancel()
@@ -149,7 +150,7 @@ class Runner:
         self.log = host.io.open_log(spec, host.manifest.supervisor, host.log_write_error(spec.name))
         self.rng = host.io.random(spec.name)
         self._kick = anyio.Event()
-        self._nudge = anyio.Event()  # cuts a backoff wait short (`svc up` of a service in backoff)
+        self._nudge = LazyEvent()  # cuts a backoff wait short (`svc up` of a service in backoff)
         self._instance: _Instance | None = None
         self._stop_signalled = False  # a `down` signalled the process ahead of its stop (begin_stop)
         self._tg: anyio.abc.TaskGroup | None = None
@@ -160,10 +161,10 @@ class Runner:
         self._gate_listeners: set[anyio.Event] = set()  # set when its gate is replaced
         self.ready_generation = 0  # how many times it became ready (for on_dependency_restart)
         self._seen_generations: dict[str, int] = {}  # of its dependencies, when it became ready
-        self._log_ready = anyio.Event()
+        self._log_ready = LazyEvent()
         self._log_regex = compile_log_pattern(spec.ready.log, spec.name) if spec.ready.log else None
         self._port_failures = 0
-        self._unhealthy = anyio.Event()
+        self._unhealthy = LazyEvent()
         self.snap = self._build_snapshot()
 
     # ------------------------------------------------------------------ what others read
@@ -491,7 +492,7 @@ class Runner:
         else:
             self.next_retry_at = self.io.wall_time() + verdict.delay
             self._last_exit = verdict.cause
-            self._nudge = anyio.Event()
+            self._nudge = LazyEvent()
             self._fire(Event.CRASHED, verdict.reason)
             log.warning("service crashed", service=self.spec.name, reason=verdict.cause, delay=round(verdict.delay, 3))
         if exited:
@@ -583,7 +584,7 @@ class Runner:
     async def _spawn(self) -> None:
         self.instance_id = self.host.instance_prefix + uuid.uuid4().hex[:16]
         self._stop_signalled = False
-        self._log_ready = anyio.Event()
+        self._log_ready = LazyEvent()
         self.ready_at = None
         self.port_up = False if self.spec.port else None
         assert self._tg is not None
@@ -758,7 +759,7 @@ class Runner:
         probing (one read of the kernel's listening sockets for every such service), and
         this waits until it finds the port gone ``unhealthy_threshold`` times in a row."""
         self._port_failures = 0
-        self._unhealthy = anyio.Event()
+        self._unhealthy = LazyEvent()
         self.host.watch_port(self)
         try:
             await self._unhealthy.wait()

@@ -82,7 +82,7 @@ class ServiceProcess:
         self._output_open = process is not None
         self._output_pump: OutputPump | None = None
         self._output_done: anyio.Event | None = None  # made only when wait() has to wait for the pump
-        self._stop_lock = anyio.Lock()
+        self._stop_lock: anyio.Lock | None = None  # made by the first stop (most instances are never stopped twice at once)
         # kept only for exec probes, which run with the service's environment; a whole
         # copy of the environment per service adds up with hundreds of them
         self.env: dict[str, str] = dict(env or {})
@@ -198,6 +198,8 @@ class ServiceProcess:
         descendants, escaped daemons) gets SIGKILL. Safe to call again or after the process
         exited: stragglers are still swept.
         """
+        if self._stop_lock is None:
+            self._stop_lock = anyio.Lock()
         async with self._stop_lock:
             ok = await self._tree.terminate(sig, timeout, main_wait=self._main_wait)
             if not ok:
