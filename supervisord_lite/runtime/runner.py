@@ -159,7 +159,7 @@ class Runner:
         self.exit_code: int | None = None
         self.log = host.io.open_log(spec, host.manifest.supervisor, host.log_write_error(spec.name))
         self.rng = host.io.random(spec.name)
-        self._kick = anyio.Event()
+        self._kick = LazyEvent()
         self._nudge = LazyEvent()  # cuts a backoff wait short (`svc up` of a service in backoff)
         self._instance: _Instance | None = None
         self._stop_signalled = False  # a `down` signalled the process ahead of its stop (begin_stop)
@@ -335,7 +335,7 @@ class Runner:
                 tg.start_soon(self._watch_files)
             while True:
                 await self._kick.wait()
-                self._kick = anyio.Event()
+                self._kick = LazyEvent()
                 if self._instance is not None:
                     if keeps_instance(self.intent, self.state) and not self._stop_signalled:
                         self._settle_request()  # it runs and is wanted (a stop was taken back): nothing to do
