@@ -325,6 +325,60 @@ async def test_a_partial_line_is_logged_while_the_service_keeps_running(tmp_path
         await eventually(line_matching(log, r"Password: $"), timeout=5)
 
 
+async def test_on_exit_calls_back_from_the_loop_once_the_child_exits(tmp_path: Path, instance: str) -> None:
+    log = new_log(tmp_path)
+    command = [PYTHON, "-c", "import time; time.sleep(60)"]
+    async with running(spec_for("sleeper", command), instance, log) as proc:
+        calls: list[int | None] = []
+        cancelled: list[int | None] = []
+        unwatch = proc.on_exit(lambda: calls.append(proc.returncode))
+        cancel_other = proc.on_exit(lambda: cancelled.append(proc.returncode))
+        assert unwatch is not None and cancel_other is not None
+        cancel_other()  # a cancelled watch is never called
+        await anyio.sleep(0.1)
+        assert calls == [], "no call while the child runs"
+        os.killpg(proc.pgid, signal.SIGKILL)
+        await eventually(lambda: calls, timeout=10, what="the exit callback")
+        assert await proc.wait() == -signal.SIGKILL
+        unwatch()  # after the call: nothing left to cancel, no error
+        late: list[bool] = []
+        cancel_late = proc.on_exit(lambda: late.append(True))  # exited and reaped: called soon, no pidfd
+        assert cancel_late is not None
+        await eventually(lambda: late, timeout=10, what="the call for an exited child")
+        assert len(calls) == 1 and cancelled == [], "called once; the cancelled watch never"
+
+
+async def test_the_exit_callback_may_start_a_task(tmp_path: Path, instance: str) -> None:
+    log = new_log(tmp_path)
+    async with anyio.create_task_group() as tg, running(spec_for("quick", [PYTHON, "-c", "print('bye')"]), instance, log) as proc:
+        ended: list[int] = []
+
+        async def watcher() -> None:
+            ended.append(await proc.wait())
+
+        assert proc.on_exit(lambda: tg.start_soon(watcher)) is not None
+        await eventually(lambda: ended, timeout=10, what="the watcher started by the exit callback")
+        assert ended == [0]
+        assert [re.sub(STAMP, "", line) for line in log.tail()] == ["bye"], "its output is logged before wait() returns"
+
+
+async def test_close_output_logs_what_was_read_and_closes_the_pipe(tmp_path: Path, instance: str) -> None:
+    log = new_log(tmp_path)
+    command = [PYTHON, "-c", "import sys, time; print('one', flush=True); sys.stdout.write('half'); sys.stdout.flush(); time.sleep(60)"]
+    async with running(spec_for("held", command), instance, log) as proc:
+        await eventually(line_matching(log, r"one$"), timeout=10)
+        assert proc.output_open
+        pipe_fds = {entry.name for entry in Path("/proc/self/fd").iterdir()}
+        proc.close_output()  # the runner is gone while the service still runs
+        assert not proc.output_open
+        assert [re.sub(STAMP, "", line) for line in log.tail()] == ["one", "half"], "the partial line is not lost"
+        assert len({entry.name for entry in Path("/proc/self/fd").iterdir()}) == len(pipe_fds) - 1, "the pipe is closed"
+        proc.close_output()  # again: nothing happens
+        with anyio.fail_after(10):
+            os.killpg(proc.pgid, signal.SIGKILL)
+            await proc.wait()  # does not wait for a pump that is gone
+
+
 async def test_output_rotates_by_size_with_backups(tmp_path: Path, instance: str) -> None:
     log = new_log(tmp_path, "flood", max_bytes=20_000, backups=2)
     async with running(spec_for("flood", fake("flood.py", 5000)), instance, log) as proc:
