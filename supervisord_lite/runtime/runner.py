@@ -104,17 +104,20 @@ class RunnerHost(Protocol):
 
 
 class _Instance:
-    """The task that runs one start of the service (waiting, spawning, probing, backoff)."""
+    """The task that runs one start of the service (waiting, spawning, probing, backoff).
 
-    __slots__ = ("done", "scope")
+    Cancelled through its task handle: the handle has a cancel scope and an end event
+    of its own already, so the instance needs none."""
+
+    __slots__ = ("task",)
 
     def __init__(self) -> None:
-        self.scope = anyio.CancelScope()
-        self.done = LazyEvent()
+        self.task: anyio.TaskHandle[None] | None = None
 
     async def cancel(self) -> None:
-        self.scope.cancel()
-        await self.done.wait()
+        assert self.task is not None
+        self.task.cancel()
+        await self.task.wait()
 
 
 class Runner:
@@ -351,7 +354,7 @@ class Runner:
                     return
                 if self.intent.wanted:
                     instance = self._instance = _Instance()
-                    tg.start_soon(self._supervise_in, instance)
+                    instance.task = tg.start_soon(self._supervise_in, instance)
                 else:
                     self._settle_request()  # a start was taken back by a later stop
 
@@ -435,8 +438,7 @@ class Runner:
 
     async def _supervise_in(self, instance: _Instance) -> None:
         try:
-            with instance.scope:
-                await self._supervise()
+            await self._supervise()
         except Exception as exc:  # a bug must not take the whole daemon down
             log.exception("runner crashed", service=self.spec.name)
             self.reason = f"internal error: {exc!r}"
@@ -445,7 +447,6 @@ class Runner:
         finally:
             if self._instance is instance:
                 self._instance = None
-            instance.done.set()
             self._publish(notify=True)
 
     async def _supervise(self) -> None:

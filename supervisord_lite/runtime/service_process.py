@@ -56,6 +56,11 @@ class ServiceProcess:
     ``pid`` is also the process-group id (the service is a session leader).
     """
 
+    __slots__ = (
+        "_adopted_rc", "_output_done", "_output_open", "_output_pump", "_process", "_stop_lock", "_tree",
+        "create_time", "env", "instance_id", "log", "name", "pgid", "pid", "started_at",
+    )
+
     def __init__(
         self,
         *,
