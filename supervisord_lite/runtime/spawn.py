@@ -33,6 +33,7 @@ __all__ = ["MAX_LINE_CHARS", "SpawnError", "spawn"]
 
 MAX_LINE_CHARS = 16 * 1024  # a longer line without a newline is cut into pieces of this size
 PARTIAL_LINE_FLUSH = 0.5  # seconds a partial line (no newline yet) waits before it is logged anyway
+_READS_PER_CALLBACK = 16  # pipe reads of 64 KiB in one callback, then other callbacks get their turn
 
 _log = get_logger(component="process")
 
@@ -49,7 +50,8 @@ async def spawn(
     """Start ``spec``'s command in a new session with its environment, cwd and user.
 
     stdout and stderr go through one pipe into ``log`` (and ``on_line``, called with each
-    line without timestamp), pumped by a task started in ``task_group``.
+    line without timestamp), pumped by a reader callback of the event loop (by a task in
+    ``task_group`` on a loop other than asyncio's).
 
     :raises SpawnError: the command, cwd, env_file or user is unusable; the message
         names the service, the command and the OS error
@@ -251,7 +253,7 @@ class _OutputPump:
         loop.add_reader(fd, self._readable)
 
     def _readable(self) -> None:
-        for _ in range(_READS_PER_CALLBACK):  # then let other callbacks run: a chatty service must not starve them
+        for _ in range(_READS_PER_CALLBACK):  # a chatty service must not starve the loop
             try:
                 chunk = os.read(self._fd, 65536)
             except BlockingIOError:
@@ -317,9 +319,6 @@ class _OutputPump:
                 self._emit(_cut(rest))
         finally:
             self._on_closed()
-
-
-_READS_PER_CALLBACK = 16
 
 
 async def _pump(
