@@ -126,13 +126,15 @@ class Runner:
     """The lifecycle of one service. Requests come from the Supervisor; the work
     happens in ``run``, the service's long-lived task."""
 
-    __slots__ = ("_gate_listeners", "_instance", "_kick", "_last_exit", "_log_ready", "_log_regex", "_nudge",
-        "_outputs", "_port_failures", "_restart_cause", "_restart_cause_told", "_restarts", "_seen_generations",
+    # no dict per runner: about 1 KB less a service
+    __slots__ = (
+        "_gate_listeners", "_instance", "_kick", "_last_exit", "_log_ready", "_log_regex", "_nudge", "_outputs",
+        "_port_failures", "_restart_cause", "_restart_cause_told", "_restarts", "_seen_generations",
         "_stop_signalled", "_tg", "_unhealthy", "blocked_by", "conflict", "exit_code", "gate", "gates", "history",
         "host", "instance_id", "intent", "io", "listeners", "log", "memory_restarts", "next_retry_at", "order",
         "port_up", "probe_latency", "proc", "ready_at", "ready_duration", "ready_generation", "reason",
         "restarts_total", "rng", "settled", "snap", "spec", "started_at", "state", "stuck",
-    )  # a dict per runner is about 1 KB more, with hundreds of services
+    )
 
     def __init__(self, host: RunnerHost, spec: ServiceSpec) -> None:
         self.host = host
