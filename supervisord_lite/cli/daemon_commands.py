@@ -32,6 +32,7 @@ from supervisord_lite.cli.app import (
 )
 from supervisord_lite.cli.completion import complete_services
 from supervisord_lite.cli.machine_commands import instance_option
+from supervisord_lite.cli.statusview import changed_source, show_status
 from supervisord_lite.core.exitcodes import ExitCode
 from supervisord_lite.core.states import ServiceState
 
@@ -62,30 +63,6 @@ def _say_manifest_changed(path: Path, changed: Path | None = None) -> None:
         warn_not_validating(path, exc)
         return
     click.echo(f"note: {changed or path} changed since the daemon loaded it; `svc reload` applies the changes", err=True)
-
-
-def changed_source(data: dict[str, Any], path: Path) -> Path | None:
-    """The first file the daemon's manifest was read from (the main file, svc.local.toml, -f
-    files, .env) whose mtime is not what it was when the daemon loaded it; a file created or
-    removed since counts. Named as ``path`` names the main file (relative stays relative)."""
-    try:
-        main_mtime: float | None = path.stat().st_mtime
-    except OSError:
-        main_mtime = None
-    if data.get("manifest_mtime") != main_mtime:
-        return path
-    main = path.resolve()
-    for name, loaded in (data.get("source_mtimes") or {}).items():
-        source = Path(name)
-        if source == main:
-            continue
-        try:
-            now: float | None = source.stat().st_mtime
-        except OSError:
-            now = None
-        if now != loaded:
-            return path.parent / source.name if source.parent == main.parent else source
-    return None
 
 
 def _daemon_socket(manifest: Path | None) -> tuple[Path, Path]:
@@ -438,7 +415,7 @@ def status(manifest: Path | None, names: tuple[str, ...], as_json: bool, watch: 
         return
     from supervisord_lite.core.snapshot import SupervisorSnapshot  # lazy: --json needs no model
 
-    _show_status(SupervisorSnapshot.from_dict(data))
+    show_status(SupervisorSnapshot.from_dict(data))
 
 
 def _watch(manifest: Path | None) -> NoReturn:
@@ -447,43 +424,6 @@ def _watch(manifest: Path | None) -> NoReturn:
     path, sock = _daemon_socket(manifest)
     with daemon_errors(path):
         sys.exit(run_watch(sock, str(path)))
-
-
-def _show_status(snap: SupervisorSnapshot) -> None:
-    """The status table (colours, and whole columns left out to fit, on a terminal), then
-    why each service that needs a look is where it is."""
-    from supervisord_lite.cli.render import (  # lazy: keeps svc --help fast
-        STATE_STYLE,
-        STATUS_COLUMNS,
-        STATUS_PRIORITY,
-        attention_lines,
-        fit_columns,
-        plain_table,
-        status_rows,
-    )
-
-    rows = status_rows(snap, time.time())
-    if sys.stdout.isatty():
-        from rich.console import Console  # lazy: rich is slow to import, and only a terminal needs it
-        from rich.table import Table
-
-        console = Console()
-        shown = fit_columns(STATUS_COLUMNS, rows, console.width, STATUS_PRIORITY).shown
-        table = Table(title=f"{snap.name} ({snap.manifest})", box=None, pad_edge=False)
-        for i in shown:
-            table.add_column(STATUS_COLUMNS[i], no_wrap=True)
-        state_col = STATUS_COLUMNS.index("STATE")
-        for s, row in zip(snap.services, rows, strict=True):
-            style = STATE_STYLE.get(s.state, "")
-            table.add_row(*(f"[{style}]{row[i]}[/]" if i == state_col else row[i] for i in shown))
-        console.print(table)
-        hidden = [STATUS_COLUMNS[i] for i in range(len(STATUS_COLUMNS)) if i not in shown]
-        if hidden:
-            console.print(f"[dim](too narrow for {', '.join(hidden)}: widen the window, or use --json)[/]")
-    else:
-        click.echo(plain_table(STATUS_COLUMNS, rows))
-    for line in attention_lines(snap.services):
-        click.echo(line)
 
 
 @main.command()
