@@ -38,7 +38,7 @@ from supervisord_lite.core.states import ServiceState
 
 if TYPE_CHECKING:
     from supervisord_lite.core.model import Manifest
-    from supervisord_lite.core.snapshot import ServiceSnapshot, SupervisorSnapshot
+    from supervisord_lite.core.snapshot import ServiceSnapshot
 
 
 def _check_names(manifest: Manifest, names: tuple[str, ...]) -> None:
