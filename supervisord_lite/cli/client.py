@@ -228,11 +228,28 @@ def _supervisor_table(file: Path) -> dict[str, Any]:
 def _within_bounds(text: str) -> str:
     """``text`` when the manifest's bounds allow parsing it (tomllib on a hostile shape,
     such as a dotted key of 1 MiB, parses for minutes). :raises ValueError:"""
-    from supervisord_lite.core.toml_bounds import check_toml_bounds  # lazy: only this lookup needs it
+    if plainly_within_bounds(text):
+        return text
+    from supervisord_lite.core.toml_bounds import check_toml_bounds  # lazy: only a text that may break a bound needs it
 
     if (overflow := check_toml_bounds(text)) is not None:
         raise ValueError(overflow.message)
     return text
+
+
+def plainly_within_bounds(text: str) -> bool:
+    """True when ``text`` cannot break the bounds ``check_toml_bounds`` checks, by counting
+    alone (the usual ``[supervisor]`` table, read by every `svc status` and `svc down`, is
+    cleared without importing the scanner): a key of more than MAX_KEY_PARTS parts needs
+    that many dots, nesting deeper than MAX_NESTING more brackets than that, and too many
+    keys or commas more characters than MAX_COMMAS."""
+    from supervisord_lite.core.limits import MAX_COMMAS, MAX_CONTAINERS, MAX_KEY_PARTS, MAX_KEYS, MAX_NESTING
+
+    return (
+        len(text) <= min(MAX_COMMAS, MAX_KEYS)
+        and text.count(".") < MAX_KEY_PARTS
+        and text.count("[") + text.count("{") <= min(MAX_NESTING, MAX_CONTAINERS)
+    )
 
 
 def _table(data: dict[str, Any]) -> dict[str, Any]:
