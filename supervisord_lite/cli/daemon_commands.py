@@ -115,15 +115,15 @@ def _target(manifest: Path | None, names: tuple[str, ...]) -> tuple[Path, Path]:
     return m.path, socket_of(m)
 
 
+_READY = ServiceState.READY.value
+
+
 def _change_key(service: dict[str, Any]) -> tuple[Any, ...]:
     """What makes a progress line worth printing (of a service as the daemon sent it): a new
     state or reason, or becoming ready again (a restart can go from ready to ready between
     two updates)."""
     state = service["state"]
     return state, service.get("reason", ""), service.get("ready_at") if state == _READY else None
-
-
-_READY = ServiceState.READY.value
 
 
 def _stop_leftovers_before_start(manifest: Manifest) -> None:
@@ -171,8 +171,8 @@ class _Progress:
         self.close()  # before anything else is printed: a live table would draw over it
 
     def update(self, services: list[dict[str, Any]]) -> None:
-        """One update, each service as the daemon sent it: off a terminal only the services
-        whose line changed are decoded, and their lines are written at once."""
+        """One update, each service as the daemon sent it: off a terminal no snapshot is
+        built, and the lines of the services that changed are written at once."""
         if self.tty:
             from supervisord_lite.core.snapshot import ServiceSnapshot  # lazy: keeps svc --help fast
 
