@@ -13,7 +13,6 @@ and a refusal from the daemon (``daemon_errors``).
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from supervisord_lite import __version__
+from supervisord_lite.cli.entry import MANIFEST_NAME, current_folder, lookup_manifest
 from supervisord_lite.cli.lazygroup import LazyGroup
 from supervisord_lite.core.exitcodes import ExitCode
 from supervisord_lite.core.protocol import ControlError, DaemonUnreachable
@@ -80,14 +80,10 @@ def long_manifest_option(func: F) -> F:
     return _manifest_flag("--manifest")(func)
 
 
-MANIFEST_NAME = "svc.toml"
-
-
 def find_manifest_path(explicit: ManifestFlag) -> Path | None:
     """-f wins, then the group's -f, then $SVC_MANIFEST, then svc.toml in the current
-    folder or the nearest folder above it (as git and compose look); None when the
-    lookup finds none. A file found in the current folder is named ``svc.toml``, one
-    found above by its absolute path."""
+    folder or the nearest folder above it (``cli.entry.lookup_manifest``); None when the
+    lookup finds none."""
     if (main_file := _main_file(explicit)) is not None:
         return main_file
     ctx = click.get_current_context(silent=True)
@@ -95,25 +91,7 @@ def find_manifest_path(explicit: ManifestFlag) -> Path | None:
         if ctx.obj and ctx.obj.get("manifest"):
             return _main_file(tuple(Path(file) for file in ctx.obj["manifest"]))
         ctx = ctx.parent
-    env = os.environ.get("SVC_MANIFEST")
-    if env:
-        return Path(env)
-    here = _current_folder()
-    if here is None:
-        return None
-    if os.path.exists(here / MANIFEST_NAME):
-        return Path(MANIFEST_NAME)
-    for folder in here.parents:
-        if os.path.exists(folder / MANIFEST_NAME):
-            return folder / MANIFEST_NAME
-    return None
-
-
-def _current_folder() -> Path | None:
-    try:
-        return Path.cwd()
-    except OSError:  # removed while we stand in it
-        return None
+    return lookup_manifest()
 
 
 def resolve_manifest_path(explicit: ManifestFlag) -> Path:
@@ -121,7 +99,7 @@ def resolve_manifest_path(explicit: ManifestFlag) -> Path:
     found = find_manifest_path(explicit)
     if found is None:
         fail(
-            f"no {MANIFEST_NAME} in {_current_folder() or 'the current folder'} or any folder above it "
+            f"no {MANIFEST_NAME} in {current_folder() or 'the current folder'} or any folder above it "
             "(give one with -f PATH or $SVC_MANIFEST)",
             ExitCode.USAGE,
         )

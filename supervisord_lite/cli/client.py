@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 #: What ``up`` and ``restart`` call with the services whose state changed, as they wait.
 OnProgress = Callable[[list["ServiceSnapshot"]], None]
+#: The same, with each service as the daemon sent it (a dict), for a caller that decodes only what it shows.
+OnProgressSent = Callable[[list[dict[str, Any]]], None]
 
 
 # ----------------------------------------------------------------------------- the requests
@@ -61,9 +63,12 @@ def status(sock: Path, *, timeout: float = 10.0) -> dict[str, Any]:
     return transport.call(sock, "status", {}, timeout=timeout)
 
 
-def _progress_of(on_progress: OnProgress) -> Callable[[Any], None]:
+def _progress_of(on_progress: OnProgress | None, as_sent: OnProgressSent | None) -> Callable[[Any], None]:
+    if as_sent is not None:
+        return as_sent
     from supervisord_lite.core.snapshot import ServiceSnapshot  # lazy: see the module's docstring
 
+    assert on_progress is not None, "up and restart report progress to on_progress or on_progress_sent"
     return lambda payload: on_progress([ServiceSnapshot.from_dict(d) for d in payload])
 
 
@@ -72,24 +77,36 @@ def up(
     names: tuple[str, ...],
     *,
     wait: bool,
-    on_progress: OnProgress,
+    on_progress: OnProgress | None = None,
+    on_progress_sent: OnProgressSent | None = None,
     settle_timeout: float | None = None,
     answer_timeout: float | None = None,
 ) -> dict[str, Any]:
     """Start ``names`` (every active service when empty); with ``wait``, return once they
     settled, or once ``settle_timeout`` seconds passed (the daemon's bound from the manifest
     when None): the answer then names what had not settled. ``answer_timeout`` bounds the
-    silence between two messages (the daemon sends one at least every second)."""
+    silence between two messages (the daemon sends one at least every second). Each update
+    goes to ``on_progress`` as snapshots, or to ``on_progress_sent`` as sent."""
     args: dict[str, Any] = {"names": list(names), "wait": wait}
     if settle_timeout is not None:
         args["timeout"] = settle_timeout
-    return transport.call(sock, "up", args, timeout=answer_timeout, on_progress=_progress_of(on_progress))
+    progress = _progress_of(on_progress, on_progress_sent)
+    return transport.call(sock, "up", args, timeout=answer_timeout, on_progress=progress)
 
 
-def restart(sock: Path, names: tuple[str, ...], *, dependents: bool, on_progress: OnProgress) -> dict[str, Any]:
-    """Stop then start ``names`` (and what depends on them with ``dependents``); return once they settled."""
+def restart(
+    sock: Path,
+    names: tuple[str, ...],
+    *,
+    dependents: bool,
+    on_progress: OnProgress | None = None,
+    on_progress_sent: OnProgressSent | None = None,
+) -> dict[str, Any]:
+    """Stop then start ``names`` (and what depends on them with ``dependents``); return once
+    they settled. Updates go to ``on_progress`` or ``on_progress_sent``, as for ``up``."""
     args = {"names": list(names), "dependents": dependents}
-    return transport.call(sock, "restart", args, timeout=None, on_progress=_progress_of(on_progress))
+    progress = _progress_of(on_progress, on_progress_sent)
+    return transport.call(sock, "restart", args, timeout=None, on_progress=progress)
 
 
 def down(sock: Path, names: tuple[str, ...]) -> dict[str, Any]:
@@ -211,11 +228,28 @@ def _supervisor_table(file: Path) -> dict[str, Any]:
 def _within_bounds(text: str) -> str:
     """``text`` when the manifest's bounds allow parsing it (tomllib on a hostile shape,
     such as a dotted key of 1 MiB, parses for minutes). :raises ValueError:"""
-    from supervisord_lite.core.toml_bounds import check_toml_bounds  # lazy: only this lookup needs it
+    if plainly_within_bounds(text):
+        return text
+    from supervisord_lite.core.toml_bounds import check_toml_bounds  # lazy: only a text that may break a bound needs it
 
     if (overflow := check_toml_bounds(text)) is not None:
         raise ValueError(overflow.message)
     return text
+
+
+def plainly_within_bounds(text: str) -> bool:
+    """True when ``text`` cannot break the bounds ``check_toml_bounds`` checks, by counting
+    alone (the usual ``[supervisor]`` table, read by every `svc status` and `svc down`, is
+    cleared without importing the scanner): a key of more than MAX_KEY_PARTS parts needs
+    that many dots, nesting deeper than MAX_NESTING more brackets than that, and too many
+    keys or commas more characters than MAX_COMMAS."""
+    from supervisord_lite.core.limits import MAX_COMMAS, MAX_CONTAINERS, MAX_KEY_PARTS, MAX_KEYS, MAX_NESTING
+
+    return (
+        len(text) <= min(MAX_COMMAS, MAX_KEYS)
+        and text.count(".") < MAX_KEY_PARTS
+        and text.count("[") + text.count("{") <= min(MAX_NESTING, MAX_CONTAINERS)
+    )
 
 
 def _table(data: dict[str, Any]) -> dict[str, Any]:

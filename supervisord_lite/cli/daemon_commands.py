@@ -32,12 +32,13 @@ from supervisord_lite.cli.app import (
 )
 from supervisord_lite.cli.completion import complete_services
 from supervisord_lite.cli.machine_commands import instance_option
+from supervisord_lite.cli.statusview import changed_source, show_status
 from supervisord_lite.core.exitcodes import ExitCode
 from supervisord_lite.core.states import ServiceState
 
 if TYPE_CHECKING:
     from supervisord_lite.core.model import Manifest
-    from supervisord_lite.core.snapshot import ServiceSnapshot, SupervisorSnapshot
+    from supervisord_lite.core.snapshot import ServiceSnapshot
 
 
 def _check_names(manifest: Manifest, names: tuple[str, ...]) -> None:
@@ -62,30 +63,6 @@ def _say_manifest_changed(path: Path, changed: Path | None = None) -> None:
         warn_not_validating(path, exc)
         return
     click.echo(f"note: {changed or path} changed since the daemon loaded it; `svc reload` applies the changes", err=True)
-
-
-def changed_source(data: dict[str, Any], path: Path) -> Path | None:
-    """The first file the daemon's manifest was read from (the main file, svc.local.toml, -f
-    files, .env) whose mtime is not what it was when the daemon loaded it; a file created or
-    removed since counts. Named as ``path`` names the main file (relative stays relative)."""
-    try:
-        main_mtime: float | None = path.stat().st_mtime
-    except OSError:
-        main_mtime = None
-    if data.get("manifest_mtime") != main_mtime:
-        return path
-    main = path.resolve()
-    for name, loaded in (data.get("source_mtimes") or {}).items():
-        source = Path(name)
-        if source == main:
-            continue
-        try:
-            now: float | None = source.stat().st_mtime
-        except OSError:
-            now = None
-        if now != loaded:
-            return path.parent / source.name if source.parent == main.parent else source
-    return None
 
 
 def _daemon_socket(manifest: Path | None) -> tuple[Path, Path]:
@@ -138,11 +115,15 @@ def _target(manifest: Path | None, names: tuple[str, ...]) -> tuple[Path, Path]:
     return m.path, socket_of(m)
 
 
-def _change_key(s: ServiceSnapshot) -> str:
-    """What makes a progress line worth printing: a new state or reason, or becoming ready
-    again (a restart can go from ready to ready between two updates)."""
-    again = s.ready_at if s.state is ServiceState.READY else None
-    return f"{s.state.value}|{s.reason}|{again}"
+_READY = ServiceState.READY.value
+
+
+def _change_key(service: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes a progress line worth printing (of a service as the daemon sent it): a new
+    state or reason, or becoming ready again (a restart can go from ready to ready between
+    two updates)."""
+    state = service["state"]
+    return state, service.get("reason", ""), service.get("ready_at") if state == _READY else None
 
 
 def _stop_leftovers_before_start(manifest: Manifest) -> None:
@@ -176,7 +157,7 @@ class _Progress:
 
     def __init__(self, tty: bool) -> None:
         self.tty = tty
-        self.seen: dict[str, str] | None = None  # None until the first message
+        self.seen: dict[str, tuple[Any, ...]] | None = None  # None until the first message
         self.current: dict[str, ServiceSnapshot] = {}
         self.settled_at: dict[str, float] = {}
         self.started = time.monotonic()
@@ -189,22 +170,29 @@ class _Progress:
     def __exit__(self, *exc_info: object) -> None:
         self.close()  # before anything else is printed: a live table would draw over it
 
-    def update(self, services: list[ServiceSnapshot]) -> None:
-        from supervisord_lite.cli.render import progress_line  # lazy: keeps svc --help fast
-
+    def update(self, services: list[dict[str, Any]]) -> None:
+        """One update, each service as the daemon sent it: off a terminal no snapshot is
+        built, and the lines of the services that changed are written at once."""
         if self.tty:
-            for s in services:  # the daemon sends only what changed; keep the whole table
-                self.current[s.name] = s
+            from supervisord_lite.core.snapshot import ServiceSnapshot  # lazy: keeps svc --help fast
+
+            for d in services:  # the daemon sends only what changed; keep the whole table
+                self.current[d["name"]] = ServiceSnapshot.from_dict(d)
             self._draw(list(self.current.values()))
             return
+        from supervisord_lite.cli.render import progress_text  # lazy: keeps svc --help fast
+
         if self.seen is None:  # where things stood when asked: the changes come next
-            self.seen = {s.name: _change_key(s) for s in services}
+            self.seen = {d["name"]: _change_key(d) for d in services}
             return
-        for s in services:
-            key = _change_key(s)
-            if self.seen.get(s.name) != key:
-                self.seen[s.name] = key
-                click.echo(progress_line(s))
+        lines = []
+        for d in services:
+            key = _change_key(d)
+            if self.seen.get(d["name"]) != key:
+                self.seen[d["name"]] = key
+                lines.append(progress_text(d["name"], d["state"], d.get("reason", ""), d.get("ready_duration"), d.get("port")))
+        if lines:
+            click.echo("\n".join(lines))
 
     def _draw(self, services: list[ServiceSnapshot]) -> None:
         from rich.live import Live  # lazy: rich is slow to import, and only a terminal needs it
@@ -257,14 +245,15 @@ def _finish(result: dict[str, Any], verb: str = "up") -> NoReturn:
     from supervisord_lite.cli.render import failure_report, ready_count_line  # lazy: keeps svc --help fast
     from supervisord_lite.core.snapshot import ServiceSnapshot
 
-    services = [ServiceSnapshot.from_dict(d) for d in result["services"]]
+    states = [d["state"] for d in result["services"]]
     if result.get("all_ready"):
-        click.echo(ready_count_line(services))
+        click.echo(ready_count_line(states))
         sys.exit(ExitCode.OK)
+    services = [ServiceSnapshot.from_dict(d) for d in result["services"]]
     if result.get("timed_out"):
         waiting = ", ".join(result.get("unsettled", []))
         click.echo(f"svc {verb}: gave up waiting after {result.get('timeout', 0):g}s; not settled yet: {waiting}", err=True)
-    click.echo(ready_count_line(services), err=True)
+    click.echo(ready_count_line(states), err=True)
     click.echo(failure_report(services, result.get("tails", {})), err=True)
     sys.exit(ExitCode.FAILED)
 
@@ -342,15 +331,20 @@ def up(manifest: Path | None, names: tuple[str, ...], no_wait: bool, timeout: st
 
     NAMES: services, tiers (tier:NAME), groups (@GROUP)."""
     from supervisord_lite.cli import client  # lazy: keeps svc --help fast
-    from supervisord_lite.cli.logs_commands import Attachment
-    from supervisord_lite.cli.selection import select_services
 
     settle = _duration_option("--timeout", timeout) if timeout is not None else None
-    names = select_services(resolve_manifest_path(manifest), names, startable=True)
+    if names:  # lazy: the selectors load the manifest model
+        from supervisord_lite.cli.selection import select_services
+
+        names = select_services(resolve_manifest_path(manifest), names, startable=True)
     path, sock = _target(manifest, names)
-    attachment = Attachment(path, sock, names) if attach else None
+    attachment = None
+    if attach:
+        from supervisord_lite.cli.logs_commands import Attachment  # lazy: only --attach follows logs
+
+        attachment = Attachment(path, sock, names)
     with attachment or nullcontext(), daemon_errors(path), _Progress(sys.stdout.isatty()) as progress:
-        result = client.up(sock, names, wait=not no_wait, settle_timeout=settle, on_progress=progress.update)
+        result = client.up(sock, names, wait=not no_wait, settle_timeout=settle, on_progress_sent=progress.update)
     if attachment is not None:
         attachment.follow(result, report=None if no_wait else partial(_finish, result))
     if no_wait:
@@ -399,7 +393,7 @@ def restart(manifest: Path | None, names: tuple[str, ...], with_dependents: bool
     else:
         path, sock, names = restart_targets(manifest)
     with daemon_errors(path), _Progress(sys.stdout.isatty()) as progress:
-        result = client.restart(sock, names, dependents=with_dependents, on_progress=progress.update)
+        result = client.restart(sock, names, dependents=with_dependents, on_progress_sent=progress.update)
     _finish(result)
 
 
@@ -438,7 +432,7 @@ def status(manifest: Path | None, names: tuple[str, ...], as_json: bool, watch: 
         return
     from supervisord_lite.core.snapshot import SupervisorSnapshot  # lazy: --json needs no model
 
-    _show_status(SupervisorSnapshot.from_dict(data))
+    show_status(SupervisorSnapshot.from_dict(data))
 
 
 def _watch(manifest: Path | None) -> NoReturn:
@@ -447,43 +441,6 @@ def _watch(manifest: Path | None) -> NoReturn:
     path, sock = _daemon_socket(manifest)
     with daemon_errors(path):
         sys.exit(run_watch(sock, str(path)))
-
-
-def _show_status(snap: SupervisorSnapshot) -> None:
-    """The status table (colours, and whole columns left out to fit, on a terminal), then
-    why each service that needs a look is where it is."""
-    from supervisord_lite.cli.render import (  # lazy: keeps svc --help fast
-        STATE_STYLE,
-        STATUS_COLUMNS,
-        STATUS_PRIORITY,
-        attention_lines,
-        fit_columns,
-        plain_table,
-        status_rows,
-    )
-
-    rows = status_rows(snap, time.time())
-    if sys.stdout.isatty():
-        from rich.console import Console  # lazy: rich is slow to import, and only a terminal needs it
-        from rich.table import Table
-
-        console = Console()
-        shown = fit_columns(STATUS_COLUMNS, rows, console.width, STATUS_PRIORITY).shown
-        table = Table(title=f"{snap.name} ({snap.manifest})", box=None, pad_edge=False)
-        for i in shown:
-            table.add_column(STATUS_COLUMNS[i], no_wrap=True)
-        state_col = STATUS_COLUMNS.index("STATE")
-        for s, row in zip(snap.services, rows, strict=True):
-            style = STATE_STYLE.get(s.state, "")
-            table.add_row(*(f"[{style}]{row[i]}[/]" if i == state_col else row[i] for i in shown))
-        console.print(table)
-        hidden = [STATUS_COLUMNS[i] for i in range(len(STATUS_COLUMNS)) if i not in shown]
-        if hidden:
-            console.print(f"[dim](too narrow for {', '.join(hidden)}: widen the window, or use --json)[/]")
-    else:
-        click.echo(plain_table(STATUS_COLUMNS, rows))
-    for line in attention_lines(snap.services):
-        click.echo(line)
 
 
 @main.command()

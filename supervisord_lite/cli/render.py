@@ -111,15 +111,21 @@ def says_state(s: ServiceSnapshot) -> bool:
 
 def progress_line(s: ServiceSnapshot) -> str:
     """One line per state change for `svc up` on a non-terminal."""
-    if s.reason and says_state(s):
-        return f"{s.name}: {s.reason}"
-    line = f"{s.name}: {s.state.value}"
-    if s.state is ServiceState.READY and s.ready_duration is not None:
-        line += f" in {s.ready_duration:.2f}s"
-        if s.port:
-            line += f" (port {s.port})"
-    elif s.reason:
-        line += f" ({s.reason})"
+    return progress_text(s.name, s.state, s.reason, s.ready_duration, s.port)
+
+
+def progress_text(name: str, state: str, reason: str, ready_duration: float | None, port: int | None) -> str:
+    """``progress_line`` from the fields it shows: `svc up` writes it from each service as
+    the daemon sent it, without building a snapshot for every update."""
+    if reason and reason.startswith(f"{state} "):  # as says_state: no stutter
+        return f"{name}: {reason}"
+    line = f"{name}: {state}"
+    if state == ServiceState.READY and ready_duration is not None:
+        line += f" in {ready_duration:.2f}s"
+        if port:
+            line += f" (port {port})"
+    elif reason:
+        line += f" ({reason})"
     return line
 
 
@@ -148,10 +154,10 @@ def failure_report(services: Sequence[ServiceSnapshot], tails: dict[str, list[st
     return "\n".join(out)
 
 
-def ready_count_line(services: Sequence[ServiceSnapshot]) -> str:
-    """``3/4 services ready``: the last line of `svc up` and `svc restart`."""
-    good = sum(1 for s in services if s.state in GOOD_STATES)
-    return f"{good}/{len(services)} services ready" if services else "nothing to start"
+def ready_count_line(states: Sequence[str]) -> str:
+    """``3/4 services ready``, of the services' states: the last line of `svc up` and `svc restart`."""
+    good = sum(1 for state in states if state in GOOD_STATES)
+    return f"{good}/{len(states)} services ready" if states else "nothing to start"
 
 
 #: `svc status` columns that may be left out, most wanted first; the others always stay.
