@@ -271,8 +271,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.metrics_n = 500 if args.metrics_n is None else args.metrics_n
     args.out = args.out or workloads.BENCH / "results.md"
     try:
-        args.sizes = [int(x) for x in args.n.split(",") if x.strip()]
-        args.socat_sizes = [int(x) for x in args.socat.split(",") if x.strip()]
+        # a size of 0 means no such workload (``--n 0`` skips the stubs, as ``--n ""`` does)
+        args.sizes = [n for n in (int(x) for x in args.n.split(",") if x.strip()) if n > 0]
+        args.socat_sizes = [n for n in (int(x) for x in args.socat.split(",") if x.strip()) if n > 0]
     except ValueError:
         p.error(f"--n wants numbers separated by commas, got {args.n!r}")
     args.idle_at = [k.strip() for k in args.idle_at.split(",") if k.strip()]

@@ -85,6 +85,8 @@ def free_ports(n: int) -> list[int]:
     programs' probes and tests) may take one meanwhile, and a supervisor's restart then
     fails with "address already in use". Below that range only a listener can take a port.
     """
+    if n <= 0:
+        return []
     low, _high = ephemeral_range()
     pool = list(range(LOWEST_PORT, low))
     if len(pool) < 4 * n:
