@@ -34,11 +34,21 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class _ManifestPath(click.Path):
+    """A manifest file's path; an empty one (``-f ""``, an unset variable) is a usage
+    error, where pathlib would quietly read it as the current folder."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail("the manifest path is empty", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def _manifest_flag(*names: str) -> Callable[[F], F]:
     return click.option(
         *names,
         "manifest",
-        type=click.Path(dir_okay=False, path_type=Path),
+        type=_ManifestPath(dir_okay=False, path_type=Path),
         multiple=True,
         help="Manifest file (default: $SVC_MANIFEST, else svc.toml here or in the nearest folder above); "
         "each further one is merged over it.",

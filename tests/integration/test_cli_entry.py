@@ -133,3 +133,13 @@ def test_shell_completion_is_clicks_even_for_a_quick_command(platform: Platform)
     quick, click_app = both(platform.root, "status", "--js", env=env)
     assert quick == click_app
     assert "--json" in quick[1]
+
+
+@pytest.mark.parametrize("args", [("down", "-f", ""), ("status", "-f", ""), ("-f", "", "status"), ("up", "-f", " ")])
+def test_an_empty_manifest_path_is_a_usage_error_not_a_traceback(tmp_path: Path, args: tuple[str, ...]) -> None:
+    """``-f ""`` (an unset shell variable) once reached pathlib, which read it as the
+    current folder and raised inside the socket lookup."""
+    code, out, err = run([*SVC, *args], tmp_path)
+    assert code == 2, (code, out, err)
+    assert "the manifest path is empty" in err
+    assert "Traceback" not in err and "Traceback" not in out
