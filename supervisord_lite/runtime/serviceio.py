@@ -265,6 +265,13 @@ class RealServiceIO:
         await self.port_watcher.wait_closed(port)
 
     async def tcp_probe(self, port: int, timeout: float) -> probes.ProbeResult:
+        """Readiness's connect, unless the socket-table read that just woke the wait for
+        this port saw it on 127.0.0.1 or every address: the kernel would complete that
+        connect whether or not the program accepts, so the read answers the question,
+        without a connection the service has to handle (socat forks for each)."""
+        read_took = self.port_watcher.seen_on_loopback(port)
+        if read_took is not None:
+            return probes.ProbeResult(True, read_took, f"127.0.0.1:{port} accepts connections")
         return await probes.tcp_probe(port, timeout=timeout)
 
     async def ports_listened_by(self, pid: int) -> set[int]:
