@@ -352,8 +352,10 @@ class ListeningPorts:
         return ports
 
 
-#: How long a tick's sighting of a port on loopback stands in for a connect (``seen_on_loopback``).
-LOOPBACK_SEEN_MAX_AGE = 0.1
+#: How long a tick's sighting of a port on loopback stands in for a connect (``seen_on_loopback``):
+#: the waiter it woke asks at once, but a loop busy with a burst of a thousand wake-ups gets
+#: to it late, and a connect then would only come later still
+LOOPBACK_SEEN_MAX_AGE = 1.0
 
 
 class PortWatcher:
@@ -382,6 +384,7 @@ class PortWatcher:
             self._reader.read_among if self._reader is not None else lambda _ports, _loopback: self._read_ports()
         )
         self._loopback_seen: dict[int, tuple[float, float]] = {}  # port -> (when, read duration) of the tick
+        self._pruned_at = -math.inf
         self._waiters: dict[tuple[int, bool], list[anyio.Event]] = {}
         self._wake = anyio.Event()
         self._running = False
@@ -429,7 +432,8 @@ class PortWatcher:
         except OSError:
             return
         took = time.perf_counter() - started
-        if len(self._loopback_seen) > 256:  # sightings nobody asked about (a waiter cancelled)
+        if len(self._loopback_seen) > 256 and now - self._pruned_at > LOOPBACK_SEEN_MAX_AGE:
+            self._pruned_at = now  # sightings nobody asked about (a waiter cancelled) go, once in a while
             self._loopback_seen = {p: s for p, s in self._loopback_seen.items() if now - s[0] <= LOOPBACK_SEEN_MAX_AGE}
         for key in [k for k in self._waiters if (k[0] in ports) == k[1]]:
             if key[1] and key[0] in loopback:
