@@ -21,13 +21,11 @@ from supervisord_lite.core.model import ProbeSpec
 from supervisord_lite.runtime.probes import (
     ListeningPorts,
     PortWatcher,
-    ProbeResult,
     exec_probe,
     http_probe,
     run_probe,
     tcp_probe,
 )
-from supervisord_lite.runtime.serviceio import RealServiceIO
 from tests.conftest import FAKES, PYTHON, free_port, free_ports
 
 pytestmark = pytest.mark.anyio
@@ -336,74 +334,3 @@ async def test_port_watcher_waiter_cancelled_cleanly() -> None:
         await watcher.wait_listening(port)
     assert watcher._waiters == {}
 
-
-# -- readiness from the socket table ------------------------------------------------
-
-
-def _listener(family: socket.AddressFamily, host: str) -> socket.socket:
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    if family == socket.AF_INET6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    sock.bind((host, 0))
-    sock.listen()
-    sock.setblocking(False)
-    return sock
-
-
-async def _readiness(io: RealServiceIO, port: int) -> ProbeResult:
-    """What a runner's readiness check does: wait for the port in the table, then probe it."""
-    with anyio.fail_after(10):
-        await io.wait_listening(port)
-    return await io.tcp_probe(port, 1.0)
-
-
-@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
-async def test_readiness_takes_a_loopback_listener_from_the_table_without_connecting(host: str) -> None:
-    io = RealServiceIO()
-    with _listener(socket.AF_INET, host) as sock:
-        port = sock.getsockname()[1]
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(io.run)
-            result = await _readiness(io, port)
-            tg.cancel_scope.cancel()
-        assert result.ok, result
-        assert result.detail == f"127.0.0.1:{port} accepts connections"
-        with pytest.raises(BlockingIOError):
-            sock.accept()  # the service never saw a connection of ours
-        assert io.port_watcher.seen_on_loopback(port) is None  # a sighting answers once
-
-
-async def test_readiness_connects_when_127_0_0_1_does_not_reach_the_listener() -> None:
-    io = RealServiceIO()
-    listeners = [_listener(socket.AF_INET, "127.0.0.2")]
-    try:
-        listeners.append(_listener(socket.AF_INET6, "::1"))
-    except OSError:
-        pass  # no IPv6 loopback here: the 127.0.0.2 listener alone
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(io.run)
-            for sock in listeners:
-                port = sock.getsockname()[1]
-                result = await _readiness(io, port)
-                assert not result.ok, result  # listed by the kernel, but a connect to 127.0.0.1 is refused
-                assert "connection refused" in result.detail
-            tg.cancel_scope.cancel()
-    finally:
-        for sock in listeners:
-            sock.close()
-
-
-async def test_an_old_sighting_does_not_stand_in_for_a_connect() -> None:
-    watcher = PortWatcher()
-    with _listener(socket.AF_INET, "127.0.0.1") as sock:
-        port = sock.getsockname()[1]
-        with anyio.fail_after(10):
-            await watcher.wait_listening(port)  # lazy mode: the waiter's own read
-        assert watcher.seen_on_loopback(port, max_age=0.0) is None
-    with _listener(socket.AF_INET, "127.0.0.1") as sock:
-        port = sock.getsockname()[1]
-        with anyio.fail_after(10):
-            await watcher.wait_listening(port)
-        took = watcher.seen_on_loopback(port)
-        assert took is not None and took >= 0.0
