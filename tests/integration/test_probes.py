@@ -333,4 +333,3 @@ async def test_port_watcher_waiter_cancelled_cleanly() -> None:
     with anyio.move_on_after(0.05):
         await watcher.wait_listening(port)
     assert watcher._waiters == {}
-
