@@ -20,6 +20,7 @@ import signal
 import socket
 import struct
 import subprocess
+import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -265,6 +266,11 @@ _NLMSG_DONE = 3
 _TCP_LISTEN = 10
 _NLMSG_HDR = struct.Struct("=IHHII")
 _DIAG_REQ = struct.Struct("=BBBBI")  # family, protocol, ext, pad, states; then a 48-byte inet_diag_sockid
+#: where an IPv4 socket's local address lies in a message (netlink header, 4 bytes of
+#: inet_diag_msg, then the sockid's two ports)
+_SRC_ADDR = _NLMSG_HDR.size + 8
+#: the IPv4 local addresses a connect to 127.0.0.1 reaches: loopback itself, or every address
+_LOOPBACK_REACHING = (socket.inet_aton("127.0.0.1"), socket.inet_aton("0.0.0.0"))
 
 
 class ListeningPorts:
@@ -280,34 +286,37 @@ class ListeningPorts:
         self.netlink = hasattr(socket, "AF_NETLINK")
         self.filtering = self.netlink  # the kernel takes a port filter (read_among)
 
-    def read(self) -> set[int]:
+    def read(self, loopback: set[int] | None = None) -> set[int]:
+        """Every listening port; with ``loopback``, also add to it the ports with an IPv4
+        socket on 127.0.0.1 or on every address (netlink only: the fallback adds none)."""
         if self.netlink:
             try:
-                return self._read_netlink()
+                return self._read_netlink(loopback=loopback)
             except OSError:
                 self.close()
                 self.netlink = False
         return listening_ports()
 
-    def read_among(self, ports: Collection[int]) -> set[int]:
+    def read_among(self, ports: Collection[int], loopback: set[int] | None = None) -> set[int]:
         """Which of ``ports`` are listening: the kernel filters the dump (``runtime.portfilter``),
-        so the cost does not grow with the sockets that listen on other ports."""
+        so the cost does not grow with the sockets that listen on other ports. ``loopback``
+        as for ``read``."""
         if not ports:
             return set()
         if self.netlink and self.filtering and len(ports) <= portfilter.WORTH_FILTERING:
             try:
-                return self._read_netlink(portfilter.attribute(ports)) & set(ports)
+                return self._read_netlink(portfilter.attribute(ports), loopback) & set(ports)
             except OSError:  # a kernel that refuses the filter: whole dumps from now on
                 self.close()
                 self.filtering = False
-        return self.read() & set(ports)
+        return self.read(loopback) & set(ports)
 
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
 
-    def _read_netlink(self, port_filter: bytes = b"") -> set[int]:
+    def _read_netlink(self, port_filter: bytes = b"", loopback: set[int] | None = None) -> set[int]:
         if self._sock is None:
             self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG)
         sock = self._sock
@@ -334,10 +343,19 @@ class ListeningPorts:
                         # inet_diag_msg: family, state, timer, retrans, then sockid.sport (big endian)
                         (sport,) = struct.unpack_from("!H", data, offset + _NLMSG_HDR.size + 4)
                         ports.add(sport)
+                        if loopback is not None and family == socket.AF_INET:
+                            if data[offset + _SRC_ADDR : offset + _SRC_ADDR + 4] in _LOOPBACK_REACHING:
+                                loopback.add(sport)
                     offset += (length + 3) & ~3
                 if not data:
                     raise OSError(errno.EPROTO, "netlink closed")
         return ports
+
+
+#: How long a tick's sighting of a port on loopback stands in for a connect (``seen_on_loopback``):
+#: the waiter it woke asks at once, but a loop busy with a burst of a thousand wake-ups gets
+#: to it late, and a connect then would only come later still
+LOOPBACK_SEEN_MAX_AGE = 1.0
 
 
 class PortWatcher:
@@ -350,7 +368,11 @@ class PortWatcher:
     - without ``run()``, waiters drive the ticks themselves; reads are still shared
       (at most one per ``interval``), but every waiter wakes up each tick.
 
-    Either way a port seen listening may belong to anyone: confirm with ``tcp_probe``.
+    A port seen listening may belong to anyone, on any address. When the tick that saw
+    it found an IPv4 socket on 127.0.0.1 or on every address, a connect to 127.0.0.1
+    would be completed by the kernel (whether or not the program accepts): ``seen_on_loopback``
+    says so for a short while, and a readiness check can take that instead of a connection
+    of its own. Otherwise confirm with ``tcp_probe``.
     """
 
     def __init__(self, interval: float = 0.005, read_ports: Callable[[], set[int]] | None = None) -> None:
@@ -358,9 +380,11 @@ class PortWatcher:
         self._reader = ListeningPorts() if read_ports is None else None
         self._read_ports = read_ports if read_ports is not None else self._reader.read  # type: ignore[union-attr]
         # the real table is read for the waited ports only; an injected reader gives every port
-        self._read_waited: Callable[[Collection[int]], set[int]] = (
-            self._reader.read_among if self._reader is not None else lambda _ports: self._read_ports()
+        self._read_waited: Callable[[Collection[int], set[int] | None], set[int]] = (
+            self._reader.read_among if self._reader is not None else lambda _ports, _loopback: self._read_ports()
         )
+        self._loopback_seen: dict[int, tuple[float, float]] = {}  # port -> (when, read duration) of the tick
+        self._pruned_at = -math.inf
         self._waiters: dict[tuple[int, bool], list[anyio.Event]] = {}
         self._wake = anyio.Event()
         self._running = False
@@ -389,14 +413,31 @@ class PortWatcher:
         """Return once nothing listens on TCP ``port`` any more."""
         await self._wait(port, False)
 
+    def seen_on_loopback(self, port: int, max_age: float = LOOPBACK_SEEN_MAX_AGE) -> float | None:
+        """The duration of the read that, at most ``max_age`` seconds ago, saw ``port``
+        listening where 127.0.0.1 reaches it and woke its waiter; None when no recent read
+        did. Each sighting answers once."""
+        seen = self._loopback_seen.pop(port, None)
+        if seen is None or anyio.current_time() - seen[0] > max_age:
+            return None
+        return seen[1]
+
     def _tick(self) -> None:
-        self._last_read = anyio.current_time()
+        now = self._last_read = anyio.current_time()
         self.reads += 1
+        loopback: set[int] = set()
+        started = time.perf_counter()
         try:
-            ports = self._read_waited({port for port, _listening in self._waiters})
+            ports = self._read_waited({port for port, _listening in self._waiters}, loopback)
         except OSError:
             return
+        took = time.perf_counter() - started
+        if len(self._loopback_seen) > 256 and now - self._pruned_at > LOOPBACK_SEEN_MAX_AGE:
+            self._pruned_at = now  # sightings nobody asked about (a waiter cancelled) go, once in a while
+            self._loopback_seen = {p: s for p, s in self._loopback_seen.items() if now - s[0] <= LOOPBACK_SEEN_MAX_AGE}
         for key in [k for k in self._waiters if (k[0] in ports) == k[1]]:
+            if key[1] and key[0] in loopback:
+                self._loopback_seen[key[0]] = (now, took)
             for event in self._waiters.pop(key):
                 event.set()
 

@@ -189,6 +189,14 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def _still_running(pid: int) -> bool:
+    """Whether our child ``pid`` has not exited (its exit is left for its watcher to reap)."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+    except ChildProcessError:  # not our child (adopted from an earlier daemon), or reaped already
+        return False
+
+
 #: The jitter of every real service (see ``RealServiceIO.random``).
 _JITTER = random.Random()
 
@@ -199,6 +207,7 @@ class RealServiceIO:
     def __init__(self, port_watcher: probes.PortWatcher | None = None) -> None:
         self.port_watcher = port_watcher or probes.PortWatcher()
         self._listening = probes.ListeningPorts()
+        self._main_pids: dict[int, int] = {}  # port -> the main process last spawned for it
 
     def wall_time(self) -> float:
         return time.time()
@@ -219,7 +228,10 @@ class RealServiceIO:
         on_line: Callable[[str], None] | None,
         extra_env: Mapping[str, str],
     ) -> ProcessHandle:
-        return await spawn(spec, instance_id=instance_id, log=log, task_group=task_group, on_line=on_line, extra_env=extra_env)
+        proc = await spawn(spec, instance_id=instance_id, log=log, task_group=task_group, on_line=on_line, extra_env=extra_env)
+        if spec.port is not None:
+            self._main_pids[spec.port] = proc.pid
+        return proc
 
     def signal_group(self, proc: ProcessHandle, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -276,6 +288,16 @@ class RealServiceIO:
         await self.port_watcher.wait_closed(port)
 
     async def tcp_probe(self, port: int, timeout: float) -> probes.ProbeResult:
+        """Readiness's connect, unless the socket-table read that just woke the wait for
+        this port saw it on 127.0.0.1 or every address: the kernel would complete that
+        connect whether or not the program accepts, so the read answers the question,
+        without a connection the service has to handle (socat forks for each)."""
+        read_took = self.port_watcher.seen_on_loopback(port)
+        pid = self._main_pids.get(port)
+        if read_took is not None and pid is not None and _still_running(pid):
+            return probes.ProbeResult(True, read_took, f"127.0.0.1:{port} accepts connections")
+        # its main process already exited (a program that put itself in the background): the
+        # connect's round trips give the exit watcher its turn before the port counts as ready
         return await probes.tcp_probe(port, timeout=timeout)
 
     async def ports_listened_by(self, pid: int) -> set[int]:

@@ -20,14 +20,13 @@ from pathlib import Path
 
 import anyio
 import anyio.abc
-import anyio.to_thread
-from anyio.lowlevel import RunVar
 
 from supervisord_lite.core.model import ServiceSpec
 from supervisord_lite.host.proctable import create_time as proc_create_time
 from supervisord_lite.runtime.environment import SpawnError, service_environment, user_kwargs
 from supervisord_lite.runtime.logs import ServiceLog, get_logger
 from supervisord_lite.runtime.service_process import ServiceProcess
+from supervisord_lite.runtime.spawner import current_spawner
 
 __all__ = ["MAX_LINE_CHARS", "SpawnError", "spawn"]
 
@@ -183,23 +182,11 @@ class _SpawnedProcess:
         return self._popen.returncode
 
 
-_SPAWN_LIMITER: RunVar[anyio.CapacityLimiter] = RunVar("spawn_limiter")
-
-
-def _spawn_limiter() -> anyio.CapacityLimiter:
-    """Two spawning threads at most (per event loop): more only fight the loop for the GIL."""
-    limiter = _SPAWN_LIMITER.get(None)
-    if limiter is None:
-        limiter = anyio.CapacityLimiter(2)
-        _SPAWN_LIMITER.set(limiter)
-    return limiter
-
-
 async def _open_process(argv: list[str], *, cwd: Path, env: dict[str, str], privileges: dict[str, object]) -> _SpawnedProcess:
     """Start ``argv`` in its own session, stdout and stderr into one pipe, as the user ``privileges`` name."""
     read_fd, write_fd = os.pipe()
     try:
-        popen = await anyio.to_thread.run_sync(
+        popen = await current_spawner().run(
             functools.partial(
                 subprocess.Popen,
                 argv,
@@ -211,8 +198,7 @@ async def _open_process(argv: list[str], *, cwd: Path, env: dict[str, str], priv
                 start_new_session=True,
                 close_fds=True,
                 **privileges,  # type: ignore[arg-type]
-            ),
-            limiter=_spawn_limiter(),
+            )
         )
     except BaseException:
         os.close(read_fd)

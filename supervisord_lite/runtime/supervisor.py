@@ -32,7 +32,7 @@ from supervisord_lite.core.startgate import UpBatch
 from supervisord_lite.core.states import ServiceState
 from supervisord_lite.core.upbudget import settle_budget
 from supervisord_lite.host.proctable import is_paused
-from supervisord_lite.host.recovery import DaemonState, record_process
+from supervisord_lite.host.recovery import DaemonState, RecordedProcess, record_process
 from supervisord_lite.runtime import probes
 from supervisord_lite.runtime.portsweep import PortSweep
 from supervisord_lite.runtime.runner import Runner
@@ -93,6 +93,8 @@ class Supervisor:
         self._state_written = anyio.Event()  # set (and replaced) after every write
         self._flush_wanted = anyio.Event()  # someone waits for the file: skip the coalescing pause
         self._kept_wanted: tuple[str, ...] | None = None
+        #: service -> (pid, pgid, create_time, instance id) and its state-file record, as last written
+        self._records: dict[str, tuple[tuple[int, int, float, str], RecordedProcess]] = {}
         self.instance_prefix = instance_prefix(manifest.supervisor.state_dir)
         self.port_sweep = PortSweep(self.io.listening_ports)
         self._observe_probe = observe_probe
@@ -100,7 +102,7 @@ class Supervisor:
         self.runners: dict[str, Runner] = {}
         self._runner_list: tuple[Runner, ...] = ()
         self._dependents: dict[str, list[str]] = {}
-        self._changed = anyio.Event()
+        self._changed: anyio.Event | None = None  # made when someone asks (next_change), set at the next change
         self._feed = ChangeFeed()  # which services changed, for readers that follow only changes
         self._position: dict[str, int] = {}  # service -> its place in the manifest (the order updates list them in)
         self._tg: anyio.abc.TaskGroup | None = None
@@ -141,8 +143,10 @@ class Supervisor:
     def notify(self, name: str | None = EVERYTHING) -> None:
         """Wake whoever waits for a change: of service ``name``, or of any of them."""
         self._feed.add(name)
-        old, self._changed = self._changed, anyio.Event()
-        old.set()
+        event = self._changed
+        if event is not None:  # a burst of changes in one pass of the loop sets (and made) one event
+            self._changed = None
+            event.set()
 
     def changed(self, runner: Runner, *, settled_changed: bool) -> None:
         """A runner published a change (the ``RunnerHost`` side of its reports)."""
@@ -155,10 +159,13 @@ class Supervisor:
     def next_change(self) -> anyio.Event:
         """The event set at the next change anywhere. Take it before reading a snapshot
         and wait on it after, so a change in between is never missed."""
-        return self._changed
+        event = self._changed
+        if event is None:
+            event = self._changed = anyio.Event()
+        return event
 
     async def wait_changed(self) -> None:
-        await self._changed.wait()
+        await self.next_change().wait()
 
     # ------------------------------------------------------------------ queries
 
@@ -509,15 +516,25 @@ class Supervisor:
     def recovery_state(self) -> DaemonState:
         """What a successor needs if this daemon dies now: what is wanted, what runs."""
         wanted = self._kept_wanted
+        records = self._records
+        processes: dict[str, RecordedProcess] = {}
+        for r in self._runner_list:
+            proc = r.proc
+            if proc is None or proc.returncode is not None:
+                continue
+            # each record is made once per process: a start burst writes the file every 0.2 s
+            key = (proc.pid, proc.pgid, proc.create_time, r.instance_id)
+            cached = records.get(r.spec.name)
+            if cached is None or cached[0] != key:
+                cached = records[r.spec.name] = (key, record_process(*key))
+            processes[r.spec.name] = cached[1]
+        if len(records) > len(processes):  # forget the processes gone
+            self._records = {name: records[name] for name in processes}
         return DaemonState(
             daemon_pid=os.getpid(),
             manifest=str(self.manifest.path),
             wanted=wanted if wanted is not None else tuple(r.spec.name for r in self._runner_list if r.wanted),
-            processes={
-                r.spec.name: record_process(r.proc.pid, r.proc.pgid, r.proc.create_time, r.instance_id)
-                for r in self._runner_list
-                if r.proc is not None and r.proc.returncode is None
-            },
+            processes=processes,
             restarts={r.spec.name: r.restarts for r in self._runner_list if r.restarts},
         )
 
