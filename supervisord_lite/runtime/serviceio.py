@@ -200,6 +200,10 @@ def _still_running(pid: int) -> bool:
 #: The jitter of every real service (see ``RealServiceIO.random``).
 _JITTER = random.Random()
 
+#: How long a process left behind by an exited main process may take to open the
+#: service's port before the failure reason is written without it.
+LEFTOVER_LISTEN_GRACE = 1.0
+
 
 class RealServiceIO:
     """The machine itself: real processes, the kernel's port table, real probes."""
@@ -252,6 +256,11 @@ class RealServiceIO:
 
     async def leftover(self, proc: ProcessHandle, port: int | None) -> Leftover | None:
         members = [p for p in await anyio.to_thread.run_sync(proc.tree_pids) if p != proc.pid]
+        if members and port is not None and not self.is_listening(port):
+            # a program that daemonizes exits as its child starts: give the child a moment
+            # to open the port, so the reason can name the port it holds
+            with anyio.move_on_after(LEFTOVER_LISTEN_GRACE):
+                await self.wait_listening(port)
         if port is not None and self.is_listening(port):
             listener = await self.listener_on(port)
             if listener is not None and listener.pid is not None and listener.pid != proc.pid:
