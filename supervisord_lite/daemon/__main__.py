@@ -12,6 +12,24 @@ import sys
 from pathlib import Path
 
 
+def import_structlog_without_rich() -> None:
+    """Import structlog while rich cannot be found, when rich is not loaded yet.
+
+    rich is installed for the command line, and structlog's dev module imports it for
+    prettier tracebacks (about 55 ms and 4 MB of the daemon's start). The daemon never
+    uses rich: its console renderer is given the plain traceback formatter explicitly
+    (runtime/logs.py), so an exception reads the same either way. rich is hidden only
+    for that import, so anything that asks for it later still finds it."""
+    if "rich" in sys.modules or "structlog" in sys.modules:
+        return
+    sys.modules["rich"] = None  # type: ignore[assignment]  # an import of rich now raises ImportError
+    try:
+        import structlog  # noqa: F401
+    finally:
+        if sys.modules.get("rich", ...) is None:
+            del sys.modules["rich"]
+
+
 def run(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="svc daemon", description="Run the daemon of one manifest in the foreground.")
     parser.add_argument(
@@ -26,10 +44,7 @@ def run(argv: list[str] | None = None) -> int:
     logs.add_argument("--json-logs", dest="json_logs", action="store_true", default=None, help="Log JSON lines.")
     logs.add_argument("--console-logs", dest="json_logs", action="store_false", help="Log for people.")
     args = parser.parse_args(argv)
-    if "rich" not in sys.modules:
-        # structlog pulls in rich (~4 MB) only for prettier tracebacks; a daemon that
-        # supervises hundreds of services is better off small
-        sys.modules["rich"] = None  # type: ignore[assignment]
+    import_structlog_without_rich()
     from supervisord_lite.daemon.main import main
 
     main_file, *overlays = args.manifest

@@ -203,7 +203,13 @@ def configure_logging(json_output: bool | None = None, level: int = logging.INFO
     if json_output is None:
         isatty = getattr(out, "isatty", None)
         json_output = not (isatty is not None and isatty())
-    renderer: Any = structlog.processors.JSONRenderer() if json_output else structlog.dev.ConsoleRenderer(colors=False)
+    # the plain traceback explicitly: structlog picks rich's when rich is loaded, and the
+    # daemon keeps rich out (daemon/__main__.py), so a traceback reads the same in every process
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if json_output
+        else structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)
+    )
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

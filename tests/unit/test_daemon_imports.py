@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 _START = (
     "import sys\n"
-    "sys.modules['rich'] = None\n"  # as the daemon's entry point does
+    "from supervisord_lite.daemon.__main__ import import_structlog_without_rich\n"
+    "import_structlog_without_rich()\n"  # as the daemon's entry point does
     "import supervisord_lite.daemon.main\n"
     "from supervisord_lite.daemon.httpserver import MetricsServer\n"
     "from supervisord_lite.daemon.metrics import Metrics\n"
@@ -42,3 +44,65 @@ def test_they_load_when_their_work_comes() -> None:
         "assert 'process_resident_memory_bytes' in body and 'python_info' in body\n"
     )
     assert {"re2", "prometheus_client"} <= loaded
+
+
+def _run_python(code: str, cwd: Path | None = None) -> list[str]:
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()
+
+
+def test_the_daemon_entry_point_runs_without_rich_yet_leaves_it_importable(tmp_path: Path) -> None:
+    """The real entry (``python -m supervisord_lite.daemon``'s run) up to the manifest's
+    refusal: structlog and the logging set-up loaded, rich not; rich stays importable."""
+    (tmp_path / "svc.toml").write_text("[services.api]\ncommand = 42\n")
+    out = _run_python(
+        "import sys\n"
+        "from supervisord_lite.daemon.__main__ import run\n"
+        "code = run(['-f', 'svc.toml', '--console-logs'])\n"
+        "print(code, 'structlog' in sys.modules, 'rich' in sys.modules)\n"
+        "import rich.text\n"
+        "print(rich.text.Text('still there'))\n",
+        cwd=tmp_path,
+    )
+    assert out[-2:] == ["2 True False", "still there"], out
+
+
+_LOG_AN_EXCEPTION = (
+    "import io, sys\n"
+    "{setup}"
+    "from supervisord_lite.runtime.logs import configure_logging, get_logger\n"
+    "out = io.StringIO()\n"
+    "configure_logging(json_output={json}, stream=out)\n"
+    "def reload_the_manifest():\n"
+    "    raise ValueError('the file went away')\n"
+    "try:\n"
+    "    reload_the_manifest()\n"
+    "except ValueError:\n"
+    "    get_logger().exception('control request failed', op='reload')\n"
+    "print(out.getvalue())\n"
+    "print('rich loaded:', 'rich' in sys.modules)\n"
+)
+_WITHOUT_RICH = "from supervisord_lite.daemon.__main__ import import_structlog_without_rich\nimport_structlog_without_rich()\n"
+
+
+def test_an_exception_in_the_daemon_logs_a_readable_traceback_with_or_without_rich() -> None:
+    without = _run_python(_LOG_AN_EXCEPTION.format(setup=_WITHOUT_RICH, json=False))
+    with_rich = _run_python(_LOG_AN_EXCEPTION.format(setup="import rich.console\nrich.console.Console\n", json=False))
+    assert without[-1] == "rich loaded: False" and with_rich[-1] == "rich loaded: True"
+    text = "\n".join(without)
+    assert "control request failed" in text and "op=reload" in text
+    assert "Traceback (most recent call last):" in text
+    assert "in reload_the_manifest" in text and "ValueError: the file went away" in text
+    # the same plain traceback either way (the timestamped first line aside)
+    assert without[1:-1] == with_rich[1:-1]
+
+
+def test_an_exception_in_the_json_log_carries_its_traceback() -> None:
+    import json
+
+    lines = _run_python(_LOG_AN_EXCEPTION.format(setup=_WITHOUT_RICH, json=True))
+    record = json.loads(lines[0])
+    assert record["event"] == "control request failed" and record["level"] == "error"
+    assert "Traceback (most recent call last):" in record["exception"]
+    assert "ValueError: the file went away" in record["exception"]
