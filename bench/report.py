@@ -145,6 +145,10 @@ def render(res: Results, runners: list[Runner], skipped: dict[str, str], args: a
         out.append(f"- supervisord, PM2 and circus ran {args.peers_big_runs} run(s) at N ≥ {args.peers_big_n} "
                    "(--peers-big-runs), without the warm up: they take minutes per run there; such cells say [1 run]")
     out.append("")
+    # figures each runner gave somewhere in this run: a missing one of these after a failure
+    # reads "error"; one it never gives (a peer's metrics scrape) stays "n/a"
+    gives = {key: {fig for by in res.values.values() for fig, vals in by.get(key, {}).items() if vals}
+             for key in {k for by in res.values.values() for k in by}}
     for wl_key, by_runner in res.values.items():
         out += [f"## {res.titles[wl_key]}", ""]
         cols = [r for r in runners if r.key in by_runner]
@@ -155,7 +159,8 @@ def render(res: Results, runners: list[Runner], skipped: dict[str, str], args: a
                 continue
             row = [cell(by_runner[r.key].get(fig, []), res.ratios[wl_key][r.key].get(fig, []), unit, r.key == "bare",
                         args.runs, res.censored[wl_key][r.key].get(fig)) for r in cols]
-            row = [("error" if c == "n/a" and (wl_key, r.key) in res.failed else c) for c, r in zip(row, cols)]
+            row = [("error" if c == "n/a" and (wl_key, r.key) in res.failed and fig in gives.get(r.key, ()) else c)
+                   for c, r in zip(row, cols)]
             out.append(f"| {label} | " + " | ".join(row) + " |")
         out.append("")
     if res.fixed:
