@@ -41,6 +41,7 @@ from supervisord_lite.core.states import GOOD_STATES
 from supervisord_lite.host.files import tail_file
 from supervisord_lite.host import statedir
 from supervisord_lite.host import registry
+from supervisord_lite.host.fdlimit import fit_open_file_limit
 from supervisord_lite.host.recovery import write_state
 from supervisord_lite.runtime.recovery import reap_predecessor
 from supervisord_lite.runtime.supervisor import Supervisor
@@ -256,6 +257,7 @@ class Daemon:
             if new.supervisor != self.sup.manifest.supervisor:
                 log.warning("[supervisor] changes take effect at the next daemon start")
                 new = _keep_supervisor(new, self.sup.manifest)
+            _fit_open_file_limit(new)
             try:
                 result = await self.sup.reload(new)
             except Exception as exc:
@@ -287,6 +289,21 @@ class Daemon:
                 f"{self.manifest_path} now lists no services (a file caught half-written?); to stop everything, use `svc down`"
             )
         return new
+
+
+def _fit_open_file_limit(manifest: Manifest) -> None:
+    """Enough open files for every service (three each); say so when the hard limit
+    does not allow it, before a spawn fails with "Too many open files"."""
+    limit = fit_open_file_limit(len(manifest.services))
+    if limit.soft != limit.before:
+        log.info("open-file limit raised for the services", before=limit.before, soft=limit.soft, hard=limit.hard)
+    if not limit.enough:
+        log.warning(
+            f"{len(manifest.services)} services need at least {limit.minimum} open files, but the hard limit is "
+            f"{limit.hard}: some may fail to start with \"Too many open files\" (raise LimitNOFILE= in the systemd "
+            "unit, or `ulimit -Hn` where the daemon starts)",
+            soft=limit.soft, hard=limit.hard, needed=limit.minimum,
+        )
 
 
 def _keep_supervisor(new: Manifest, old: Manifest) -> Manifest:
@@ -346,6 +363,7 @@ def _message(exc: BaseException) -> str:
 
 async def run_daemon(manifest_path: Path, overlays: tuple[Path, ...] = ()) -> int:
     manifest = load_manifest(manifest_path, overlays)
+    _fit_open_file_limit(manifest)
     try:
         prepare_state_dir(manifest)
         lock = DaemonLock(manifest.supervisor.state_dir)

@@ -22,6 +22,7 @@ import anyio
 import anyio.abc
 
 from supervisord_lite.core.model import ServiceSpec
+from supervisord_lite.host.fdlimit import DESCRIPTORS_PER_SERVICE, soft_limit
 from supervisord_lite.host.proctable import create_time as proc_create_time
 from supervisord_lite.runtime.environment import SpawnError, service_environment, user_kwargs
 from supervisord_lite.runtime.logs import ServiceLog, get_logger
@@ -80,6 +81,9 @@ async def spawn(
             hint = " (a script without a #! line?)"
         elif exc.errno == errno.EPERM and privileges:
             hint = f" (switching to user {spec.user!r})"
+        elif exc.errno == errno.EMFILE:
+            hint = (f" (the daemon has used up its open-file limit of {soft_limit()}: each running service holds "
+                    f"{DESCRIPTORS_PER_SERVICE}; raise LimitNOFILE= in the systemd unit, or `ulimit -n` where it starts)")
         raise SpawnError(f"{name}: cannot run {argv[0]!r}: {reason}{hint}") from None
     started_at = time.time()
     create_time = proc_create_time(process.pid) or started_at  # one stat read: psutil.Process costs three
