@@ -5,17 +5,14 @@ from __future__ import annotations
 import signal
 import socket
 import sys
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
-import psutil
 import pytest
 
 from supervisord_lite.core.model import ServiceSpec
-from supervisord_lite.host.proctable import find_instance_processes
 from supervisord_lite.runtime.logs import ServiceLog
 from supervisord_lite.runtime.probes import PortWatcher, ProbeResult
 from supervisord_lite.runtime.serviceio import RealServiceIO
@@ -47,20 +44,6 @@ while True:
     print("accepted", peer[1], flush=True)
     conn.close()
 """
-
-
-@pytest.fixture
-def instance() -> Iterator[str]:
-    """A unique SVC_INSTANCE; whatever still carries it at the end gets SIGKILL."""
-    instance_id = f"test-{uuid.uuid4().hex[:12]}"
-    yield instance_id
-    leftovers = find_instance_processes(instance_id)
-    for proc in leftovers:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(leftovers, timeout=5)
 
 
 @asynccontextmanager

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -48,21 +47,6 @@ def spec_for(name: str, command: list[str], **kw: Any) -> ServiceSpec:
 
 def fake(script: str, *args: object) -> list[str]:
     return [PYTHON, str(FAKES / script), *(str(a) for a in args)]
-
-
-@pytest.fixture
-def instance() -> Iterator[str]:
-    """A unique SVC_INSTANCE; whatever still carries it at the end gets SIGKILL."""
-    instance_id = f"test-{uuid.uuid4().hex[:12]}"
-    yield instance_id
-    leftovers = find_instance_processes(instance_id)
-    for proc in leftovers:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(leftovers, timeout=5)
-    assert not leftovers, f"test left processes behind: {[p.pid for p in leftovers]}"
 
 
 @pytest.fixture
