@@ -109,7 +109,7 @@ def _target(manifest: Path | None, names: tuple[str, ...]) -> tuple[Path, Path]:
             return path, sock
     m = load_or_fail(path)
     _check_names(m, names)
-    registry.record(m)
+    registry.refresh(m)
     _stop_leftovers_before_start(m)
     _ensure_daemon(m)
     return m.path, socket_of(m)
