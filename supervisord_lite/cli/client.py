@@ -349,14 +349,30 @@ class DaemonFound(enum.Enum):
 DAEMON_POLL_INTERVAL = 0.002
 
 
-def ensure_daemon(manifest: Manifest, timeout: float = 20.0) -> DaemonFound:
+def ensure_daemon(manifest: Manifest, timeout: float = 20.0, meanwhile: Callable[[], None] | None = None) -> DaemonFound:
     """Make sure a daemon serves this manifest; start one in the background if not.
 
     Callers racing is fine: each spawns a daemon, the daemons take an exclusive lock,
     the losers exit, and every caller ends up talking to the winner. Which caller
     started it is told by the pid the serving daemon reports: exactly one gets
     ``STARTED``, the others ``JOINED``.
+
+    ``meanwhile`` runs exactly once (whatever happens): while a new daemon starts, so
+    that work which need not wait for it costs no time; at once when none is started.
     """
+    pending = [meanwhile] if meanwhile is not None else []
+
+    def run_pending() -> None:
+        while pending:
+            pending.pop()()
+
+    try:
+        return _ensure_daemon(manifest, timeout, run_pending)
+    finally:
+        run_pending()
+
+
+def _ensure_daemon(manifest: Manifest, timeout: float, meanwhile: Callable[[], None]) -> DaemonFound:
     import subprocess  # lazy: only starting a daemon needs it
 
     from supervisord_lite.host import statedir
@@ -396,6 +412,7 @@ def ensure_daemon(manifest: Manifest, timeout: float = 20.0) -> DaemonFound:
             close_fds=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
+    meanwhile()
     deadline = time.monotonic() + timeout
     child_gone_at: float | None = None
     while time.monotonic() < deadline:

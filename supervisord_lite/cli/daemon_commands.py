@@ -82,10 +82,17 @@ def _daemon_socket(manifest: Path | None) -> tuple[Path, Path]:
 
 
 def _ensure_daemon(manifest: Manifest) -> None:
+    """Start the manifest's daemon unless one serves it; record the manifest in the
+    machine's registry meanwhile (while the daemon starts, its own process works)."""
     from supervisord_lite.cli.client import DaemonFound, DaemonStartError, ensure_daemon  # lazy: keeps svc --help fast
 
+    def record() -> None:
+        from supervisord_lite.host import registry  # lazy: only a daemon's start reaches it
+
+        registry.refresh(manifest)
+
     try:
-        found = ensure_daemon(manifest)
+        found = ensure_daemon(manifest, meanwhile=record)
     except DaemonStartError as exc:
         fail(str(exc), exc.code)
     if found is DaemonFound.STARTED:
@@ -100,7 +107,6 @@ def _target(manifest: Path | None, names: tuple[str, ...]) -> tuple[Path, Path]:
     A running daemon is found from the file's state_dir alone and checks the names
     itself; the whole manifest is validated only when a daemon has to be started."""
     from supervisord_lite.cli.client import is_serving, socket_for_path, socket_of  # lazy: keeps svc --help fast
-    from supervisord_lite.host import registry
 
     path = resolve_manifest_path(manifest)
     if path.exists():
@@ -109,7 +115,6 @@ def _target(manifest: Path | None, names: tuple[str, ...]) -> tuple[Path, Path]:
             return path, sock
     m = load_or_fail(path)
     _check_names(m, names)
-    registry.refresh(m)
     _stop_leftovers_before_start(m)
     _ensure_daemon(m)
     return m.path, socket_of(m)
