@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -81,8 +82,29 @@ def _is_present(claim: Claim) -> bool:
     return os.path.isfile(claim.manifest)
 
 
+def _raw_entries(path: Path) -> list[dict[str, Any]] | None:
+    """The file's entries unparsed, each naming its manifest ([] when there is no file);
+    None when it cannot be read or is not a registry (``_read`` says why)."""
+    try:
+        doc = json.loads(statedir.read_trusted(path, limit=_LIMIT))
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, UnicodeDecodeError, statedir.UntrustedFile):
+        return None
+    entries = doc.get("entries") if isinstance(doc, dict) else None
+    if not isinstance(entries, list):
+        return None
+    if not all(isinstance(e, dict) and isinstance(e.get("manifest"), str) for e in entries):
+        return None
+    return entries
+
+
 def _write(path: Path, claims: list[Claim]) -> None:
-    doc = {"version": FORMAT_VERSION, "entries": [c.to_json() for c in claims]}
+    _write_entries(path, [c.to_json() for c in claims])
+
+
+def _write_entries(path: Path, entries: list[dict[str, Any]]) -> None:
+    doc = {"version": FORMAT_VERSION, "entries": entries}
     # compact: the C encoder (indent= takes the pure-Python one, 15x slower on a registry of big platforms)
     data = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
     statedir.write_atomic(path, data, f".{FILE_NAME}.{os.getpid()}.tmp")
@@ -172,24 +194,19 @@ def _pid_to_record(recorded: int | None, daemon_pid: int | None | bool) -> int |
     return daemon_pid if isinstance(daemon_pid, int) else None
 
 
-def _unchanged(mine: Claim) -> list[object] | None:
+def _unchanged(mine: Claim) -> list[dict[str, Any]] | None:
     """The file's entries (unparsed) when recording ``mine`` (keeping a live daemon's pid)
     would change nothing: it holds ``mine`` with the pid ``record`` would write, and every
     manifest it names still exists. None when the file must be written (or cannot be read: the writer says why).
     Read without the lock: writers replace the file whole, so this sees one of them."""
-    path = registry_path()
-    try:
-        doc = json.loads(statedir.read_trusted(path, limit=_LIMIT))
-    except (OSError, ValueError, UnicodeDecodeError, statedir.UntrustedFile):
-        return None
-    entries = doc.get("entries") if isinstance(doc, dict) else None
-    if not isinstance(entries, list):
+    entries = _raw_entries(registry_path())
+    if entries is None:
         return None
     found = None
     for entry in entries:
-        manifest = entry.get("manifest") if isinstance(entry, dict) else None
-        if not isinstance(manifest, str) or not os.path.isfile(manifest):
-            return None  # malformed, or a deleted manifest's claim to prune
+        manifest = entry["manifest"]
+        if not os.path.isfile(manifest):
+            return None  # a deleted manifest's claim to prune
         if manifest == mine.manifest and entry.get("instance", 0) == mine.instance:
             if found is not None:
                 return None
@@ -243,11 +260,34 @@ def clear_daemon(manifest: Manifest, *, pid: int | None = None) -> None:
 @contextmanager
 def daemon_registered(manifest: Manifest) -> Iterator[None]:
     """While the daemon runs, the registry names its pid; cleared when it stops."""
-    record(manifest, daemon_pid=os.getpid())
+    _record_daemon(manifest, os.getpid())
     try:
         yield
     finally:
         clear_daemon(manifest, pid=os.getpid())
+
+
+def _record_daemon(manifest: Manifest, pid: int) -> None:
+    """Record ``manifest`` with its daemon's ``pid``, the other projects' entries carried
+    over as they are: a daemon's start does not pay for parsing every claim on the
+    machine (a malformed entry is reported and dropped by the next command that reads
+    them all). A file that is not a registry is reported and rebuilt, as ``record`` does."""
+    mine = _with_pid(claim_of(manifest, manifest_text(manifest.path)), pid)
+    path = registry_path()
+    try:
+        with _locked(path):
+            entries = _raw_entries(path)
+            if entries is not None:
+                kept = [
+                    e for e in entries
+                    if (e["manifest"], e.get("instance", 0)) != mine.key and os.path.isfile(e["manifest"])
+                ]  # fmt: skip
+                _write_entries(path, [*kept, mine.to_json()])
+                return
+    except (OSError, statedir.UnsafeStateDir) as exc:
+        _stderr(f"the registry {path} could not be written ({exc}); continuing without it")
+        return
+    record(manifest, daemon_pid=pid)
 
 
 def _with_pid(claim: Claim, pid: int | None) -> Claim:

@@ -95,3 +95,31 @@ def test_record_of_an_unchanged_claim_still_reports_a_malformed_entry(
     err = capsys.readouterr().err
     assert "corrupt" in err and str(private_registry) in err
     assert [e["name"] for e in _entries(private_registry)] == ["alpha"]
+
+
+def test_a_daemon_records_its_pid_carrying_the_other_entries_over(tmp_path: Path, private_registry: Path) -> None:
+    a = _platform(tmp_path / "a", "alpha", 42100)
+    b = _platform(tmp_path / "b", "beta", 42101)
+    c = _platform(tmp_path / "c", "gamma", 42102)
+    registry.record(a)
+    registry.record(b)
+    registry.record(c)
+    beta = next(e for e in _entries(private_registry) if e["name"] == "beta")
+    c.path.unlink()
+    with registry.daemon_registered(a):
+        entries = {e["name"]: e for e in _entries(private_registry)}
+        assert set(entries) == {"alpha", "beta"}
+        assert entries["alpha"]["daemon_pid"] == os.getpid()
+        assert entries["beta"] == beta
+    assert {e["name"]: e["daemon_pid"] for e in _entries(private_registry)} == {"alpha": None, "beta": None}
+
+
+def test_a_daemon_rebuilds_a_registry_that_is_not_json(
+    tmp_path: Path, private_registry: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = _platform(tmp_path / "a", "alpha", 42100)
+    private_registry.write_text('{"version": 1, "entries": [{"manifest": 3')
+    with registry.daemon_registered(a):
+        assert [(e["name"], e["daemon_pid"]) for e in _entries(private_registry)] == [("alpha", os.getpid())]
+    err = capsys.readouterr().err
+    assert "corrupt" in err and str(private_registry) in err
