@@ -158,8 +158,15 @@ def socket_of(manifest: Manifest) -> Path:
 
 def socket_in(state_dir: Path) -> Path:
     """Where this state_dir's daemon listens (or would): ``paths.socket_candidates``, looked up."""
+    return socket_finder(state_dir)()
+
+
+def socket_finder(state_dir: Path) -> Callable[[], Path]:
+    """``socket_in(state_dir)`` for a caller that asks again and again (waiting for a new
+    daemon): the candidates are worked out once, only looked up at each call."""
     daemon_would_listen = socketdir.listen_path(paths.socket_candidates(state_dir))
-    return socketdir.locate(paths.socket_candidates(state_dir, lookup=True), default=daemon_would_listen)
+    candidates = paths.socket_candidates(state_dir, lookup=True)
+    return lambda: socketdir.locate(candidates, default=daemon_would_listen)
 
 
 def state_dir_for_path(manifest_path: Path) -> Path:
@@ -413,10 +420,11 @@ def _ensure_daemon(manifest: Manifest, timeout: float, meanwhile: Callable[[], N
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     meanwhile()
+    current_socket = socket_finder(state_dir)
     deadline = time.monotonic() + timeout
     child_gone_at: float | None = None
     while time.monotonic() < deadline:
-        serving = _serving_pid(socket_of(manifest))
+        serving = _serving_pid(current_socket())
         if serving is not None:
             return DaemonFound.STARTED if serving == child.pid else DaemonFound.JOINED
         code = child.poll()
