@@ -248,12 +248,13 @@ def _finish(result: dict[str, Any], verb: str = "up") -> NoReturn:
     """The outcome of `svc up` or `svc restart`: how many are ready; what failed and why;
     what had not settled when the wait ran out."""
     from supervisord_lite.cli.render import failure_report, ready_count_line  # lazy: keeps svc --help fast
-    from supervisord_lite.core.snapshot import ServiceSnapshot
 
     states = [d["state"] for d in result["services"]]
     if result.get("all_ready"):
         click.echo(ready_count_line(states))
         sys.exit(ExitCode.OK)
+    from supervisord_lite.core.snapshot import ServiceSnapshot  # lazy: only a failure report needs the model
+
     services = [ServiceSnapshot.from_dict(d) for d in result["services"]]
     if result.get("timed_out"):
         waiting = ", ".join(result.get("unsettled", []))
