@@ -158,8 +158,15 @@ def socket_of(manifest: Manifest) -> Path:
 
 def socket_in(state_dir: Path) -> Path:
     """Where this state_dir's daemon listens (or would): ``paths.socket_candidates``, looked up."""
+    return socket_finder(state_dir)()
+
+
+def socket_finder(state_dir: Path) -> Callable[[], Path]:
+    """``socket_in(state_dir)`` for a caller that asks again and again (waiting for a new
+    daemon): the candidates are worked out once, only looked up at each call."""
     daemon_would_listen = socketdir.listen_path(paths.socket_candidates(state_dir))
-    return socketdir.locate(paths.socket_candidates(state_dir, lookup=True), default=daemon_would_listen)
+    candidates = paths.socket_candidates(state_dir, lookup=True)
+    return lambda: socketdir.locate(candidates, default=daemon_would_listen)
 
 
 def state_dir_for_path(manifest_path: Path) -> Path:
@@ -349,14 +356,30 @@ class DaemonFound(enum.Enum):
 DAEMON_POLL_INTERVAL = 0.002
 
 
-def ensure_daemon(manifest: Manifest, timeout: float = 20.0) -> DaemonFound:
+def ensure_daemon(manifest: Manifest, timeout: float = 20.0, meanwhile: Callable[[], None] | None = None) -> DaemonFound:
     """Make sure a daemon serves this manifest; start one in the background if not.
 
     Callers racing is fine: each spawns a daemon, the daemons take an exclusive lock,
     the losers exit, and every caller ends up talking to the winner. Which caller
     started it is told by the pid the serving daemon reports: exactly one gets
     ``STARTED``, the others ``JOINED``.
+
+    ``meanwhile`` runs exactly once (whatever happens): while a new daemon starts, so
+    that work which need not wait for it costs no time; at once when none is started.
     """
+    pending = [meanwhile] if meanwhile is not None else []
+
+    def run_pending() -> None:
+        while pending:
+            pending.pop()()
+
+    try:
+        return _ensure_daemon(manifest, timeout, run_pending)
+    finally:
+        run_pending()
+
+
+def _ensure_daemon(manifest: Manifest, timeout: float, meanwhile: Callable[[], None]) -> DaemonFound:
     import subprocess  # lazy: only starting a daemon needs it
 
     from supervisord_lite.host import statedir
@@ -396,10 +419,12 @@ def ensure_daemon(manifest: Manifest, timeout: float = 20.0) -> DaemonFound:
             close_fds=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
+    meanwhile()
+    current_socket = socket_finder(state_dir)
     deadline = time.monotonic() + timeout
     child_gone_at: float | None = None
     while time.monotonic() < deadline:
-        serving = _serving_pid(socket_of(manifest))
+        serving = _serving_pid(current_socket())
         if serving is not None:
             return DaemonFound.STARTED if serving == child.pid else DaemonFound.JOINED
         code = child.poll()

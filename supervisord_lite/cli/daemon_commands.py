@@ -82,10 +82,17 @@ def _daemon_socket(manifest: Path | None) -> tuple[Path, Path]:
 
 
 def _ensure_daemon(manifest: Manifest) -> None:
+    """Start the manifest's daemon unless one serves it; record the manifest in the
+    machine's registry meanwhile (while the daemon starts, its own process works)."""
     from supervisord_lite.cli.client import DaemonFound, DaemonStartError, ensure_daemon  # lazy: keeps svc --help fast
 
+    def record() -> None:
+        from supervisord_lite.host import registry  # lazy: only a daemon's start reaches it
+
+        registry.refresh(manifest)
+
     try:
-        found = ensure_daemon(manifest)
+        found = ensure_daemon(manifest, meanwhile=record)
     except DaemonStartError as exc:
         fail(str(exc), exc.code)
     if found is DaemonFound.STARTED:
@@ -100,7 +107,6 @@ def _target(manifest: Path | None, names: tuple[str, ...]) -> tuple[Path, Path]:
     A running daemon is found from the file's state_dir alone and checks the names
     itself; the whole manifest is validated only when a daemon has to be started."""
     from supervisord_lite.cli.client import is_serving, socket_for_path, socket_of  # lazy: keeps svc --help fast
-    from supervisord_lite.host import registry
 
     path = resolve_manifest_path(manifest)
     if path.exists():
@@ -109,7 +115,6 @@ def _target(manifest: Path | None, names: tuple[str, ...]) -> tuple[Path, Path]:
             return path, sock
     m = load_or_fail(path)
     _check_names(m, names)
-    registry.record(m)
     _stop_leftovers_before_start(m)
     _ensure_daemon(m)
     return m.path, socket_of(m)
@@ -243,12 +248,13 @@ def _finish(result: dict[str, Any], verb: str = "up") -> NoReturn:
     """The outcome of `svc up` or `svc restart`: how many are ready; what failed and why;
     what had not settled when the wait ran out."""
     from supervisord_lite.cli.render import failure_report, ready_count_line  # lazy: keeps svc --help fast
-    from supervisord_lite.core.snapshot import ServiceSnapshot
 
     states = [d["state"] for d in result["services"]]
     if result.get("all_ready"):
         click.echo(ready_count_line(states))
         sys.exit(ExitCode.OK)
+    from supervisord_lite.core.snapshot import ServiceSnapshot  # lazy: only a failure report needs the model
+
     services = [ServiceSnapshot.from_dict(d) for d in result["services"]]
     if result.get("timed_out"):
         waiting = ", ".join(result.get("unsettled", []))

@@ -173,8 +173,17 @@ def is_paused(pid: int) -> bool:
     return fields is not None and fields.state in PAUSED_STATES
 
 
+#: A first read of /proc/PID/environ this big holds nearly every environment; asking for
+#: ENVIRON_LIMIT at once allocates 1 MiB per process, which costs more than the reads
+#: (a leftover scan reads every process's environment).
+ENVIRON_FIRST_READ = 1 << 16
+ENVIRON_LIMIT = 1 << 20
+
+
 def _read_instance(pid: int) -> str | None:
-    environ = read_proc_file(f"/proc/{pid}/environ", 1 << 20)
+    environ = read_proc_file(f"/proc/{pid}/environ", ENVIRON_FIRST_READ)
+    if environ is not None and len(environ) >= ENVIRON_FIRST_READ:  # a big environment: read it all
+        environ = read_proc_file(f"/proc/{pid}/environ", ENVIRON_LIMIT)
     if environ is None:
         try:
             return psutil.Process(pid).environ().get("SVC_INSTANCE")

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -81,8 +82,29 @@ def _is_present(claim: Claim) -> bool:
     return os.path.isfile(claim.manifest)
 
 
+def _raw_entries(path: Path) -> list[dict[str, Any]] | None:
+    """The file's entries unparsed, each naming its manifest ([] when there is no file);
+    None when it cannot be read or is not a registry (``_read`` says why)."""
+    try:
+        doc = json.loads(statedir.read_trusted(path, limit=_LIMIT))
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, UnicodeDecodeError, statedir.UntrustedFile):
+        return None
+    entries = doc.get("entries") if isinstance(doc, dict) else None
+    if not isinstance(entries, list):
+        return None
+    if not all(isinstance(e, dict) and isinstance(e.get("manifest"), str) for e in entries):
+        return None
+    return entries
+
+
 def _write(path: Path, claims: list[Claim]) -> None:
-    doc = {"version": FORMAT_VERSION, "entries": [c.to_json() for c in claims]}
+    _write_entries(path, [c.to_json() for c in claims])
+
+
+def _write_entries(path: Path, entries: list[dict[str, Any]]) -> None:
+    doc = {"version": FORMAT_VERSION, "entries": entries}
     # compact: the C encoder (indent= takes the pure-Python one, 15x slower on a registry of big platforms)
     data = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
     statedir.write_atomic(path, data, f".{FILE_NAME}.{os.getpid()}.tmp")
@@ -146,6 +168,61 @@ def record(
     default (False) keeps what was recorded when its daemon is still alive. Never raises:
     a registry that cannot be written is reported and the claims seen so far returned."""
     mine = claim_of(manifest, manifest_text(manifest.path), instance=instance)
+    entries = _unchanged(mine) if daemon_pid is False else None  # a daemon records a new pid: always a write
+    if entries is not None:
+        try:
+            return [claim for claim in map(Claim.from_json, entries) if claim.key != mine.key]
+        except ValueError:
+            pass  # a malformed entry: the rewrite below says so and rebuilds the file
+    written = _write_claim(mine, daemon_pid, report)
+    return [c for c in written if c.key != mine.key]
+
+
+def refresh(manifest: Manifest, *, report: Report = _stderr) -> None:
+    """``record`` for a caller that needs no other claim (`svc up`): when the file already
+    holds this manifest's claim as it would be written, nothing is parsed beyond it and
+    nothing is written."""
+    mine = claim_of(manifest, manifest_text(manifest.path))
+    if _unchanged(mine) is None:
+        _write_claim(mine, False, report)
+
+
+def _pid_to_record(recorded: int | None, daemon_pid: int | None | bool) -> int | None:
+    """The daemon pid ``record`` writes, given the one recorded (see ``record``)."""
+    if daemon_pid is False:
+        return recorded if recorded is not None and daemon_alive(recorded) else None
+    return daemon_pid if isinstance(daemon_pid, int) else None
+
+
+def _unchanged(mine: Claim) -> list[dict[str, Any]] | None:
+    """The file's entries (unparsed) when recording ``mine`` (keeping a live daemon's pid)
+    would change nothing: it holds ``mine`` with the pid ``record`` would write, and every
+    manifest it names still exists. None when the file must be written (or cannot be read: the writer says why).
+    Read without the lock: writers replace the file whole, so this sees one of them."""
+    entries = _raw_entries(registry_path())
+    if entries is None:
+        return None
+    found = None
+    for entry in entries:
+        manifest = entry["manifest"]
+        if not os.path.isfile(manifest):
+            return None  # a deleted manifest's claim to prune
+        if manifest == mine.manifest and entry.get("instance", 0) == mine.instance:
+            if found is not None:
+                return None
+            found = entry
+    if found is None:
+        return None
+    try:
+        recorded = Claim.from_json(found)
+    except ValueError:
+        return None
+    return entries if recorded == _with_pid(mine, _pid_to_record(recorded.daemon_pid, False)) else None
+
+
+def _write_claim(mine: Claim, daemon_pid: int | None | bool, report: Report) -> list[Claim]:
+    """Write ``mine`` into the registry under the lock; every claim written ([] when the
+    file could not be written: reported)."""
 
     def change(current: list[Claim]) -> list[Claim]:
         kept = None
@@ -155,19 +232,14 @@ def record(
                 kept = c.daemon_pid
             else:
                 rest.append(c)
-        if daemon_pid is False:
-            pid = kept if kept is not None and daemon_alive(kept) else None
-        else:
-            pid = daemon_pid if isinstance(daemon_pid, int) else None
-        rest.append(_with_pid(mine, pid))
+        rest.append(_with_pid(mine, _pid_to_record(kept, daemon_pid)))
         return rest
 
     try:
-        written = update(change, report=report)
+        return update(change, report=report)
     except (OSError, statedir.UnsafeStateDir) as exc:
         report(f"the registry {registry_path()} could not be written ({exc}); continuing without it")
         return []
-    return [c for c in written if c.key != mine.key]
 
 
 def clear_daemon(manifest: Manifest, *, pid: int | None = None) -> None:
@@ -188,11 +260,34 @@ def clear_daemon(manifest: Manifest, *, pid: int | None = None) -> None:
 @contextmanager
 def daemon_registered(manifest: Manifest) -> Iterator[None]:
     """While the daemon runs, the registry names its pid; cleared when it stops."""
-    record(manifest, daemon_pid=os.getpid())
+    _record_daemon(manifest, os.getpid())
     try:
         yield
     finally:
         clear_daemon(manifest, pid=os.getpid())
+
+
+def _record_daemon(manifest: Manifest, pid: int) -> None:
+    """Record ``manifest`` with its daemon's ``pid``, the other projects' entries carried
+    over as they are: a daemon's start does not pay for parsing every claim on the
+    machine (a malformed entry is reported and dropped by the next command that reads
+    them all). A file that is not a registry is reported and rebuilt, as ``record`` does."""
+    mine = _with_pid(claim_of(manifest, manifest_text(manifest.path)), pid)
+    path = registry_path()
+    try:
+        with _locked(path):
+            entries = _raw_entries(path)
+            if entries is not None:
+                kept = [
+                    e for e in entries
+                    if (e["manifest"], e.get("instance", 0)) != mine.key and os.path.isfile(e["manifest"])
+                ]  # fmt: skip
+                _write_entries(path, [*kept, mine.to_json()])
+                return
+    except (OSError, statedir.UnsafeStateDir) as exc:
+        _stderr(f"the registry {path} could not be written ({exc}); continuing without it")
+        return
+    record(manifest, daemon_pid=pid)
 
 
 def _with_pid(claim: Claim, pid: int | None) -> Claim:
