@@ -80,18 +80,18 @@ def _run_python(code: str, cwd: Path | None = None) -> list[str]:
 
 def test_the_daemon_entry_point_runs_without_rich_yet_leaves_it_importable(tmp_path: Path) -> None:
     """The real entry (``python -m supervisord_lite.daemon``'s run) up to the manifest's
-    refusal: structlog and the logging set-up loaded, rich not; rich stays importable."""
+    refusal: structlog and the logging set-up loaded, rich and shutil not; rich stays importable."""
     (tmp_path / "svc.toml").write_text("[services.api]\ncommand = 42\n")
     out = _run_python(
         "import sys\n"
         "from supervisord_lite.daemon.__main__ import run\n"
         "code = run(['-f', 'svc.toml', '--console-logs'])\n"
-        "print(code, 'structlog' in sys.modules, 'rich' in sys.modules)\n"
+        "print(code, 'structlog' in sys.modules, 'rich' in sys.modules, 'shutil' in sys.modules)\n"
         "import rich.text\n"
         "print(rich.text.Text('still there'))\n",
         cwd=tmp_path,
     )
-    assert out[-2:] == ["2 True False", "still there"], out
+    assert out[-2:] == ["2 True False False", "still there"], out  # shutil: argparse's, with lzma and bz2
 
 
 _LOG_AN_EXCEPTION = (
