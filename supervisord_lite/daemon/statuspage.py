@@ -26,7 +26,6 @@ or the services is inserted as text, never as HTML.
 
 from __future__ import annotations
 
-import html
 import json
 import re
 import threading
@@ -139,8 +138,10 @@ def routes(*, get_snapshot: GetSnapshot, get_manifest: GetManifest, tail: Tail) 
         return build_view(snapshot, get_manifest(), now, percent)
 
     def page(request: Request) -> Response:
+        from html import escape  # its entity tables are ~0.8 MB: loaded when the page is first asked for
+
         current = view()
-        fills = {"TITLE": html.escape(f"{current['status']['name']} · svc status"), "VIEW": _script_json(current)}
+        fills = {"TITLE": escape(f"{current['status']['name']} · svc status"), "VIEW": _script_json(current)}
         template, csp = page_and_csp()
         text = re.sub(r"\{\{(TITLE|VIEW)\}\}", lambda m: fills[m.group(1)], template)  # one pass: no re-expansion
         return Response(

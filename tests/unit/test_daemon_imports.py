@@ -47,7 +47,7 @@ def test_they_load_when_their_work_comes() -> None:
     assert {"re2", "prometheus_client"} <= loaded
 
 
-_LATER = {"http.server", "email.message", "importlib.resources", "zipfile", "encodings.idna"}
+_LATER = {"http.server", "email.message", "importlib.resources", "zipfile", "encodings.idna", "html"}
 
 
 def test_the_http_endpoint_listens_without_http_server_and_loads_it_at_the_first_request() -> None:
