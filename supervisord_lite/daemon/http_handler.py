@@ -1,8 +1,8 @@
 """The HTTP side of one request to the daemon's endpoint (see ``daemon/httpserver.py``).
 
 A module of its own so that ``http.server``, and the ``email`` package it parses
-headers with (~4 MB of the daemon's memory), load with the first request rather than
-at the daemon's start.
+headers with (~2 MB of the daemon's resident memory), load with the first request
+rather than at the daemon's start.
 """
 
 from __future__ import annotations

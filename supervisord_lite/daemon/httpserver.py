@@ -4,9 +4,9 @@ A route ending in "/" also serves the paths below it (``/api/logs/NAME``).
 
 A stdlib threading socket server in a daemon thread is enough: every handler reads
 one immutable snapshot, so there is nothing to lock, and a slow client only holds
-its own thread. The HTTP parsing (``http.server`` and the ``email`` package under it,
-~4 MB) loads with the first request (``daemon/http_handler.py``): a daemon nobody
-scrapes never pays for it. Routes are a table of ``path -> handler(Request) -> Response``;
+its own thread. The HTTP parsing (``http.server`` and the ``email`` package under
+it, ~2 MB resident) loads with the first request (``daemon/http_handler.py``): a
+daemon nobody scrapes never pays for it. Routes are a table of ``path -> handler(Request) -> Response``;
 a response body may be an iterable of chunks, written as they come (server-sent
 events), until the client leaves or the server stops.
 
