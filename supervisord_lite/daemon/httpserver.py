@@ -6,9 +6,10 @@ A stdlib threading socket server in a daemon thread is enough: every handler rea
 one immutable snapshot, so there is nothing to lock, and a slow client only holds
 its own thread. The HTTP parsing (``http.server`` and the ``email`` package under
 it, ~2 MB resident) loads with the first request (``daemon/http_handler.py``): a
-daemon nobody scrapes never pays for it. Routes are a table of ``path -> handler(Request) -> Response``;
-a response body may be an iterable of chunks, written as they come (server-sent
-events), until the client leaves or the server stops.
+daemon nobody scrapes never pays for it. Routes are a table of
+``path -> handler(Request) -> Response``; a response body may be an iterable of
+chunks, written as they come (server-sent events), until the client leaves or the
+server stops.
 
 Bound to loopback (the default) it answers only requests whose Host is a loopback
 name or address, so a web page cannot read it through DNS rebinding.
