@@ -9,7 +9,6 @@ from __future__ import annotations
 import enum
 import random
 import signal
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,12 +89,12 @@ class StartLimiter:
 
     limit: int
     window: float
-    _times: deque[float] = field(default_factory=deque)
+    _times: list[float] = field(default_factory=list)  # a few entries: a list is ~300 bytes smaller than a deque
 
     def allow(self, now: float) -> bool:
         """Record a restart at ``now``; False when it would exceed the limit."""
         while self._times and now - self._times[0] > self.window:
-            self._times.popleft()
+            del self._times[0]
         if len(self._times) >= self.limit:
             return False
         self._times.append(now)

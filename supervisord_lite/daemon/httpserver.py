@@ -2,11 +2,14 @@
 whatever else the daemon routes there (the status page and /api/status).
 A route ending in "/" also serves the paths below it (``/api/logs/NAME``).
 
-A stdlib ``ThreadingHTTPServer`` in a daemon thread is enough: every handler reads
+A stdlib threading socket server in a daemon thread is enough: every handler reads
 one immutable snapshot, so there is nothing to lock, and a slow client only holds
-its own thread. Routes are a table of ``path -> handler(Request) -> Response``;
-a response body may be an iterable of chunks, written as they come (server-sent
-events), until the client leaves or the server stops.
+its own thread. The HTTP parsing (``http.server`` and the ``email`` package under
+it, ~2 MB resident) loads with the first request (``daemon/http_handler.py``): a
+daemon nobody scrapes never pays for it. Routes are a table of
+``path -> handler(Request) -> Response``; a response body may be an iterable of
+chunks, written as they come (server-sent events), until the client leaves or the
+server stops.
 
 Bound to loopback (the default) it answers only requests whose Host is a loopback
 name or address, so a web page cannot read it through DNS rebinding.
@@ -22,7 +25,6 @@ from __future__ import annotations
 import errno
 import ipaddress
 import json
-import select
 import socket
 import socketserver
 import threading
@@ -30,9 +32,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
-from urllib.parse import parse_qs, urlsplit
 
 import structlog
 
@@ -114,18 +114,21 @@ def _host_of(header: str) -> str:
     return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
-class _Server(ThreadingHTTPServer):
+class _Server(socketserver.ThreadingTCPServer):
+    """``http.server.ThreadingHTTPServer`` without importing it: the same socket options,
+    and the server's name set without ``getfqdn()`` (a reverse DNS lookup that can hang)."""
+
+    allow_reuse_address = True
     daemon_threads = True
     app: MetricsServer
 
     def __init__(self, address: tuple[str, int], family: socket.AddressFamily, app: MetricsServer) -> None:
         self.address_family = family
         self.app = app
-        super().__init__(address, _RequestHandler)
+        super().__init__(address, _handle_request)
 
     def server_bind(self) -> None:
-        # HTTPServer.server_bind calls getfqdn(), a reverse DNS lookup that can hang.
-        socketserver.TCPServer.server_bind(self)
+        super().server_bind()
         host, port = self.server_address[:2]
         self.server_name, self.server_port = str(host), int(port)
 
@@ -152,6 +155,13 @@ class _Server(ThreadingHTTPServer):
             self.app.connection_slots.release()
 
 
+def _handle_request(request: Any, client_address: Any, server: _Server) -> None:
+    """Serve one connection with the HTTP handler, imported at the first request."""
+    from supervisord_lite.daemon.http_handler import RequestHandler
+
+    RequestHandler(request, client_address, server)
+
+
 def _refuse_busy(sock: socket.socket, message: str) -> None:
     """A whole 503 in one non-blocking send: it fits any fresh socket's buffer, and a
     client that cannot take it is not waited for."""
@@ -166,101 +176,6 @@ def _refuse_busy(sock: socket.socket, message: str) -> None:
         sock.recv(65536)  # the request, if it came: closing over unread data would reset the answer away
     except OSError:
         pass
-
-
-class _RequestHandler(BaseHTTPRequestHandler):
-    server: _Server
-    timeout = 30  # a client that sends nothing does not hold a thread for ever
-    server_version = "supervisord-lite"
-    sys_version = ""
-
-    def version_string(self) -> str:
-        return self.server_version
-
-    def do_GET(self) -> None:
-        self._serve(head_only=False)
-
-    def do_HEAD(self) -> None:
-        self._serve(head_only=True)
-
-    def _refuse_method(self) -> None:
-        self._write(Response(405, b"only GET and HEAD\n", headers={"Allow": "GET, HEAD"}), head_only=False)
-
-    do_POST = do_PUT = do_DELETE = do_PATCH = _refuse_method
-
-    def _serve(self, head_only: bool) -> None:
-        app = self.server.app
-        url = urlsplit(self.path)
-        request = Request(
-            method=self.command,
-            path=url.path,
-            query=parse_qs(url.query),
-            headers=dict(self.headers.items()),
-            stopping=app.stopping,
-            client_gone=self._client_gone,
-        )
-        response = app.dispatch(request)
-        if isinstance(response.body, bytes):
-            self._write(response, head_only)
-            return
-        if not app.stream_slots.acquire(blocking=False):
-            _close_body(response.body)
-            message = f"too many event streams open (the limit is {app.max_streams}); try again later\n"
-            self._write(Response(503, message.encode(), headers={"Retry-After": "5"}), head_only)
-            return
-        with app.streams_lock:
-            app.open_streams += 1
-        try:
-            self._write(response, head_only)
-        finally:
-            with app.streams_lock:
-                app.open_streams -= 1
-            app.stream_slots.release()
-
-    def _client_gone(self) -> bool:
-        """Has the client closed its end? A stream's slot is freed at once, not at its next write."""
-        try:
-            poller = select.poll()  # not select(): descriptors above 1023 are common in a busy daemon
-            poller.register(self.connection, select.POLLIN)
-            return bool(poller.poll(0)) and self.connection.recv(1, socket.MSG_PEEK) == b""
-        except (OSError, ValueError):
-            return True
-
-    def _write(self, response: Response, head_only: bool) -> None:
-        body = response.body
-        self.send_response(response.status)
-        self.send_header("Content-Type", response.content_type)
-        self.send_header("X-Content-Type-Options", "nosniff")
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        if isinstance(body, bytes):
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if not head_only:
-                self.wfile.write(body)
-            return
-        self.send_header("Cache-Control", "no-cache")
-        self.end_headers()
-        stopping = self.server.app.stopping
-        try:
-            for chunk in () if head_only else body:
-                self.wfile.write(chunk)
-                self.wfile.flush()
-                if stopping.is_set():
-                    break
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client left
-        finally:
-            _close_body(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("metrics.request", client=self.client_address[0], line=format % args)
-
-
-def _close_body(body: Iterable[bytes]) -> None:
-    close = getattr(body, "close", None)
-    if close is not None:
-        close()
 
 
 class MetricsServer:
@@ -360,7 +275,10 @@ class MetricsServer:
         if not 0 <= port <= 65535:
             raise self._fail(f"port {port} in {shown} is outside 0-65535")
         try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            # an ASCII host as bytes: given a str, getaddrinfo loads the idna codec (with
+            # unicodedata, ~0.4 MB) even for an IP address
+            name: str | bytes = host.encode() if host.isascii() else host
+            infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         except socket.gaierror as exc:
             raise self._fail(f"cannot resolve the host of {shown}: {exc.strerror}") from None
         family, _, _, _, sockaddr = infos[0]

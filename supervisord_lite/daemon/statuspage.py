@@ -4,7 +4,7 @@ Routes (see ``routes``):
 
 - ``/`` and ``/status``: one self-contained HTML page (no CDN, works offline,
   readable on a phone). Its HTML, CSS and JavaScript live in ``assets/`` as package
-  data; the style and script are inlined into the page when this module loads. Services grouped by tier as in the port
+  data; the style and script are inlined into the page at its first request. Services grouped by tier as in the port
   allocation guide, each with its clickable URL, state, port, uptime, restarts,
   health, CPU and memory, and its last log lines on demand.
 - ``/api/status``: the daemon's snapshot, the same JSON as ``svc status --json``.
@@ -26,15 +26,12 @@ or the services is inserted as text, never as HTML.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import html
 import json
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from importlib.resources import files
+from functools import cache
 from typing import Any
 from urllib.parse import unquote
 
@@ -141,13 +138,16 @@ def routes(*, get_snapshot: GetSnapshot, get_manifest: GetManifest, tail: Tail) 
         return build_view(snapshot, get_manifest(), now, percent)
 
     def page(request: Request) -> Response:
+        from html import escape  # its entity tables are ~0.8 MB: loaded when the page is first asked for
+
         current = view()
-        fills = {"TITLE": html.escape(f"{current['status']['name']} · svc status"), "VIEW": _script_json(current)}
-        text = re.sub(r"\{\{(TITLE|VIEW)\}\}", lambda m: fills[m.group(1)], PAGE)  # one pass: no re-expansion
+        fills = {"TITLE": escape(f"{current['status']['name']} · svc status"), "VIEW": _script_json(current)}
+        template, csp = page_and_csp()
+        text = re.sub(r"\{\{(TITLE|VIEW)\}\}", lambda m: fills[m.group(1)], template)  # one pass: no re-expansion
         return Response(
             body=text.encode(),
             content_type="text/html; charset=utf-8",
-            headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
+            headers={"Content-Security-Policy": csp, "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
         )
 
     def api_status(request: Request) -> Response:
@@ -234,11 +234,10 @@ def _event_stream(feed: ViewFeed, request: Request) -> Iterator[bytes]:
 
 # ----------------------------------------------------------------------------- the page
 
-ASSETS = files("supervisord_lite.daemon") / "assets"
-
-
 def _asset(name: str) -> str:
-    return (ASSETS / name).read_text(encoding="utf-8")
+    from importlib.resources import files  # with zipfile and tempfile: loaded when the page is first asked for
+
+    return (files("supervisord_lite.daemon") / "assets" / name).read_text(encoding="utf-8")
 
 
 def _inline(name: str) -> str:
@@ -250,17 +249,22 @@ def _inline(name: str) -> str:
 
 
 def _sha256(text: str) -> str:
+    import base64
+    import hashlib
+
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
 
 
-STYLE = _inline("status.css")
-SCRIPT = _inline("status.js")
-_STATIC = {"STYLE": STYLE, "SCRIPT": SCRIPT}
-#: The page with its style and script in place; ``{{TITLE}}`` and ``{{VIEW}}`` are filled per request.
-PAGE = re.sub(r"\{\{(STYLE|SCRIPT)\}\}", lambda m: _STATIC[m.group(1)], _asset("status.html"))
-
-#: Only our own inline script and style run; data goes to our own origin only.
-CSP = (
-    f"default-src 'none'; script-src {_sha256(SCRIPT)}; style-src {_sha256(STYLE)}; "
-    "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-)
+@cache
+def page_and_csp() -> tuple[str, str]:
+    """The page with its style and script in place (``{{TITLE}}`` and ``{{VIEW}}`` are
+    filled per request), and its Content-Security-Policy: only our own inline script and
+    style run; data goes to our own origin only. Built at the first request."""
+    style, script = _inline("status.css"), _inline("status.js")
+    static = {"STYLE": style, "SCRIPT": script}
+    page = re.sub(r"\{\{(STYLE|SCRIPT)\}\}", lambda m: static[m.group(1)], _asset("status.html"))
+    csp = (
+        f"default-src 'none'; script-src {_sha256(script)}; style-src {_sha256(style)}; "
+        "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+    return page, csp

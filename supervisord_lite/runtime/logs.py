@@ -70,11 +70,14 @@ class ServiceLog:
         tail_lines: int = 200,
         on_error: Callable[[OSError], None] | None = None,
     ) -> None:
-        self.path = Path(path)
+        self.path = path if isinstance(path, Path) else Path(path)
         self.max_bytes = max_bytes
         self.backups = max(0, backups)
         self.on_error = on_error
-        self._tail: deque[str] = deque(maxlen=max(1, tail_lines))
+        # a list while it holds fewer than tail_lines lines (most services say little: an
+        # empty deque is ~600 bytes, a short list ~100), then a deque that drops the oldest
+        self._tail_lines = max(1, tail_lines)
+        self._tail: list[str] | deque[str] = []
         self._fd: int | None = None
         self._size = 0
         self._failing = False
@@ -93,19 +96,24 @@ class ServiceLog:
         stamped = [f"{stamp} {line.rstrip(chr(10)).rstrip(chr(13))}" for line in lines]
         if not stamped:
             return
-        self._tail.extend(stamped)
+        self._keep(stamped)
         self._append([f"{line}\n".encode("utf-8", errors="replace") for line in stamped])
 
     def mark(self, text: str) -> None:
         """Write a supervisor line, e.g. ``--- svc: started pid 123 ---`` (one line: no batching)."""
         line = f"{format_timestamp(time.time())} {MARK_PREFIX}{text.rstrip(chr(10)).rstrip(chr(13))}{MARK_SUFFIX}"
-        self._tail.append(line)
+        self._keep((line,))
         self._append([f"{line}\n".encode("utf-8", errors="replace")])
 
     def tail(self, n: int | None = None) -> list[str]:
         """The last ``n`` lines written (all kept lines when ``n`` is None), timestamped."""
         lines = list(self._tail)
         return lines if n is None else lines[-n:] if n > 0 else []
+
+    def _keep(self, lines: Iterable[str]) -> None:
+        self._tail.extend(lines)
+        if isinstance(self._tail, list) and len(self._tail) > self._tail_lines:
+            self._tail = deque(self._tail, maxlen=self._tail_lines)
 
     @property
     def failing(self) -> bool:

@@ -1,5 +1,6 @@
 """What the daemon loads before it serves: heavy libraries only work needs later (RE2
-for a ready.log pattern, prometheus_client for a scrape) load on first use."""
+for a ready.log pattern, prometheus_client for a scrape, http.server and the status
+page's assets for a first request) load on first use."""
 
 from __future__ import annotations
 
@@ -46,6 +47,31 @@ def test_they_load_when_their_work_comes() -> None:
     assert {"re2", "prometheus_client"} <= loaded
 
 
+_LATER = {"http.server", "email.message", "importlib.resources", "zipfile", "encodings.idna", "html"}
+
+
+def test_the_http_endpoint_listens_without_http_server_and_loads_it_at_the_first_request() -> None:
+    probe = _START + (
+        "from supervisord_lite.core.snapshot import SupervisorSnapshot\n"
+        "snap = lambda: SupervisorSnapshot(name='n', manifest='m', pid=1, started_at=0.0, services=())\n"
+        "server = MetricsServer(('127.0.0.1', 0), snap, extra_routes=routes(get_snapshot=snap, "
+        "get_manifest=lambda: None, tail=lambda name, n: []))\n"
+        "server.start()\n"
+        f"print('OUT', sorted(set({sorted(_LATER)!r}) & set(sys.modules)))\n"
+        "import urllib.request\n"  # (it loads email itself)
+        "with urllib.request.urlopen(server.url + '/healthz', timeout=60) as r:\n"
+        "    print('OUT', r.status, r.headers['Server'])\n"
+        "import supervisord_lite.daemon.statuspage as page\n"
+        "print('OUT', 'sha256-' in page.page_and_csp()[1] and '{{SCRIPT}}' not in page.page_and_csp()[0])\n"
+        "server.stop()\n"
+        "print('OUT', 'http.server' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    said = [line for line in out.stdout.splitlines() if line.startswith("OUT ")]  # the daemon's log aside
+    assert said == ["OUT []", "OUT 200 supervisord-lite", "OUT True", "OUT True"], out.stdout
+
+
 def _run_python(code: str, cwd: Path | None = None) -> list[str]:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=cwd)
     assert done.returncode == 0, done.stderr
@@ -54,18 +80,18 @@ def _run_python(code: str, cwd: Path | None = None) -> list[str]:
 
 def test_the_daemon_entry_point_runs_without_rich_yet_leaves_it_importable(tmp_path: Path) -> None:
     """The real entry (``python -m supervisord_lite.daemon``'s run) up to the manifest's
-    refusal: structlog and the logging set-up loaded, rich not; rich stays importable."""
+    refusal: structlog and the logging set-up loaded, rich and shutil not; rich stays importable."""
     (tmp_path / "svc.toml").write_text("[services.api]\ncommand = 42\n")
     out = _run_python(
         "import sys\n"
         "from supervisord_lite.daemon.__main__ import run\n"
         "code = run(['-f', 'svc.toml', '--console-logs'])\n"
-        "print(code, 'structlog' in sys.modules, 'rich' in sys.modules)\n"
+        "print(code, 'structlog' in sys.modules, 'rich' in sys.modules, 'shutil' in sys.modules)\n"
         "import rich.text\n"
         "print(rich.text.Text('still there'))\n",
         cwd=tmp_path,
     )
-    assert out[-2:] == ["2 True False", "still there"], out
+    assert out[-2:] == ["2 True False False", "still there"], out  # shutil: argparse's, with lzma and bz2
 
 
 _LOG_AN_EXCEPTION = (

@@ -50,6 +50,20 @@ def test_tail_keeps_the_last_lines_in_memory(tmp_path: Path) -> None:
     log.close()
 
 
+def test_tail_is_the_same_before_and_after_it_fills_whatever_the_batches(tmp_path: Path) -> None:
+    log = ServiceLog(tmp_path / "x.log", max_bytes=0, backups=0, tail_lines=4)
+    said = lambda: [line.split(" ", 1)[1] for line in log.tail()]  # noqa: E731
+    log.write_lines(["a", "b"])
+    assert said() == ["a", "b"] and log.tail(5) == log.tail()
+    log.mark("started pid 7")
+    log.write_lines(["c", "d", "e", "f", "g"])  # one batch past the limit
+    assert said() == ["d", "e", "f", "g"]
+    log.mark("stopped")
+    assert said() == ["e", "f", "g", "--- svc: stopped ---"]
+    log.close()
+    assert (tmp_path / "x.log").read_text().count("\n") == 9  # every line reached the file
+
+
 def test_rotation_by_size_keeps_n_backups(tmp_path: Path) -> None:
     path = tmp_path / "svc.log"
     log = ServiceLog(path, max_bytes=1000, backups=2)
