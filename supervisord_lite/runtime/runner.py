@@ -251,7 +251,8 @@ class Runner:
         if action is UpAction.IGNORE:
             return False
         self.history.clear()
-        if forget_restarts and action is not UpAction.NOTHING:
+        forgets = forget_restarts and action is not UpAction.NOTHING and self.restarts != 0
+        if forgets:
             self.restarts = 0
         if action is UpAction.START:
             self.intent.ask_start(command)
@@ -260,7 +261,7 @@ class Runner:
             self.intent.command = command
             if action is UpAction.RETRY_NOW:
                 self._nudge.set()
-        self._publish(notify=True, snapshot=forget_restarts and action is not UpAction.NOTHING)
+        self._publish(notify=True, snapshot=forgets)
         return True
 
     def request_restart(self, command: int, stop_after: Iterable[str] = (), *, forget_restarts: bool = False) -> bool:
