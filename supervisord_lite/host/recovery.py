@@ -525,9 +525,17 @@ def _is_gone(proc: psutil.Process) -> bool:
 
 
 def _uid_of(pid: int) -> int | None:
+    """The real uid of ``pid`` (what psutil's ``uids().real`` says), read from its status
+    file alone: a state write records every new process, and ``psutil.Process`` reads more."""
+    status = read_proc_file(f"/proc/{pid}/status", limit=8192)
+    if status is None:
+        return None
+    start = status.find(b"\nUid:")
+    if start < 0:
+        return None
     try:
-        return int(psutil.Process(pid).uids().real)
-    except psutil.Error:
+        return int(status[start + 5 :].split(None, 1)[0])
+    except (ValueError, IndexError):
         return None
 
 

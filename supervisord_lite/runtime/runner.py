@@ -251,7 +251,8 @@ class Runner:
         if action is UpAction.IGNORE:
             return False
         self.history.clear()
-        if forget_restarts and action is not UpAction.NOTHING:
+        forgets = forget_restarts and action is not UpAction.NOTHING and self.restarts != 0
+        if forgets:
             self.restarts = 0
         if action is UpAction.START:
             self.intent.ask_start(command)
@@ -260,7 +261,7 @@ class Runner:
             self.intent.command = command
             if action is UpAction.RETRY_NOW:
                 self._nudge.set()
-        self._publish(notify=True)
+        self._publish(notify=True, snapshot=forgets)
         return True
 
     def request_restart(self, command: int, stop_after: Iterable[str] = (), *, forget_restarts: bool = False) -> bool:
@@ -280,7 +281,7 @@ class Runner:
     def request_stop(self, command: int) -> None:
         self.intent.ask_stop(command)
         self._kick.set()
-        self._publish(notify=True)
+        self._publish(notify=True, snapshot=False)
 
     def begin_stop(self) -> None:
         """Send the stop signal to the process group now, ahead of the rest of the stop.
@@ -302,11 +303,11 @@ class Runner:
         ``publish=False`` leaves telling the watchers to ``publish_change``."""
         self.intent.ask_stop(command)
         if publish:
-            self._publish(notify=True)
+            self._publish(notify=True, snapshot=False)
 
     def publish_change(self) -> None:
         """Tell whoever watches this runner that it changed (after a quiet ``release``)."""
-        self._publish(notify=True)
+        self._publish(notify=True, snapshot=False)
 
     def request_removal(self) -> None:
         for event in self.listeners:  # whoever waits on us must look again
@@ -368,7 +369,7 @@ class Runner:
         """A start request ends without a new start: `svc up` must not wait for one."""
         if self.intent.pending:
             self.intent.pending = False
-            self._publish(notify=True)
+            self._publish(notify=True, snapshot=False)
 
     async def _wait_dependents_stopped(self) -> None:
         """A restart with dependents: their processes go first."""
@@ -450,10 +451,12 @@ class Runner:
             self.reason = f"internal error: {exc!r}"
             if self.state is not S.FAILED:  # outside the table on purpose: this is a bug's exit
                 self._set(S.FAILED)
+            else:
+                self._publish(notify=True)
         finally:
             if self._instance is instance:
                 self._instance = None
-            self._publish(notify=True)
+            self._publish(notify=True, snapshot=False)
 
     async def _supervise(self) -> None:
         self.exit_code = None
@@ -906,8 +909,12 @@ class Runner:
         self.state = state
         self._publish(notify=True)
 
-    def _publish(self, notify: bool = False) -> None:
-        self.snap = self._build_snapshot()
+    def _publish(self, notify: bool = False, *, snapshot: bool = True) -> None:
+        """Tell the watchers (``notify``, or when settled changed). ``snapshot=False``: only
+        the intent changed, which the snapshot does not show; it stays the same object, so
+        `svc up`'s progress does not send it again."""
+        if snapshot:
+            self.snap = self._build_snapshot()
         settled = is_settled(self.state, pending=self.intent.pending, wanted=self.intent.wanted, stuck=self.stuck)
         settled_changed = settled != self.settled
         self.settled = settled
@@ -920,7 +927,8 @@ class Runner:
 
     def _build_snapshot(self) -> ServiceSnapshot:
         spec = self.spec
-        alive = self.proc is not None and self.proc.returncode is None
+        proc = self.proc
+        conflict = self.conflict
         return ServiceSnapshot(
             name=spec.name,
             tier=spec.tier,
@@ -928,7 +936,7 @@ class Runner:
             state=self.state,
             url=spec.url,
             description=spec.description,
-            pid=self.proc.pid if alive and self.proc else None,
+            pid=proc.pid if proc is not None and proc.returncode is None else None,
             started_at=self.started_at,
             ready_at=self.ready_at,
             ready_duration=self.ready_duration,
@@ -936,8 +944,8 @@ class Runner:
             restarts_total=self.restarts_total,
             port_up=self.port_up,
             probe_latency=self.probe_latency,
-            conflict_pid=self.conflict.pid if self.conflict else None,
-            conflict_cmdline=self.conflict.cmdline if self.conflict else "",
+            conflict_pid=conflict.pid if conflict else None,
+            conflict_cmdline=conflict.cmdline if conflict else "",
             reason=self.reason,
             blocked_by=self.blocked_by,
             next_retry_at=self.next_retry_at,

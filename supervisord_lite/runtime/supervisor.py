@@ -533,7 +533,7 @@ class Supervisor:
         return DaemonState(
             daemon_pid=os.getpid(),
             manifest=str(self.manifest.path),
-            wanted=wanted if wanted is not None else tuple(r.spec.name for r in self._runner_list if r.wanted),
+            wanted=wanted if wanted is not None else tuple(r.spec.name for r in self._runner_list if r.intent.wanted),
             processes=processes,
             restarts={r.spec.name: r.restarts for r in self._runner_list if r.restarts},
         )

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 from types import MappingProxyType
 
+import psutil
+
 from supervisord_lite.core.model import Manifest, ServiceSpec, Status, SupervisorSpec, Tier
-from supervisord_lite.host.recovery import DaemonState, RecordedProcess, read_state, write_state
+from supervisord_lite.host.recovery import DaemonState, RecordedProcess, read_state, record_process, write_state
+from tests.conftest import wait_until
 
 STATE = DaemonState(
     daemon_pid=4242,
@@ -121,3 +127,26 @@ def test_the_wanted_set_keeps_only_what_the_manifest_still_runs() -> None:
     assert state.wanted_services(manifest) == ["api", "db"]
 
 
+
+
+
+def test_a_process_record_names_the_real_uid_psutil_reports() -> None:
+    """The record's uid comes from /proc/PID/status: the same real uid psutil reads,
+    also for a process of another user (as root); a process gone has none."""
+    setpriv = shutil.which("setpriv")
+    as_nobody = os.geteuid() == 0 and setpriv is not None
+    argv = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "sleep", "30"] if as_nobody else ["sleep", "30"]
+    proc = subprocess.Popen(argv)
+    try:
+        ps = psutil.Process(proc.pid)
+        wait_until(lambda: ps.name() == "sleep", timeout=30, what="setpriv to exec sleep")
+        record = record_process(proc.pid, os.getpgid(proc.pid), ps.create_time(), "test:1")
+        assert record.uid == ps.uids().real
+        assert record.sid == os.getsid(proc.pid)
+        if as_nobody:
+            assert record.uid == 65534
+    finally:
+        proc.kill()
+        proc.wait()
+    gone = record_process(proc.pid, 0, 1.0, "test:2")
+    assert gone.uid is None and gone.sid is None
