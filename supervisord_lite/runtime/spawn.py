@@ -212,70 +212,16 @@ async def _open_process(argv: list[str], *, cwd: Path, env: dict[str, str], priv
     return _SpawnedProcess(popen, read_fd)
 
 
-class _LineSplitter:
-    """Output bytes -> lines -> log (+ on_line). Lines longer than MAX_LINE_CHARS are
-    split; ``flush_partial`` logs a partial line as it is, ``finish`` what is left."""
-
-    __slots__ = ("_callback_failed", "_decoder", "_log", "_on_line", "_pending")
-
-    def __init__(self, log: ServiceLog, on_line: Callable[[str], None] | None) -> None:
-        self._log = log
-        self._on_line = on_line
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._pending = ""
-        self._callback_failed = False
-
-    def feed(self, chunk: bytes) -> None:
-        text = self._pending + self._decoder.decode(chunk)
-        lines = text.split("\n")
-        pending = lines.pop()
-        while len(pending) > MAX_LINE_CHARS:
-            lines.append(pending[:MAX_LINE_CHARS])
-            pending = pending[MAX_LINE_CHARS:]
-        self._pending = pending
-        if any(len(line) > MAX_LINE_CHARS for line in lines):
-            lines = [piece for line in lines for piece in _cut(line)]
-        if lines:
-            self._emit(lines)
-
-    @property
-    def has_partial(self) -> bool:
-        """A line without its newline yet is waiting."""
-        return bool(self._pending)
-
-    def flush_partial(self) -> None:
-        """Quiet for a while with a partial line: log it as it is."""
-        if self._pending:
-            self._emit([self._pending])
-            self._pending = ""
-
-    def finish(self) -> None:
-        rest = self._pending + self._decoder.decode(b"", final=True)
-        self._pending = ""
-        if rest:
-            self._emit(_cut(rest))
-
-    def _emit(self, lines: list[str]) -> None:
-        self._log.write_lines(lines)
-        if self._on_line is not None:
-            for line in lines:
-                try:
-                    self._on_line(line)
-                except Exception:
-                    if not self._callback_failed:
-                        self._callback_failed = True
-                        _log.exception("on_line callback failed; later failures are not logged")
-
-
-class _OutputPump(_LineSplitter):
+class _OutputPump:
     """Pipe -> lines -> log (+ on_line), driven by the event loop's reader callback.
 
     No task per service: the loop calls ``_readable`` when the pipe has data, so a
-    quiet service costs this object and one registered descriptor. A partial line is
-    logged after PARTIAL_LINE_FLUSH seconds without more output. ``on_closed`` is called
-    once everything read is logged (end of output, or ``close``)."""
+    quiet service costs this object and one registered descriptor. Lines longer than
+    MAX_LINE_CHARS are split; a partial line is logged after PARTIAL_LINE_FLUSH seconds
+    without more output. ``on_closed`` is called once everything read is logged (end
+    of output, or ``close``)."""
 
-    __slots__ = ("_fd", "_flush_timer", "_loop", "_on_closed")
+    __slots__ = ("_callback_failed", "_decoder", "_fd", "_flush_timer", "_loop", "_log", "_on_closed", "_on_line", "_pending")
 
     def __init__(
         self,
@@ -285,11 +231,15 @@ class _OutputPump(_LineSplitter):
         on_line: Callable[[str], None] | None,
         on_closed: Callable[[], None],
     ) -> None:
-        super().__init__(log, on_line)
         self._loop = loop
         self._fd = fd
+        self._log = log
+        self._on_line = on_line
         self._on_closed = on_closed
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = ""
         self._flush_timer: asyncio.TimerHandle | None = None
+        self._callback_failed = False
         loop.add_reader(fd, self._readable)
 
     def _readable(self) -> None:
@@ -303,16 +253,43 @@ class _OutputPump(_LineSplitter):
             if not chunk:
                 self.close()
                 return
-            self.feed(chunk)
+            self._take(chunk)
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
-        if self.has_partial:
+        if self._pending:
             self._flush_timer = self._loop.call_later(PARTIAL_LINE_FLUSH, self._flush_partial)
 
+    def _take(self, chunk: bytes) -> None:
+        text = self._pending + self._decoder.decode(chunk)
+        lines = text.split("\n")
+        pending = lines.pop()
+        while len(pending) > MAX_LINE_CHARS:
+            lines.append(pending[:MAX_LINE_CHARS])
+            pending = pending[MAX_LINE_CHARS:]
+        self._pending = pending
+        if any(len(line) > MAX_LINE_CHARS for line in lines):
+            lines = [piece for line in lines for piece in _cut(line)]
+        if lines:
+            self._emit(lines)
+
     def _flush_partial(self) -> None:
+        """Quiet for a while with a partial line: log it as it is."""
         self._flush_timer = None
-        self.flush_partial()
+        if self._pending:
+            self._emit([self._pending])
+            self._pending = ""
+
+    def _emit(self, lines: list[str]) -> None:
+        self._log.write_lines(lines)
+        if self._on_line is not None:
+            for line in lines:
+                try:
+                    self._on_line(line)
+                except Exception:
+                    if not self._callback_failed:
+                        self._callback_failed = True
+                        _log.exception("on_line callback failed; later failures are not logged")
 
     def close(self) -> None:
         """Stop reading (end of output, or nobody supervises the service any more): log
@@ -326,7 +303,10 @@ class _OutputPump(_LineSplitter):
             self._flush_timer.cancel()
             self._flush_timer = None
         try:
-            self.finish()
+            rest = self._pending + self._decoder.decode(b"", final=True)
+            self._pending = ""
+            if rest:
+                self._emit(_cut(rest))
         finally:
             self._on_closed()
 
@@ -338,20 +318,48 @@ async def _pump(
     closed: Callable[[], None],
 ) -> None:
     """The task version of ``_OutputPump``, for an event loop other than asyncio's."""
-    lines = _LineSplitter(log, on_line)
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pending = ""
+    callback_failed = False
+
+    def emit(lines: list[str]) -> None:
+        nonlocal callback_failed
+        log.write_lines(lines)
+        if on_line is not None:
+            for line in lines:
+                try:
+                    on_line(line)
+                except Exception:
+                    if not callback_failed:
+                        callback_failed = True
+                        _log.exception("on_line callback failed; later failures are not logged")
+
     try:
         while True:
             chunk = b""
-            with anyio.move_on_after(PARTIAL_LINE_FLUSH if lines.has_partial else math.inf):
+            with anyio.move_on_after(PARTIAL_LINE_FLUSH if pending else math.inf):
                 try:
                     chunk = await stream.receive(65536)
                 except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
                     break
-            if chunk:
-                lines.feed(chunk)
-            else:
-                lines.flush_partial()
-        lines.finish()
+            if not chunk:  # quiet for a while with a partial line: log it as it is
+                if pending:
+                    emit([pending])
+                    pending = ""
+                continue
+            text = pending + decoder.decode(chunk)
+            lines = text.split("\n")
+            pending = lines.pop()
+            while len(pending) > MAX_LINE_CHARS:
+                lines.append(pending[:MAX_LINE_CHARS])
+                pending = pending[MAX_LINE_CHARS:]
+            if any(len(line) > MAX_LINE_CHARS for line in lines):
+                lines = [piece for line in lines for piece in _cut(line)]
+            if lines:
+                emit(lines)
+        rest = pending + decoder.decode(b"", final=True)
+        if rest:
+            emit(_cut(rest))
     finally:
         closed()
         with anyio.CancelScope(shield=True):
