@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -66,6 +67,44 @@ def free_ports(n: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+@contextlib.contextmanager
+def ports_kept_from_outgoing_connections(ports: Iterable[int], wait: float = 0) -> Iterator[set[int]]:
+    """Keep the kernel from giving ``ports`` to outgoing connections while the block runs;
+    yields the ports that could not be kept within ``wait`` seconds (something holds them).
+
+    Each port gets a socket bound to 127.0.0.1 with SO_REUSEADDR that never listens. Linux
+    never picks a bound port as the local port of a connect(), yet a server that sets
+    SO_REUSEADDR too (the demo, redis, node, postgres do) still binds and listens on it.
+    For tests whose fixed ports lie in the ephemeral range (32768-60999), where any
+    connection on the machine could otherwise hold one of them for seconds. The end of a
+    connection that closed first holds its port for 60 s in TIME-WAIT, and that blocks a
+    server's bind even with SO_REUSEADDR: ``wait=65`` outlasts it."""
+    import time
+
+    held: list[socket.socket] = []
+    taken = set(ports)
+    deadline = time.monotonic() + wait
+    try:
+        while True:
+            for port in sorted(taken):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    sock.close()
+                else:
+                    held.append(sock)
+                    taken.discard(port)
+            if not taken or time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)  # a TIME-WAIT ends on the kernel's clock; nothing to wait on
+        yield taken
+    finally:
+        for sock in held:
+            sock.close()
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> object:

@@ -10,10 +10,14 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import wait_until
+if TYPE_CHECKING:
+    from supervisord_lite.core.model import Manifest
+
+from tests.conftest import ports_kept_from_outgoing_connections, wait_until
 from tests.integration.harness import SVC, Platform
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -176,30 +180,11 @@ def _svc(manifest: Path, *args: str, instance: int, timeout: float = 120) -> sub
     )  # fmt: skip
 
 
-def _local_ports_in_use() -> set[int]:
-    """Local ports of TCP sockets other than TIME-WAIT (a connection's local port cannot be listened on;
-    a TIME-WAIT does not stop a listener with SO_REUSEADDR, as the demo's)."""
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if fields[3] != "06":  # TIME_WAIT
-                found.add(int(fields[1].rpartition(":")[2], 16))
-    return found
-
-
 def test_two_instances_of_the_demo_run_side_by_side(tmp_path: Path) -> None:
     """Instances 1 and 2 of a copy of config/demo.toml (instance 0 is left to whoever runs
     the demo on this machine): every service of both ready, no conflict, two metrics endpoints."""
-    import urllib.request
-
     from supervisord_lite.core.instances import shift_manifest
     from supervisord_lite.core.manifest import load_manifest
-    from supervisord_lite.host.portinfo import listening_ports
 
     demo = ROOT / "config" / "demo.toml"
     manifest = tmp_path / "demo.toml"
@@ -210,9 +195,19 @@ def test_two_instances_of_the_demo_run_side_by_side(tmp_path: Path) -> None:
         m = shift_manifest(base, n)
         wanted |= {s.port for s in m.services.values() if s.port is not None}
         wanted.add(m.supervisor.metrics_address[1])  # type: ignore[index]
-    taken = wanted & (listening_ports() | _local_ports_in_use())
-    if taken:  # the demo's ports are fixed, and lie in Linux's ephemeral range (32768-60999)
-        pytest.skip(f"ports of demo instances 1 and 2 are in use on this machine: {sorted(taken)}")
+    # The demo's ports are fixed, and from instance 1 on lie in Linux's ephemeral range
+    # (32768-60999): kept from outgoing connections while both instances come up.
+    with ports_kept_from_outgoing_connections(wanted, wait=65) as taken:
+        if taken:
+            pytest.skip(f"ports of demo instances 1 and 2 are in use on this machine: {sorted(taken)}")
+        _run_two_demo_instances(manifest, base)
+
+
+def _run_two_demo_instances(manifest: Path, base: Manifest) -> None:
+    import urllib.request
+
+    from supervisord_lite.core.instances import shift_manifest
+
     try:
         for n in (1, 2):
             result = _svc(manifest, "up", "--timeout", "90", instance=n)
