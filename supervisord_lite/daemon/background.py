@@ -21,6 +21,7 @@ import structlog
 
 from supervisord_lite.core import protocol
 from supervisord_lite.daemon import control_server, sdnotify
+from supervisord_lite.host.malloc import malloc_trim
 
 if TYPE_CHECKING:
     from supervisord_lite.daemon.main import Daemon
@@ -109,16 +110,6 @@ async def watchdog() -> None:
 QUIET_BEFORE_TRIM = 3.0
 
 
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim`` (None elsewhere: musl, macOS)."""
-    try:
-        import ctypes
-
-        return ctypes.CDLL(None).malloc_trim  # type: ignore[no-any-return]
-    except (OSError, AttributeError):
-        return None
-
-
 async def trim_after_bursts(sup: Supervisor, quiet: float = QUIET_BEFORE_TRIM) -> None:
     """Hand memory freed by a burst of work back to the system once things are quiet.
 
@@ -126,7 +117,7 @@ async def trim_after_bursts(sup: Supervisor, quiet: float = QUIET_BEFORE_TRIM) -
     machine) and every `up` or reload leave freed blocks in the C heap that the
     process keeps; ``malloc_trim`` returns them. Once after the start, then once after
     each burst of changes, never while nothing changes."""
-    trim = _malloc_trim()
+    trim = malloc_trim()
     if trim is None:
         return
     while True:

@@ -489,8 +489,10 @@ def _status_page_routes(supervisor: Supervisor, snapshot: Any) -> dict[str, Any]
 
 def main(manifest_path: Path, json_logs: bool | None = None, overlays: tuple[Path, ...] = ()) -> int:
     """Run the daemon in the foreground; returns the exit status."""
+    from supervisord_lite.host.malloc import keep_large_blocks_mapped
     from supervisord_lite.runtime.logs import configure_logging
 
+    keep_large_blocks_mapped()  # each scrape and state write would otherwise grow the heap for good
     configure_logging(json_logs)
     try:
         return anyio.run(run_daemon, manifest_path, overlays)
