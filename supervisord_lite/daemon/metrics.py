@@ -20,16 +20,18 @@ collectors write the text format directly (~9 ms for 500 services), and their
 ``collect()`` (for anyone using the registry the usual way) parses that same text
 back with prometheus_client's parser: one implementation, two interfaces.
 
-prometheus_client itself (with what it pulls in: wsgiref, urllib.request, gzip,
-email; ~4 MB resident and ~15 ms of imports) is loaded at the first scrape or the
-first use of ``Metrics.registry``, not at the daemon's start: the text above needs
-none of it, and a daemon nobody scrapes never loads it.
+A scrape never loads prometheus_client (with what it pulls in: wsgiref, urllib.request,
+gzip, email; ~2 MB resident and ~15 ms of imports): the text above needs none of it, and
+the daemon's own process series are read here too (``ProcessStats``). It loads for
+whoever uses ``Metrics.registry``.
 """
 
 from __future__ import annotations
 
 import bisect
+import gc
 import math
+import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
@@ -96,6 +98,16 @@ def _num(value: float) -> str:
     if value.is_integer() and abs(value) < 1e15:
         return str(int(value))
     return repr(value)
+
+
+def _go_float(value: float) -> str:
+    """A bucket bound as prometheus_client (and Go) write ``le``: "0.005", "1.0", "2.5e+06"."""
+    text = repr(float(value))
+    dot = text.find(".")
+    if value > 0 and dot > 6:  # Go switches to an exponent sooner than Python
+        mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1 :]}".rstrip("0.")
+        return f"{mantissa}e+{dot - 1:02d}"
+    return text
 
 
 def _families(text: str) -> Iterable[Metric]:
@@ -217,10 +229,8 @@ class ProbeStats(_TextCollector):
                     group, since, since_total = member
                     now, now_total = self._groups[group]
                     copied[i] = (key, [c + a - b for c, a, b in zip(counts, now, since)], total + now_total[0] - since_total)
-        if not self._le:  # `le` written as prometheus_client writes it ("1.0", "0.005")
-            from prometheus_client.utils import floatToGoString
-
-            self._le = tuple(str(floatToGoString(b)) for b in self._bounds) + ("+Inf",)  # type: ignore[no-untyped-call]
+        if not self._le:
+            self._le = tuple(_go_float(b) for b in self._bounds) + ("+Inf",)
         name = PROBE_FAMILY[0]
         out = [self._headers()]
         add = out.append
@@ -285,6 +295,88 @@ class SupervisorCollector(_TextCollector):
         return "".join(out)
 
 
+#: The daemon's own families: the names, types and help texts of prometheus_client's
+#: ProcessCollector, PlatformCollector and GCCollector, which dashboards know.
+PROCESS_FAMILIES: tuple[tuple[str, str, str], ...] = (
+    ("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes."),
+    ("process_resident_memory_bytes", "gauge", "Resident memory size in bytes."),
+    ("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds."),
+    ("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds."),
+    ("process_open_fds", "gauge", "Number of open file descriptors."),
+    ("process_max_fds", "gauge", "Maximum number of open file descriptors."),
+    ("python_info", "gauge", "Python platform information"),
+    ("python_gc_objects_collected_total", "counter", "Objects collected during gc"),
+    ("python_gc_objects_uncollectable_total", "counter", "Uncollectable objects found during GC"),
+    ("python_gc_collections_total", "counter", "Number of times this generation was collected"),
+)
+
+
+class ProcessStats(_TextCollector):
+    """The daemon's own ``process_*``, ``python_info`` and ``python_gc_*`` series.
+
+    The same series as prometheus_client's three standard collectors (a test compares
+    them), read from /proc/self and ``gc`` here so that serving /metrics never imports
+    prometheus_client: its package brings wsgiref, urllib.request and gzip along, ~1.5 MB
+    resident and ~15 ms, for a dozen lines. Where /proc cannot be read the ``process_*``
+    series are left out, as prometheus_client leaves them out.
+    """
+
+    def __init__(self, proc: str = "/proc/self") -> None:
+        import platform
+
+        self._proc = proc
+        self._ticks = float(os.sysconf("SC_CLK_TCK"))
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self._boot_time = _boot_time()
+        major, minor, patchlevel = platform.python_version_tuple()
+        self._info = (
+            f'python_info{{implementation="{_label(platform.python_implementation())}",major="{major}",'
+            f'minor="{minor}",patchlevel="{patchlevel}",version="{_label(platform.python_version())}"}} 1\n'
+        )
+
+    def _headers(self) -> str:
+        return "".join(_header(*family) for family in PROCESS_FAMILIES)
+
+    def render_text(self) -> str:
+        values: dict[str, float] = {}
+        if self._boot_time is not None:
+            try:
+                with open(f"{self._proc}/stat", "rb") as f:
+                    fields = f.read().rpartition(b")")[2].split()
+                values["process_virtual_memory_bytes"] = float(fields[20])
+                values["process_resident_memory_bytes"] = float(fields[21]) * self._page
+                values["process_start_time_seconds"] = float(fields[19]) / self._ticks + self._boot_time
+                values["process_cpu_seconds_total"] = (float(fields[11]) + float(fields[12])) / self._ticks
+            except (OSError, IndexError, ValueError):
+                pass
+            try:
+                with open(f"{self._proc}/limits", "rb") as f:
+                    max_fds = next(float(line.split()[3]) for line in f if line.startswith(b"Max open files"))
+                values["process_open_fds"] = float(len(os.listdir(f"{self._proc}/fd")))
+                values["process_max_fds"] = max_fds
+            except (OSError, IndexError, ValueError, StopIteration):
+                pass
+        out = []
+        for name, kind, doc in PROCESS_FAMILIES[:6]:
+            if name in values:
+                out.append(f"{_header(name, kind, doc)}{name} {_num(values[name])}\n")
+        out.append(_header(*PROCESS_FAMILIES[6]) + self._info)
+        stats = gc.get_stats()
+        for (name, kind, doc), key in zip(PROCESS_FAMILIES[7:], ("collected", "uncollectable", "collections")):
+            out.append(_header(name, kind, doc))
+            out.extend(f'{name}{{generation="{generation}"}} {stat[key]}\n' for generation, stat in enumerate(stats))
+        return "".join(out)
+
+
+def _boot_time() -> float | None:
+    """The machine's boot time (``btime`` of /proc/stat): a process's start counts from it."""
+    try:
+        with open("/proc/stat", "rb") as f:
+            return next(float(line.split()[1]) for line in f if line.startswith(b"btime "))
+    except (OSError, IndexError, ValueError, StopIteration):
+        return None
+
+
 class Metrics:
     """The daemon's metrics: the snapshot collector, the probe histogram and the
     daemon's own process metrics, on one registry of their own.
@@ -297,32 +389,24 @@ class Metrics:
     def __init__(self, get_snapshot: SnapshotSource, *, process_metrics: bool = True) -> None:
         self.services = SupervisorCollector(get_snapshot)
         self.probes = ProbeStats()
-        self._process_metrics = process_metrics
-        self._registries: tuple[CollectorRegistry, CollectorRegistry] | None = None
-        self._building = threading.Lock()  # two first scrapes at once build them once
+        self.process = ProcessStats() if process_metrics else None
+        self._registry: CollectorRegistry | None = None
+        self._building = threading.Lock()  # two first uses at once build it once
 
     @property
     def registry(self) -> CollectorRegistry:
-        """Every metric, on a registry of its own (built, with prometheus_client, at first use)."""
-        return self._built()[0]
-
-    def _built(self) -> tuple[CollectorRegistry, CollectorRegistry]:
+        """Every metric, on a prometheus_client registry of its own (built at first use;
+        ``render`` does not need it)."""
         with self._building:
-            if self._registries is None:
-                from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+            if self._registry is None:
                 from prometheus_client.registry import CollectorRegistry
 
                 registry = CollectorRegistry()
-                registry.register(self.services)  # type: ignore[arg-type]
-                registry.register(self.probes)  # type: ignore[arg-type]
-                own = CollectorRegistry()  # small: rendered by prometheus_client itself
-                if self._process_metrics:
-                    for collector in (ProcessCollector(registry=None), PlatformCollector(registry=None)):
-                        own.register(collector)
-                        registry.register(collector)
-                    registry.register(GCCollector(registry=own))
-                self._registries = (registry, own)
-            return self._registries
+                for collector in (self.services, self.probes, self.process):
+                    if collector is not None:
+                        registry.register(collector)  # type: ignore[arg-type]
+                self._registry = registry
+            return self._registry
 
     def observe_probe(self, service: str, port: int, seconds: float) -> None:
         """Record one probe (the supervisor calls this after every probe of a port)."""
@@ -345,8 +429,7 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         """One scrape: (body, content type). The same samples as ``generate_latest(self.registry)``."""
-        own = self._built()[1]
-        from prometheus_client import generate_latest
-
         text = self.services.render_text() + self.probes.render_text()
-        return text.encode() + generate_latest(own), CONTENT_TYPE
+        if self.process is not None:
+            text += self.process.render_text()
+        return text.encode(), CONTENT_TYPE

@@ -1,6 +1,6 @@
 """What the daemon loads before it serves: heavy libraries only work needs later (RE2
-for a ready.log pattern, prometheus_client for a scrape, http.server and the status
-page's assets for a first request) load on first use."""
+for a ready.log pattern, http.server and the status page's assets for a first request)
+load on first use; prometheus_client only for whoever asks for the metrics' registry."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def test_the_daemon_starts_without_re2_and_prometheus_client() -> None:
     assert not loaded & {"re2", "prometheus_client"}, loaded & {"re2", "prometheus_client"}
 
 
-def test_they_load_when_their_work_comes() -> None:
+def test_re2_loads_when_a_log_pattern_comes_and_a_scrape_needs_no_prometheus_client() -> None:
     loaded = _loaded(
         "from supervisord_lite.runtime.logmatch import compile_log_pattern\n"
         "assert compile_log_pattern('ready on \\\\d+').search('ready on 8080')\n"
@@ -44,7 +44,17 @@ def test_they_load_when_their_work_comes() -> None:
         "assert 'svc_port_probe_duration_seconds_bucket{service=\"api\",port=\"8000\",le=\"0.001\"} 1' in body, body\n"
         "assert 'process_resident_memory_bytes' in body and 'python_info' in body\n"
     )
-    assert {"re2", "prometheus_client"} <= loaded
+    assert "re2" in loaded
+    assert "prometheus_client" not in loaded
+
+
+def test_prometheus_client_loads_for_whoever_asks_for_the_registry() -> None:
+    loaded = _loaded(
+        "from supervisord_lite.core.snapshot import SupervisorSnapshot\n"
+        "metrics = Metrics(lambda: SupervisorSnapshot(name='n', manifest='m', pid=1, started_at=0.0, services=()))\n"
+        "assert 'python_info' in {family.name for family in metrics.registry.collect()}\n"
+    )
+    assert "prometheus_client" in loaded
 
 
 _LATER = {"http.server", "email.message", "importlib.resources", "zipfile", "encodings.idna", "html"}

@@ -5,13 +5,14 @@ from __future__ import annotations
 import statistics
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from supervisord_lite import __version__
-from supervisord_lite.daemon.metrics import FAMILIES, PROBE_BUCKETS, Metrics, ProbeStats
+from supervisord_lite.daemon.metrics import FAMILIES, PROBE_BUCKETS, Metrics, ProbeStats, ProcessStats
 from supervisord_lite.core.snapshot import ServiceSnapshot, SupervisorSnapshot
 from supervisord_lite.core.states import ServiceState
 
@@ -334,3 +335,37 @@ def test_a_scrape_of_500_services_is_whole_and_does_not_stall() -> None:
     samples = parse(body.decode())
     assert len(series(samples, "svc_service_state")) == 500 * len(ServiceState)
     assert len(series(samples, "svc_port_probe_duration_seconds_count")) == 500
+
+
+def test_the_daemons_own_series_are_prometheus_clients_standard_ones() -> None:
+    """ProcessStats writes what prometheus_client's Process, Platform and GC collectors
+    write (dashboards know those names): the same families, types, help texts and
+    labels, and the same values where they do not move between two reads."""
+    from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+    from prometheus_client.registry import CollectorRegistry
+
+    reference = CollectorRegistry()
+    for collector in (ProcessCollector(registry=None), PlatformCollector(registry=None)):
+        reference.register(collector)
+    GCCollector(registry=reference)
+    ours = {f.name: f for f in text_string_to_metric_families(ProcessStats().render_text())}
+    theirs = {f.name: f for f in text_string_to_metric_families(generate_latest(reference).decode())}
+
+    assert ours.keys() == theirs.keys() and len(ours) == 10
+    for name, family in theirs.items():
+        mine = ours[name]
+        assert (mine.type, mine.documentation) == (family.type, family.documentation), name
+        assert [(s.name, s.labels) for s in mine.samples] == [(s.name, s.labels) for s in family.samples], name
+    single = {name: ours[name].samples[0].value for name in ours if len(ours[name].samples) == 1}
+    expected = {name: theirs[name].samples[0].value for name in single}
+    assert single["process_start_time_seconds"] == pytest.approx(expected["process_start_time_seconds"], abs=0.02)
+    assert single["process_max_fds"] == expected["process_max_fds"]
+    assert single["python_info"] == expected["python_info"] == 1
+    assert single["process_resident_memory_bytes"] == pytest.approx(expected["process_resident_memory_bytes"], rel=0.5)
+    assert 0 < single["process_cpu_seconds"] <= expected["process_cpu_seconds"] + 1  # a counter family drops _total
+
+
+def test_without_proc_the_process_series_are_left_out_and_python_ones_stay(tmp_path: Path) -> None:
+    families = {f.name for f in text_string_to_metric_families(ProcessStats(proc=str(tmp_path / "gone")).render_text())}
+    assert not any(name.startswith("process_") for name in families)
+    assert {"python_info", "python_gc_collections"} <= families  # a counter family drops _total
