@@ -99,6 +99,36 @@ async def tcp_probe(port: int, timeout: float = 1.0, host: str = "127.0.0.1") ->
     return ProbeResult(True, anyio.current_time() - start, f"{host}:{port} accepts connections")
 
 
+#: After the status line, how long an HTTP probe waits for the service to close the
+#: connection it asked to be closed, and how much more of the answer it reads meanwhile.
+HTTP_CLOSE_GRACE = 0.5
+_HTTP_DRAIN_MAX = 65536
+
+
+async def _let_them_close(sock: socket.socket, grace: float = HTTP_CLOSE_GRACE) -> None:
+    """Read on until the service closes the connection (it was sent "Connection: close"),
+    for at most ``grace`` seconds and _HTTP_DRAIN_MAX bytes.
+
+    The side that closes a TCP connection first keeps its port in TIME-WAIT for 60 s.
+    Let that be the service: its port is the one it listens on, where a TIME-WAIT is
+    harmless. Were it the probe, it would be one of the machine's ephemeral ports, and a
+    service whose port lies in that range could not bind it for a minute ("Address already
+    in use"), which a second instance of a platform, every probe interval, would meet. A
+    service that keeps the connection open past ``grace`` is closed on: the probe's
+    answer is already in, and closing with unread data resets rather than lingers."""
+    left = _HTTP_DRAIN_MAX
+    with anyio.move_on_after(grace), contextlib.suppress(OSError):
+        while left > 0:
+            try:
+                chunk = sock.recv(min(left, 16384))
+            except BlockingIOError:
+                await anyio.wait_readable(sock)
+                continue
+            if not chunk:
+                return
+            left -= len(chunk)
+
+
 async def http_probe(port: int, path: str, timeout: float = 2.0, host: str = "127.0.0.1") -> ProbeResult:
     """GET ``http://host:port/path``; ok when the status is 2xx or 3xx (redirects are not followed)."""
     if not path.startswith("/"):
@@ -110,32 +140,37 @@ async def http_probe(port: int, path: str, timeout: float = 2.0, host: str = "12
         "Accept: */*\r\nConnection: close\r\n\r\n"
     ).encode("latin-1", errors="replace")
     head = b""
+    sock: socket.socket | None = None
+    closed_by_them = False
     try:
         with anyio.fail_after(timeout):
             sock = await _connect(host, port)
-            try:
-                while request:
-                    try:
-                        request = request[sock.send(request):]
-                    except BlockingIOError:
-                        await anyio.wait_writable(sock)
-                while b"\n" not in head and len(head) < _HTTP_HEAD_MAX:
-                    try:
-                        chunk = sock.recv(4096)
-                    except BlockingIOError:
-                        await anyio.wait_readable(sock)
-                        continue
-                    if not chunk:
-                        break
-                    head += chunk
-            finally:
-                anyio.notify_closing(sock)
-                sock.close()
+            while request:
+                try:
+                    request = request[sock.send(request):]
+                except BlockingIOError:
+                    await anyio.wait_writable(sock)
+            while b"\n" not in head and len(head) < _HTTP_HEAD_MAX:
+                try:
+                    chunk = sock.recv(4096)
+                except BlockingIOError:
+                    await anyio.wait_readable(sock)
+                    continue
+                if not chunk:
+                    closed_by_them = True
+                    break
+                head += chunk
+        latency = anyio.current_time() - start
+        if not closed_by_them:
+            await _let_them_close(sock)
     except TimeoutError:
         return ProbeResult(False, anyio.current_time() - start, f"GET {url}: no answer within {timeout:g}s")
     except OSError as exc:
         return ProbeResult(False, anyio.current_time() - start, f"GET {url}: {_describe_oserror(exc)}")
-    latency = anyio.current_time() - start
+    finally:
+        if sock is not None:
+            anyio.notify_closing(sock)
+            sock.close()
     status_line = head.split(b"\n", 1)[0].strip().decode("latin-1")
     parts = status_line.split(" ", 2)
     if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():

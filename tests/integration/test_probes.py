@@ -129,6 +129,64 @@ async def test_http_probe_closed_port_and_non_http_listener() -> None:
         assert "not an HTTP response" in result.detail or "connection reset" in result.detail, result.detail
 
 
+def _time_waits(local: int | None = None, remote: int | None = None) -> int:
+    """TCP connections in TIME-WAIT on 127.0.0.1 with this local or remote port."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] != "06":
+            continue
+        mine, theirs = int(fields[1].rpartition(":")[2], 16), int(fields[2].rpartition(":")[2], 16)
+        count += (local is None or mine == local) and (remote is None or theirs == remote)
+    return count
+
+
+async def test_http_probes_leave_their_time_wait_on_the_services_port_not_on_an_ephemeral_one(http_port: int) -> None:
+    """The probe lets the service close first (it asked for "Connection: close"): the 60 s
+    TIME-WAIT is then the service's, on the port it listens on, and not the probe's, on an
+    ephemeral port that a service of the manifest may need to bind."""
+    async with child(PYTHON, FAKES / "http_server.py", http_port):
+        for _ in range(20):
+            result = await http_probe(http_port, "/ok", timeout=5)
+            assert result.ok, result.detail
+    assert _time_waits(remote=http_port) == 0  # none on the probe's side
+    assert _time_waits(local=http_port) >= 20  # the service closed each of them
+
+
+async def test_an_http_probe_of_a_server_that_keeps_the_connection_open_still_answers() -> None:
+    """A server that ignores "Connection: close": the probe closes after a short grace."""
+    from supervisord_lite.runtime.probes import HTTP_CLOSE_GRACE
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(4)
+        server.setblocking(False)
+        port = server.getsockname()[1]
+        held: list[socket.socket] = []
+
+        async def answer_and_keep_open() -> None:
+            await anyio.wait_readable(server)
+            conn, _ = server.accept()
+            held.append(conn)
+            conn.setblocking(False)
+            await anyio.wait_readable(conn)
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 204 No Content\r\nConnection: keep-alive\r\n\r\n")
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(answer_and_keep_open)
+                began = time.monotonic()
+                result = await http_probe(port, "/health", timeout=5)
+                elapsed = time.monotonic() - began
+        finally:
+            for conn in held:
+                conn.close()
+    assert result.ok and result.detail == "HTTP 204 No Content", result.detail
+    assert result.latency <= elapsed - HTTP_CLOSE_GRACE + 0.05  # the answer's time, without the grace
+    assert elapsed < 10 * (HTTP_CLOSE_GRACE + 1)  # it did not wait for the server to close
+
+
 # -- exec ------------------------------------------------------------------------------
 
 
