@@ -5,7 +5,7 @@ is freed. But the first time such a block is freed, glibc raises that threshold 
 block's size (up to 32 MiB), and from then on large requests come from the heap, which
 keeps what they free. The daemon builds large texts again and again (a scrape of
 /metrics is ~3 MB at 1000 services, its state file ~0.5 MB): with the threshold moving,
-the first scrape left ~8 MB resident for good at 1000 services, ~2 MB at 200. Setting
+the first scrape left ~8 MB resident for good at 1000 services, ~1.5 MB at 200. Setting
 the threshold (mallopt(3)) turns the moving off. Elsewhere (musl, macOS) nothing is done.
 """
 
