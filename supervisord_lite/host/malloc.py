@@ -11,7 +11,6 @@ the threshold (mallopt(3)) turns the moving off. Elsewhere (musl, macOS) nothing
 
 from __future__ import annotations
 
-import ctypes
 from collections.abc import Callable
 
 __all__ = ["MMAP_THRESHOLD", "keep_large_blocks_mapped", "malloc_trim"]
@@ -22,9 +21,12 @@ _M_MMAP_THRESHOLD = -3  # mallopt's parameter number, from glibc's malloc.h
 
 
 def _libc_function(name: str) -> Callable[[int, int], int] | Callable[[int], int] | None:
+    """``name`` from the C library, or None (no ctypes in this Python, or not glibc)."""
     try:
+        import ctypes
+
         return getattr(ctypes.CDLL(None), name)  # type: ignore[no-any-return]
-    except (OSError, AttributeError):
+    except (ImportError, OSError, AttributeError):
         return None
 
 

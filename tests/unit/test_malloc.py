@@ -57,3 +57,15 @@ def test_a_large_block_is_mapped_again_after_one_was_freed_so_it_goes_back_when_
 def test_malloc_trim_is_found_on_glibc_or_is_none() -> None:
     trim = malloc_trim()
     assert trim is None or trim(0) in (0, 1)
+
+
+def test_a_python_without_ctypes_gets_no_tuning_and_no_error() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['ctypes'] = None  # as in a Python built without libffi\n"
+        "from supervisord_lite.host.malloc import keep_large_blocks_mapped, malloc_trim\n"
+        "assert keep_large_blocks_mapped() is False and malloc_trim() is None\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout == "ok\n", out.stderr
