@@ -99,6 +99,11 @@ def _raw_entries(path: Path) -> list[dict[str, Any]] | None:
     return entries
 
 
+def _entry_key(entry: dict[str, Any]) -> tuple[str, Any]:
+    """An unparsed entry's ``Claim.key``."""
+    return entry["manifest"], entry.get("instance", 0)
+
+
 def _write(path: Path, claims: list[Claim]) -> None:
     _write_entries(path, [c.to_json() for c in claims])
 
@@ -207,7 +212,7 @@ def _unchanged(mine: Claim) -> list[dict[str, Any]] | None:
         manifest = entry["manifest"]
         if not os.path.isfile(manifest):
             return None  # a deleted manifest's claim to prune
-        if manifest == mine.manifest and entry.get("instance", 0) == mine.instance:
+        if _entry_key(entry) == mine.key:
             if found is not None:
                 return None
             found = entry
@@ -278,10 +283,7 @@ def _record_daemon(manifest: Manifest, pid: int) -> None:
         with _locked(path):
             entries = _raw_entries(path)
             if entries is not None:
-                kept = [
-                    e for e in entries
-                    if (e["manifest"], e.get("instance", 0)) != mine.key and os.path.isfile(e["manifest"])
-                ]  # fmt: skip
+                kept = [e for e in entries if _entry_key(e) != mine.key and os.path.isfile(e["manifest"])]
                 _write_entries(path, [*kept, mine.to_json()])
                 return
     except (OSError, statedir.UnsafeStateDir) as exc:
