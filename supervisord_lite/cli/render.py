@@ -106,7 +106,12 @@ def plain_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 def says_state(s: ServiceSnapshot) -> bool:
     """True when the reason already starts with the state (``waiting for db``, ``exited with code 0``),
     so printing both would stutter (``waiting (waiting for db)``)."""
-    return s.reason.startswith(f"{s.state.value} ")
+    return reason_says_state(s.state.value, s.reason)
+
+
+def reason_says_state(state: str, reason: str) -> bool:
+    """``says_state`` of a state and reason as the daemon sent them."""
+    return reason.startswith(f"{state} ")
 
 
 def progress_line(s: ServiceSnapshot) -> str:
@@ -117,7 +122,7 @@ def progress_line(s: ServiceSnapshot) -> str:
 def progress_text(name: str, state: str, reason: str, ready_duration: float | None, port: int | None) -> str:
     """``progress_line`` from the fields it shows: `svc up` writes it from each service as
     the daemon sent it, without building a snapshot for every update."""
-    if reason and reason.startswith(f"{state} "):  # as says_state: no stutter
+    if reason and reason_says_state(state, reason):
         return f"{name}: {reason}"
     line = f"{name}: {state}"
     if state == ServiceState.READY and ready_duration is not None:
