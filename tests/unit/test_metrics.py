@@ -369,3 +369,14 @@ def test_without_proc_the_process_series_are_left_out_and_python_ones_stay(tmp_p
     families = {f.name for f in text_string_to_metric_families(ProcessStats(proc=str(tmp_path / "gone")).render_text())}
     assert not any(name.startswith("process_") for name in families)
     assert {"python_info", "python_gc_collections"} <= families  # a counter family drops _total
+
+
+@pytest.mark.parametrize("bound", [*PROBE_BUCKETS, 0.1, 1.0, 10.0, 123456.0, 2_500_000.0, 1e7, 1.5e-7])
+def test_le_labels_are_written_as_prometheus_client_writes_them(bound: float) -> None:
+    """The histogram's ``le`` labels (dashboards select on them) come from our own rule now;
+    prometheus_client's ``floatToGoString`` is the reference."""
+    from prometheus_client.utils import floatToGoString
+
+    from supervisord_lite.daemon.metrics import _go_float
+
+    assert _go_float(bound) == floatToGoString(bound)
