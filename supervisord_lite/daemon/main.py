@@ -42,6 +42,7 @@ from supervisord_lite.host.files import tail_file
 from supervisord_lite.host import statedir
 from supervisord_lite.host import registry
 from supervisord_lite.host.fdlimit import fit_open_file_limit
+from supervisord_lite.host.malloc import keep_large_blocks_mapped
 from supervisord_lite.host.recovery import write_state
 from supervisord_lite.runtime.recovery import reap_predecessor
 from supervisord_lite.runtime.supervisor import Supervisor
@@ -489,7 +490,6 @@ def _status_page_routes(supervisor: Supervisor, snapshot: Any) -> dict[str, Any]
 
 def main(manifest_path: Path, json_logs: bool | None = None, overlays: tuple[Path, ...] = ()) -> int:
     """Run the daemon in the foreground; returns the exit status."""
-    from supervisord_lite.host.malloc import keep_large_blocks_mapped
     from supervisord_lite.runtime.logs import configure_logging
 
     keep_large_blocks_mapped()  # each scrape and state write would otherwise grow the heap for good
