@@ -3,6 +3,7 @@ a slow retry out of failed, dependency restarts, memory limits and file watching
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -13,14 +14,28 @@ from tests.integration.harness import Platform
 
 
 def test_crashing_together_does_not_restart_in_lockstep(platform: Platform) -> None:
+    """Two services that crash alike get backoff delays of their own: after the first
+    restarts (at once after a ready run, then ``first``) each delay is drawn between half
+    the step and the step. The delays are read from the daemon's log, as it chose them: spawn
+    times also carry each process's own start-up time, which can hide or fake a gap."""
     for name in ("a", "b"):
         platform.add(name, args="--crash-after 0.1", backoff={"first": "200ms", "max": "2s"}, start_limit=20)
     platform.write()
     platform.svc("up")
-    wait_until(lambda: min(len(platform.events("spawned", n)) for n in "ab") >= 5, timeout=30, what="a few restarts each")
-    a = [r["time"] for r in platform.events("spawned", "a")][2:5]
-    b = [r["time"] for r in platform.events("spawned", "b")][2:5]
-    assert any(abs(x - y) > 0.03 for x, y in zip(a, b)), (a, b)
+
+    def delays() -> dict[str, list[float]]:
+        chosen: dict[str, list[float]] = {"a": [], "b": []}
+        for line in (platform.state_dir / "daemon.log").read_text().splitlines():
+            if line.startswith("{") and '"service crashed"' in line:
+                record = json.loads(line)
+                chosen[record["service"]].append(record["delay"])
+        return chosen
+
+    wait_until(lambda: min(map(len, delays().values())) >= 4, timeout=30, what="four crashes each")
+    a, b = (delays()[name][:4] for name in "ab")
+    for steps in (a, b):  # never more than the step: 200, 400, 800, 1600 ms (less after a ready run)
+        assert all(0.0 <= delay <= limit for delay, limit in zip(steps, (0.2, 0.4, 0.8, 1.6), strict=True)), steps
+    assert a != b, (a, b)  # the jittered ones equal to the millisecond only in lockstep
 
 
 def test_failed_service_comes_back_by_itself_once_its_cause_is_fixed(platform: Platform) -> None:
