@@ -14,18 +14,14 @@ the functions that need them.
 from __future__ import annotations
 
 import contextlib
-import enum
 import os
 import re
-import sys
-import time
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from supervisord_lite.cli import transport
 from supervisord_lite.core import paths
-from supervisord_lite.core.exitcodes import ExitCode
 from supervisord_lite.core.protocol import ControlError, DaemonUnreachable
 from supervisord_lite.host import socketdir
 
@@ -144,12 +140,6 @@ def watch(sock: Path, *, usage: bool) -> Iterator[SupervisorSnapshot]:
 
 
 # ----------------------------------------------------------------------------- finding and starting the daemon
-
-
-class DaemonStartError(Exception):
-    def __init__(self, message: str, code: int = ExitCode.FAILED) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def socket_of(manifest: Manifest) -> Path:
@@ -337,135 +327,3 @@ def fetch_snapshot(manifest: Manifest, timeout: float = 5.0) -> SupervisorSnapsh
         return SupervisorSnapshot.from_dict(status(socket_of(manifest), timeout=timeout))
     except (DaemonUnreachable, ControlError):
         return None
-
-
-def daemon_log_path(manifest: Manifest) -> Path:
-    return manifest.supervisor.state_dir / "daemon.log"
-
-
-class DaemonFound(enum.Enum):
-    """How ``ensure_daemon`` found a daemon serving the manifest."""
-
-    RUNNING = "running"  # it was already there
-    STARTED = "started"  # the daemon this call spawned won the lock and serves
-    JOINED = "joined"  # this call spawned one, but another caller's won the race; it serves
-
-
-#: How often ensure_daemon asks whether the new daemon serves yet: a refused connect
-#: costs microseconds, and every millisecond here is added to each cold `svc up`.
-DAEMON_POLL_INTERVAL = 0.002
-
-
-def ensure_daemon(manifest: Manifest, timeout: float = 20.0, meanwhile: Callable[[], None] | None = None) -> DaemonFound:
-    """Make sure a daemon serves this manifest; start one in the background if not.
-
-    Callers racing is fine: each spawns a daemon, the daemons take an exclusive lock,
-    the losers exit, and every caller ends up talking to the winner. Which caller
-    started it is told by the pid the serving daemon reports: exactly one gets
-    ``STARTED``, the others ``JOINED``.
-
-    ``meanwhile`` runs exactly once (whatever happens): while a new daemon starts, so
-    that work which need not wait for it costs no time; at once when none is started.
-    """
-    pending = [meanwhile] if meanwhile is not None else []
-
-    def run_pending() -> None:
-        while pending:
-            pending.pop()()
-
-    try:
-        return _ensure_daemon(manifest, timeout, run_pending)
-    finally:
-        run_pending()
-
-
-def _ensure_daemon(manifest: Manifest, timeout: float, meanwhile: Callable[[], None]) -> DaemonFound:
-    import subprocess  # lazy: only starting a daemon needs it
-
-    from supervisord_lite.host import statedir
-
-    sock = socket_of(manifest)
-    try:
-        ping(sock, timeout=1.0)
-        return DaemonFound.RUNNING
-    except DaemonUnreachable:
-        pass
-    except transport.UntrustedSocket as exc:  # never start a daemon beside a listener we cannot trust
-        raise DaemonStartError(str(exc), exc.code) from None
-    except ControlError as exc:
-        if exc.code == ExitCode.NO_DAEMON:  # a daemon runs but will not serve us (another user's): starting a second cannot help
-            raise DaemonStartError(str(exc), ExitCode.NO_DAEMON) from None
-    state_dir = manifest.supervisor.state_dir
-    try:
-        statedir.ensure_private_dir(state_dir)
-        log_file = os.fdopen(statedir.open_file(daemon_log_path(manifest), os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab")
-    except statedir.UnsafeStateDir as exc:
-        raise DaemonStartError(f"{manifest.path}: supervisor.state_dir: {exc}", exc.code) from None
-    except OSError as exc:
-        message = f"{manifest.path}: supervisor.state_dir: cannot write to {state_dir}: {exc.strerror or exc}"
-        raise DaemonStartError(message, ExitCode.USAGE) from None
-    with log_file:
-        child = subprocess.Popen(
-            [
-                sys.executable, "-m", "supervisord_lite.daemon", "-f", str(manifest.path.resolve()),
-                *(arg for overlay in manifest.overlays for arg in ("-f", str(overlay.resolve()))),
-                "--json-logs",
-            ],  # fmt: skip
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=log_file,
-            cwd=str(manifest.path.resolve().parent),
-            start_new_session=True,
-            close_fds=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    meanwhile()
-    current_socket = socket_finder(state_dir)
-    deadline = time.monotonic() + timeout
-    child_gone_at: float | None = None
-    while time.monotonic() < deadline:
-        serving = _serving_pid(current_socket())
-        if serving is not None:
-            return DaemonFound.STARTED if serving == child.pid else DaemonFound.JOINED
-        code = child.poll()
-        if code is not None and not (code == ExitCode.FAILED and _lock_holder_alive(manifest)):
-            # it may have lost the race to a daemon that has not written its pid yet: give that one a moment
-            child_gone_at = child_gone_at or time.monotonic()
-            if time.monotonic() - child_gone_at > 5.0 or code not in (ExitCode.OK, ExitCode.FAILED):
-                exit_code = ExitCode.USAGE if code == ExitCode.USAGE else ExitCode.FAILED
-                raise DaemonStartError(_startup_failure(manifest, code), exit_code)
-        time.sleep(DAEMON_POLL_INTERVAL)
-    raise DaemonStartError(f"the daemon did not answer within {timeout:g}s; see {daemon_log_path(manifest)}")
-
-
-def _serving_pid(sock: Path) -> int | None:
-    """The pid of the daemon that answers on ``sock`` (None while none does); a listener
-    that cannot be trusted ends the wait with its message."""
-    try:
-        return int(ping(sock, timeout=0.5)["pid"])
-    except transport.UntrustedSocket as exc:
-        raise DaemonStartError(str(exc), exc.code) from None
-    except (DaemonUnreachable, ControlError, KeyError, TypeError, ValueError):
-        return None
-
-
-def _lock_holder_alive(manifest: Manifest) -> bool:
-    """Does the daemon that holds the manifest's lock (its pid is in the lock file) still
-    run? Then ours lost the race to it, and it is still starting: wait for it."""
-    from supervisord_lite.host.proctable import is_running  # lazy: loads psutil
-    from supervisord_lite.host.recovery import lock_holder
-
-    pid = lock_holder(manifest.supervisor.state_dir)
-    return pid is not None and is_running(pid)
-
-
-def _startup_failure(manifest: Manifest, code: int) -> str:
-    from supervisord_lite.host.files import tail_file
-
-    lines = tail_file(daemon_log_path(manifest), 20)
-    said = [line.removeprefix("svc daemon: ") for line in lines if line.startswith("svc daemon: ")]
-    if said:  # the daemon's own words for people; the JSON log lines are for machines
-        return f"the daemon could not start: {said[-1]}"
-    details = "\n".join(f"  {line}" for line in lines[-10:])
-    return f"the daemon could not start (exit {code}); last lines of {daemon_log_path(manifest)}:\n{details}"
-

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
@@ -83,8 +83,9 @@ def _daemon_socket(manifest: Path | None) -> tuple[Path, Path]:
 
 def _ensure_daemon(manifest: Manifest) -> None:
     """Start the manifest's daemon unless one serves it; record the manifest in the
-    machine's registry meanwhile (while the daemon starts, its own process works)."""
-    from supervisord_lite.cli.client import DaemonFound, DaemonStartError, ensure_daemon  # lazy: keeps svc --help fast
+    machine's registry meanwhile (while the daemon starts, its own process works), and
+    tell what the new daemon stopped of a dead predecessor's before it served."""
+    from supervisord_lite.cli.daemon_start import DaemonFound, DaemonStartError, ensure_daemon  # lazy: keeps svc --help fast
 
     def record() -> None:
         from supervisord_lite.host import registry  # lazy: only a daemon's start reaches it
@@ -92,12 +93,13 @@ def _ensure_daemon(manifest: Manifest) -> None:
         registry.refresh(manifest)
 
     try:
-        found = ensure_daemon(manifest, meanwhile=record)
+        reached = ensure_daemon(manifest, meanwhile=record)
     except DaemonStartError as exc:
         fail(str(exc), exc.code)
-    if found is DaemonFound.STARTED:
+    if reached.found is DaemonFound.STARTED:
         click.echo(f"started the daemon for {manifest.path} (log: {manifest.supervisor.state_dir / 'daemon.log'})", err=True)
-    elif found is DaemonFound.JOINED:
+        _say_left_by_predecessor(reached.left_by_predecessor)
+    elif reached.found is DaemonFound.JOINED:
         click.echo(f"joined the daemon another command started for {manifest.path} at the same moment", err=True)
 
 
@@ -105,17 +107,22 @@ def _target(manifest: Path | None, names: tuple[str, ...]) -> tuple[Path, Path]:
     """(manifest path, daemon socket) for up/restart, starting a daemon when none runs.
 
     A running daemon is found from the file's state_dir alone and checks the names
-    itself; the whole manifest is validated only when a daemon has to be started."""
+    itself; the whole manifest is validated only when a daemon has to be started (the
+    console script may have started one already: a command that fails first ends it)."""
     from supervisord_lite.cli.client import is_serving, socket_for_path, socket_of  # lazy: keeps svc --help fast
+    from supervisord_lite.cli.daemon_start import abandon_early, started_early
 
     path = resolve_manifest_path(manifest)
-    if path.exists():
+    if path.exists() and not started_early():  # the early daemon may serve by now: ensure_daemon tells whose it is
         sock = socket_for_path(path)
         if is_serving(sock, timeout=1.0):
             return path, sock
-    m = load_or_fail(path)
-    _check_names(m, names)
-    _stop_leftovers_before_start(m)
+    try:
+        m = load_or_fail(path)
+        _check_names(m, names)
+    except SystemExit:
+        abandon_early()
+        raise
     _ensure_daemon(m)
     return m.path, socket_of(m)
 
@@ -131,26 +138,17 @@ def _change_key(service: dict[str, Any]) -> tuple[Any, ...]:
     return state, service.get("reason", ""), service.get("ready_at") if state == _READY else None
 
 
-def _stop_leftovers_before_start(manifest: Manifest) -> None:
-    """A daemon that died left services running: stop them (and say so) before a new
-    daemon starts them again, so `svc up` tells what happened to them."""
-    from supervisord_lite.cli.client import CannotInspect, DaemonBusy, stop_leftovers  # lazy: reads /proc with psutil
-
-    try:
-        report = stop_leftovers(manifest.supervisor.state_dir, manifest)
-    except DaemonBusy:
-        return  # a daemon is starting right now: it stops them itself
-    except CannotInspect:
-        return  # not this user's platform to clean up: talking to its daemon says why
-    if report.stopped:
-        click.echo(f"a previous daemon died; stopped what it left running: {_processes(report.stopped)}", err=True)
-    if report.left:
-        click.echo(f"warning: could not stop what a previous daemon left running: {_processes(report.left)}", err=True)
-    if report.not_ours:
-        click.echo(f"warning: not stopping what the state file names but is not a service of ours: {_processes(report.not_ours)}", err=True)
+def _say_left_by_predecessor(report: Mapping[str, Mapping[str, Sequence[int]]]) -> None:
+    """What a new daemon found of a dead one's services, before it started anything."""
+    if stopped := report.get("stopped"):
+        click.echo(f"a previous daemon died; stopped what it left running: {_processes(stopped)}", err=True)
+    if left := report.get("left"):
+        click.echo(f"warning: could not stop what a previous daemon left running: {_processes(left)}", err=True)
+    if not_ours := report.get("not_ours"):
+        click.echo(f"warning: not stopping what the state file names but is not a service of ours: {_processes(not_ours)}", err=True)
 
 
-def _processes(by_service: Mapping[str, tuple[int, ...]]) -> str:
+def _processes(by_service: Mapping[str, Sequence[int]]) -> str:
     """``db (pid 12), api (pids 34, 35)``"""
     return ", ".join(
         f"{name} (pid{'s' if len(pids) > 1 else ''} {', '.join(map(str, pids))})" for name, pids in by_service.items()

@@ -8,6 +8,9 @@ names, other options, and any case this path does not handle. The hand-over happ
 before anything reaches the daemon (a `down` whose daemon cannot be reached has sent
 nothing; a `status` only reads), so what users see, errors and exit codes included, is
 what the click app says.
+
+A plain `svc up` with no daemon running is handed over too, but only after the daemon
+has been started here: it boots while click and the manifest load (``cli.daemon_start``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ MANIFEST_NAME = "svc.toml"
 
 #: The commands served here, and the flags each takes here (anything else goes to click).
 QUICK_COMMANDS: dict[str, frozenset[str]] = {"down": frozenset(), "status": frozenset({"--json"})}
+#: Commands handed to click after the daemon is started here when none runs (the plain
+#: forms: one manifest file, no names), and their flags that may come with it.
+EARLY_START_COMMANDS: dict[str, frozenset[str]] = {"up": frozenset({"--no-wait", "-a", "--attach"})}
 
 
 class _HandOver(Exception):
@@ -69,14 +75,34 @@ def _quick(args: list[str], prog: str) -> int:
 
         sys.stdout.write(f"{prog}, version {__version__}\n")
         return ExitCode.OK
-    command, path, flags = _parse(args)
+    try:
+        command, files, flags = _parse(args, QUICK_COMMANDS)
+    except _HandOver:
+        _start_daemon_early(args)
+        raise
     if command == "down":
-        return _down(path)
-    return _status(path, as_json="--json" in flags)
+        return _down(files[0])
+    return _status(files[0], as_json="--json" in flags)
 
 
-def _parse(args: list[str]) -> tuple[str, Path, set[str]]:
-    """(command, main manifest file, flags) of ``[-f F]... CMD [-f F | FLAG]...``."""
+def _start_daemon_early(args: list[str]) -> None:
+    """`svc up` with no daemon running: start the daemon now, while click and the manifest
+    load, so that it is ready sooner (``cli.daemon_start``). Only for one manifest file,
+    given or looked up, and no names: anything else starts it the usual way."""
+    try:
+        _command, files, _flags = _parse(args, EARLY_START_COMMANDS)
+    except _HandOver:
+        return
+    if len(files) != 1:
+        return
+    from supervisord_lite.cli.daemon_start import start_early
+
+    start_early(files[0])
+
+
+def _parse(args: list[str], commands: dict[str, frozenset[str]]) -> tuple[str, list[Path], set[str]]:
+    """(command, manifest files, flags) of ``[-f F]... CMD [-f F | FLAG]...``, ``commands``
+    giving the commands it knows and the flags of each."""
     command: str | None = None
     given: tuple[list[str], list[str]] = ([], [])  # -f before the command, after it
     flags: set[str] = set()
@@ -86,10 +112,10 @@ def _parse(args: list[str]) -> tuple[str, Path, set[str]]:
             value = next(rest, None)
         elif arg.startswith("--manifest="):
             value = arg.removeprefix("--manifest=")
-        elif command is None and arg in QUICK_COMMANDS:
+        elif command is None and arg in commands:
             command = arg
             continue
-        elif command is not None and arg in QUICK_COMMANDS[command]:
+        elif command is not None and arg in commands[command]:
             flags.add(arg)
             continue
         else:
@@ -103,7 +129,7 @@ def _parse(args: list[str]) -> tuple[str, Path, set[str]]:
     path = Path(chosen[0]) if chosen else lookup_manifest()
     if path is None or not path.exists():
         raise _HandOver  # the click app says where it looked, or what is missing
-    return command, path, flags
+    return command, [path, *map(Path, chosen[1:])], flags
 
 
 def lookup_manifest() -> Path | None:

@@ -172,11 +172,11 @@ def _prepare(loaded: Manifest, needs: Sequence[str]) -> _Platform:
 
 
 def _start_daemon(loaded: Manifest) -> None:
-    from supervisord_lite.cli import client  # lazy: keeps svc --help fast
+    from supervisord_lite.cli import daemon_start  # lazy: keeps svc --help fast
 
     try:
-        client.ensure_daemon(loaded)
-    except client.DaemonStartError as exc:
+        daemon_start.ensure_daemon(loaded)
+    except daemon_start.DaemonStartError as exc:
         raise _PlatformDown(str(exc)) from None
     click.echo(f"svc run: started the daemon for {loaded.path}", err=True)
 

@@ -106,10 +106,18 @@ class DaemonLock:
 class Daemon:
     """Answers control requests (the control_server.Handler protocol) for one Supervisor."""
 
-    def __init__(self, manifest_path: Path, supervisor: Supervisor, metrics: Any = None) -> None:
+    def __init__(
+        self,
+        manifest_path: Path,
+        supervisor: Supervisor,
+        metrics: Any = None,
+        left_by_predecessor: dict[str, dict[str, list[int]]] | None = None,
+    ) -> None:
         self.manifest_path = manifest_path
         self.sup = supervisor
         self.metrics = metrics
+        # what this daemon stopped (or could not) of a dead predecessor's, for the command that started it to tell
+        self.left_by_predecessor = left_by_predecessor or {}
         self.shutdown_requested = anyio.Event()
         self._reload_lock = anyio.Lock()
 
@@ -129,7 +137,10 @@ class Daemon:
             raise protocol.ControlError(f"internal error in {op!r}: {type(exc).__name__}: {_short(exc)}", ExitCode.FAILED) from None
 
     async def op_ping(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        yield _done({"pid": os.getpid(), "manifest": str(self.sup.manifest.path)})
+        answer: dict[str, Any] = {"pid": os.getpid(), "manifest": str(self.sup.manifest.path)}
+        if self.left_by_predecessor:
+            answer["left_by_predecessor"] = self.left_by_predecessor
+        yield _done(answer)
 
     async def op_status(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         snap = self.sup.snapshot(with_usage=bool(args.get("usage", True)))
@@ -414,7 +425,7 @@ async def _run_locked(manifest_path: Path, manifest: Manifest) -> int:
             server.start()
         except MetricsAddressError as exc:
             raise StartupError(str(exc)) from None
-    daemon = Daemon(manifest_path, supervisor, metrics)
+    daemon = Daemon(manifest_path, supervisor, metrics, predecessor.report())
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(supervisor.run)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.integration.harness import SVC, Platform, port_accepts
@@ -143,3 +144,113 @@ def test_an_empty_manifest_path_is_a_usage_error_not_a_traceback(tmp_path: Path,
     assert code == 2, (code, out, err)
     assert "the manifest path is empty" in err
     assert "Traceback" not in err and "Traceback" not in out
+
+
+#: Runs `svc ARGS` through the console script, noting for each daemon it spawns whether
+#: click was loaded by then (the early start spawns it before the hand-over to click).
+#: With $DAEMON_SERVES_BEFORE_CLICK, the early start waits until its daemon serves (the
+#: race a loaded machine can run: the daemon is up before click has loaded).
+SPAWNS = """
+import os, subprocess, sys, time
+from supervisord_lite.cli import daemon_start
+from supervisord_lite.cli.client import is_serving, socket_for_path
+from supervisord_lite.cli.entry import main
+
+spawns = []
+real_init = subprocess.Popen.__init__
+
+def init(self, args, *a, **k):
+    if 'supervisord_lite.daemon' in list(args):
+        spawns.append('click' in sys.modules)
+    real_init(self, args, *a, **k)
+
+subprocess.Popen.__init__ = init
+start_early = daemon_start.start_early
+
+def start_and_wait(main_file):
+    start_early(main_file)
+    deadline = time.monotonic() + 30
+    while not is_serving(socket_for_path(main_file)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+if os.environ.get('DAEMON_SERVES_BEFORE_CLICK'):
+    daemon_start.start_early = start_and_wait
+sys.argv = ['svc', *sys.argv[1:]]
+try:
+    main(prog_name='svc')
+finally:
+    sys.stderr.write('\\nSPAWNS ' + ','.join('click' if c else 'early' for c in spawns) + '\\n')
+"""
+
+
+def spawns_of(cwd: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, list[str]]:
+    """(exit code, what it printed, how each daemon spawn happened: 'early' or 'click')."""
+    code, out, err = run([sys.executable, "-c", SPAWNS, *args], cwd, env)
+    assert "\nSPAWNS " in err, err
+    said, spawns = err.rsplit("\nSPAWNS ", 1)
+    return code, out + said, [s for s in spawns.strip().split(",") if s]
+
+
+def daemons_of(manifest: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if "supervisord_lite.daemon" in cmdline and str(manifest.resolve()) in cmdline:
+            found.append(proc)
+    return found
+
+
+@pytest.mark.parametrize("daemon_first", [False, True], ids=["as-usual", "daemon-serves-before-click-loads"])
+def test_a_cold_up_starts_the_daemon_before_loading_click_and_only_once(platform: Platform, daemon_first: bool) -> None:
+    port = platform.add("api")
+    platform.write()
+    env = {"DAEMON_SERVES_BEFORE_CLICK": "1"} if daemon_first else None
+    code, said, spawns = spawns_of(platform.root, "up", "-f", str(platform.manifest), env=env)
+    assert code == 0, said
+    assert spawns == ["early"], said
+    assert "started the daemon for" in said and "1/1 services ready" in said
+    assert port is not None and port_accepts(port)
+    assert platform.status()["api"]["state"] == "ready"
+    # a daemon already running: nothing is spawned at all
+    code, said, spawns = spawns_of(platform.root, "up", "-f", str(platform.manifest))
+    assert code == 0 and spawns == [], said
+
+
+@pytest.mark.parametrize("args", [("up", "api"), ("-f", "svc.toml", "-f", "more.toml", "up")])
+def test_names_or_more_files_start_the_daemon_the_usual_way(platform: Platform, args: tuple[str, ...]) -> None:
+    platform.add("api")
+    platform.write()
+    (platform.root / "more.toml").write_text("")
+    code, said, spawns = spawns_of(platform.root, *args)
+    assert code == 0, said
+    assert spawns == ["click"], said
+
+
+def test_up_of_an_invalid_manifest_leaves_no_daemon_and_no_state_folder(platform: Platform) -> None:
+    """The daemon started early reads the same broken file and gives up; the command says
+    what the click app says, and the state folder the early start made is gone again."""
+    platform.add("api", port="not a port")
+    platform.write()
+    quick, click_app = both(platform.root, "up")
+    assert quick == click_app, (quick, click_app)
+    assert quick[0] == 2 and "api" in quick[2] and "port" in quick[2]
+    assert not platform.state_dir.exists()
+    assert daemons_of(platform.manifest) == []
+    # the early start did run (it spawned a daemon before click), and still left nothing behind
+    code, said, spawns = spawns_of(platform.root, "up")
+    assert (code, spawns) == (2, ["early"]), said
+    assert not platform.state_dir.exists()
+    assert daemons_of(platform.manifest) == []
+
+
+def test_an_invalid_manifest_keeps_a_state_folder_that_was_already_there(platform: Platform) -> None:
+    platform.add("api")
+    platform.write()
+    platform.svc("up", check=True)
+    platform.svc("shutdown", check=True)
+    platform.add("web", port="not a port")
+    platform.write()
+    code, said, spawns = spawns_of(platform.root, "up")
+    assert (code, spawns) == (2, ["early"]), said
+    assert (platform.state_dir / "daemon.log").exists()
+    assert daemons_of(platform.manifest) == []
