@@ -19,10 +19,16 @@ RUNTIME_SUBDIR = "svc"  # the folder made in $XDG_RUNTIME_DIR
 
 
 def state_dir_digest(state_dir: Path) -> str:
-    """A short stable digest of the resolved state_dir: names things outside it."""
-    import hashlib  # lazy: `svc status` with a short state_dir never needs it
+    """A short stable digest of the resolved state_dir: names things outside it (the
+    socket, when state_dir's path is too long for one, and every service's instance
+    marker). SHA-1, as every earlier version computed it: a new CLI must still find an
+    older daemon's socket, and a new daemon an older one's leftovers."""
+    try:  # CPython's own SHA-1: hashlib would load OpenSSL's digests, ~0.7 MB the daemon keeps for this one hash
+        from _sha1 import sha1
+    except ImportError:  # an interpreter built without it
+        from hashlib import sha1
 
-    return hashlib.sha1(os.fsencode(state_dir.resolve())).hexdigest()
+    return sha1(os.fsencode(state_dir.resolve())).hexdigest()
 
 
 def fits_socket_address(path: Path) -> bool:

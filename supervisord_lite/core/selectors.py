@@ -16,7 +16,6 @@ readings then select the same); an unknown word gets a did-you-mean
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 
 from supervisord_lite.core.model import Manifest
@@ -126,5 +125,7 @@ def _unknown_bare(manifest: Manifest, word: str) -> str:
 
 
 def _hint(word: str, choices: Iterable[str], prefix: str = "") -> str:
+    import difflib  # lazy: only a typo needs it
+
     close = difflib.get_close_matches(prefix + word, [prefix + c if prefix else c for c in choices], n=1, cutoff=0.6)
     return f'; did you mean "{close[0]}"?' if close else ""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 
 from supervisord_lite.core.budget import spend_hint_comparisons
@@ -34,6 +33,8 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     candidates = list(choices)
     if not spend_hint_comparisons(len(candidates)):
         return ""
+    import difflib  # lazy: only a typo needs it
+
     close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
     return f'; did you mean "{close[0]}"?' if close else ""
 

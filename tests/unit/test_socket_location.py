@@ -21,6 +21,25 @@ def test_a_short_state_dir_holds_its_socket(tmp_path: Path) -> None:
     ]
 
 
+def test_the_state_dir_digest_is_sha1_of_its_resolved_path_without_loading_hashlib(tmp_path: Path) -> None:
+    """The socket's name and the instance marker of every earlier version came from
+    hashlib's SHA-1: a new CLI must find an older daemon, a new daemon an older one's
+    leftovers. Computing it must not load hashlib (OpenSSL's digests: memory the daemon
+    would keep)."""
+    import hashlib
+    import subprocess
+    import sys
+
+    state_dir = tmp_path / "a" / ".." / ".svc"
+    assert paths.state_dir_digest(state_dir) == hashlib.sha1(os.fsencode(state_dir.resolve())).hexdigest()
+    probe = (
+        "import sys; from pathlib import Path; from supervisord_lite.core import paths; "
+        f"print(paths.state_dir_digest(Path({str(state_dir)!r})), 'hashlib' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60).stdout.split()
+    assert out == [paths.state_dir_digest(state_dir), "False"]
+
+
 def test_a_long_state_dir_goes_to_the_runtime_dir_then_a_per_uid_folder_in_tmp(tmp_path: Path) -> None:
     deep = tmp_path / ("x" * 120) / ".svc"
     name = paths.state_dir_digest(deep)[:16] + ".sock"
