@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import math
 import re
-from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from supervisord_lite.core.limits import MAX_DURATION, MAX_SIZE
+
+if TYPE_CHECKING:
+    from decimal import Decimal
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|h|m|s)")
@@ -87,6 +90,8 @@ def parse_size(value: object) -> int:
     if isinstance(value, int):
         exact: int | Decimal = value
     else:
+        from decimal import Decimal  # lazy: only a size written as text needs it (~0.3 MB kept)
+
         match = _SIZE.fullmatch(value.strip().lower())
         if not match or match.group(2) not in _SIZE_UNITS | {"": 1}:
             raise ValueError(f"{_shown(value)} is not {SIZE_HINT}")

@@ -9,7 +9,6 @@ settled) is ``core.startgate``'s.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Collection, Iterable, Mapping
 
 from supervisord_lite.core.model import Manifest, Status
@@ -28,6 +27,8 @@ class SelectionError(KeyError):
 
 class UnknownServiceError(SelectionError):
     def __init__(self, name: str, manifest: Manifest) -> None:
+        import difflib  # lazy: only a typo needs it
+
         close = difflib.get_close_matches(name, list(manifest.services), n=1)
         hint = f'; did you mean "{close[0]}"?' if close else ""
         super().__init__(f'no service named "{name}" in {manifest.path}{hint}')
