@@ -4,9 +4,8 @@ A route ending in "/" also serves the paths below it (``/api/logs/NAME``).
 
 A stdlib threading socket server in a daemon thread is enough: every handler reads
 one immutable snapshot, so there is nothing to lock, and a slow client only holds
-its own thread. The HTTP parsing (``http.server`` and the ``email`` package under
-it, ~2 MB resident) loads with the first request (``daemon/http_handler.py``): a
-daemon nobody scrapes never pays for it. Routes are a table of
+its own thread. The HTTP parsing (h11, in ``daemon/http_handler.py``) loads with the
+first request: a daemon nobody scrapes never pays for it. Routes are a table of
 ``path -> handler(Request) -> Response``; a response body may be an iterable of
 chunks, written as they come (server-sent events), until the client leaves or the
 server stops.
@@ -57,7 +56,7 @@ class Request:
     method: str  # GET or HEAD
     path: str
     query: Mapping[str, list[str]]
-    headers: Mapping[str, str]
+    headers: Mapping[str, str]  # names in lower case
     stopping: threading.Event  # set when the server stops: streaming bodies end then
     client_gone: Callable[[], bool] = lambda: False  # a streaming body ends once this says True
 
@@ -157,9 +156,9 @@ class _Server(socketserver.ThreadingTCPServer):
 
 def _handle_request(request: Any, client_address: Any, server: _Server) -> None:
     """Serve one connection with the HTTP handler, imported at the first request."""
-    from supervisord_lite.daemon.http_handler import RequestHandler
+    from supervisord_lite.daemon.http_handler import serve_connection
 
-    RequestHandler(request, client_address, server)
+    serve_connection(request, client_address, server)
 
 
 def _refuse_busy(sock: socket.socket, message: str) -> None:
@@ -167,7 +166,7 @@ def _refuse_busy(sock: socket.socket, message: str) -> None:
     client that cannot take it is not waited for."""
     body = f"{message}\n".encode()
     head = (
-        "HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
         f"Retry-After: 5\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     )
     try:
@@ -308,7 +307,7 @@ class MetricsServer:
 
     def dispatch(self, request: Request) -> Response:
         """The response to ``request``: route lookup, loopback Host check, errors as 500."""
-        if _is_loopback(self.address[0]) and not _is_loopback(_host_of(request.headers.get("Host", "localhost"))):
+        if _is_loopback(self.address[0]) and not _is_loopback(_host_of(request.headers.get("host", "localhost"))):
             return Response.text("this endpoint answers only to localhost\n", 403)
         handler = self.route_for(request.path)
         if handler is None:

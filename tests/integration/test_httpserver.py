@@ -126,6 +126,58 @@ def test_only_loopback_host_names_are_answered_on_loopback(server: MetricsServer
     assert get(server, "/metrics", host=f"127.0.0.1:{server.port}")[0] == 200
 
 
+def raw(server: MetricsServer, request: bytes) -> bytes:
+    """The whole answer to ``request`` sent as is, then nothing more (the server closes
+    after one answer)."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        return sock.makefile("rb").read()
+
+
+def test_the_host_check_reads_the_header_in_any_case(server: MetricsServer) -> None:
+    """Header names are case-insensitive: a ``host:`` header once slipped past the check."""
+    for name in (b"Host", b"host", b"HOST", b"hOsT"):
+        answer = raw(server, b"GET /metrics HTTP/1.1\r\n" + name + b": evil.example\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 403 "), (name, answer[:80])
+        answer = raw(server, b"GET /metrics HTTP/1.1\r\n" + name + b": localhost\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 200 ") and b"\n# TYPE " in answer, (name, answer[:80])
+
+
+def test_malformed_or_huge_requests_get_a_4xx_and_the_server_goes_on(server: MetricsServer) -> None:
+    assert raw(server, b"this is not http\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+    assert raw(server, b"GET /metrics HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+    huge = b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"x" * 100_000 + b"\r\n\r\n"
+    assert raw(server, huge).startswith(b"HTTP/1.1 431 ")
+    posted = raw(server, b"POST /metrics HTTP/1.1\r\nHost: localhost\r\nContent-Length: 300000\r\n\r\n" + b"x" * 300_000)
+    assert posted.startswith(b"HTTP/1.1 405 "), posted[:80]  # the unread body does not reset the answer away
+    for method in (b"OPTIONS", b"FOO", b"DELETE"):
+        answer = raw(server, method + b" /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 405 ") and b"Allow: GET, HEAD" in answer, answer[:80]
+    cookies = b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nCookie: " + b"c=1; " * 3000 + b"\r\n\r\n"
+    assert raw(server, cookies).startswith(b"HTTP/1.1 200 ")  # 15 KB of a browser's localhost cookies
+    assert raw(server, b"") == b""  # connected and left: nothing to answer
+    assert get(server, "/healthz")[0] == 200
+
+
+def test_a_scrape_does_not_load_http_server_or_email() -> None:
+    """The request parser is h11 (~0.3 MB); http.server with email was ~2 MB the daemon kept."""
+    probe = (
+        "import socket, sys\n"
+        "from supervisord_lite.daemon.httpserver import MetricsServer\n"
+        "from supervisord_lite.core.snapshot import SupervisorSnapshot\n"
+        "snap = SupervisorSnapshot(name='demo', manifest='/srv/svc.toml', pid=1, started_at=0.0, services=())\n"
+        "with MetricsServer(('127.0.0.1', 0), lambda: snap) as srv:\n"
+        "    with socket.create_connection(('127.0.0.1', srv.port), timeout=10) as s:\n"
+        "        s.sendall(b'GET /metrics HTTP/1.1\\r\\nHost: localhost\\r\\n\\r\\n')\n"
+        "        answer = s.makefile('rb').read()\n"
+        "print(answer.split(b' ')[1].decode(), sorted(m for m in ('http.server', 'http.client', 'email') if m in sys.modules))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=root, check=True)
+    assert out.stdout.split("\n")[-2] == "200 []", out.stdout
+
+
 def test_extra_routes_and_a_failing_route() -> None:
     def status_api(request: Request) -> Response:
         return Response.json({"services": [s.name for s in SNAP.services], "q": request.query.get("x", [])})
@@ -202,11 +254,11 @@ def test_event_streams_beyond_the_cap_get_a_clear_503_and_a_freed_slot_is_reused
         for _ in range(3):
             sock, head = _open_stream(srv.port)
             held.append(sock)
-            assert head.startswith(b"HTTP/1.0 200"), head
+            assert head.startswith(b"HTTP/1.1 200"), head
         refused, head = _open_stream(srv.port)
         with refused:
             rest = head + refused.makefile("rb").read()  # a whole answer, then the server closes
-        assert rest.startswith(b"HTTP/1.0 503"), rest
+        assert rest.startswith(b"HTTP/1.1 503"), rest
         assert b"Retry-After: 5" in rest and b"too many event streams open (the limit is 3)" in rest
         # the rest of the server is not held up by the cap
         assert get(srv, "/healthz")[0] == 200 and get(srv, "/metrics")[0] == 200
@@ -215,7 +267,7 @@ def test_event_streams_beyond_the_cap_get_a_clear_503_and_a_freed_slot_is_reused
 
         def reopened() -> bool:
             sock, head = _open_stream(srv.port)
-            if head.startswith(b"HTTP/1.0 200"):
+            if head.startswith(b"HTTP/1.1 200"):
                 held.append(sock)
                 return True
             sock.close()
@@ -240,7 +292,7 @@ def test_connections_beyond_the_cap_get_a_503_without_a_thread_each() -> None:
             with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as extra:
                 extra.sendall(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
                 answers.append(extra.makefile("rb").read())
-        assert all(a.startswith(b"HTTP/1.0 503") and b"too many requests at once (the limit is 4)" in a for a in answers), answers[0]
+        assert all(a.startswith(b"HTTP/1.1 503") and b"too many requests at once (the limit is 4)" in a for a in answers), answers[0]
         assert threading.active_count() == threads_before + 4  # refused from the accepting thread
     finally:
         for sock in idle:

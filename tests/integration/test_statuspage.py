@@ -271,7 +271,7 @@ def test_the_page_refuses_other_host_names_when_bound_to_loopback(site: Site) ->
     with socket.create_connection(("127.0.0.1", site.server.port), timeout=5) as conn:
         conn.sendall(b"GET /api/status HTTP/1.0\r\nHost: evil.example:80\r\n\r\n")
         answer = conn.makefile("rb").read()
-    assert answer.startswith(b"HTTP/1.0 403")
+    assert answer.startswith(b"HTTP/1.1 403")
 
 
 def test_the_page_is_read_only(site: Site) -> None:

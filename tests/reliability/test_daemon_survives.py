@@ -417,8 +417,8 @@ def test_300_event_streams_are_capped_and_the_daemon_stays_responsive(platform: 
             sock, head = open_event_stream(port)
             held.append(sock)
             heads.append(head)
-        served = [h for h in heads if h.startswith(b"HTTP/1.0 200")]
-        refused = [h for h in heads if h.startswith(b"HTTP/1.0 503")]
+        served = [h for h in heads if h.startswith(b"HTTP/1.1 200")]
+        refused = [h for h in heads if h.startswith(b"HTTP/1.1 503")]
         assert len(served) == 32 and len(refused) == 268, {h.split(b"\r\n")[0] for h in heads}
         assert open_streams(port) == 32  # what /healthz reports is what holds the slots
         answer = held[heads.index(refused[0])].makefile("rb").read()
@@ -450,7 +450,7 @@ def test_300_event_streams_are_capped_and_the_daemon_stays_responsive(platform: 
     print(f"\n300 event streams: before {baseline}; while open {busy}; after {after}; svc status {took:.2f}s; {cores:.2f} cores")
     sock, head = open_event_stream(port)  # and a stream is served again
     sock.close()
-    assert head.startswith(b"HTTP/1.0 200")
+    assert head.startswith(b"HTTP/1.1 200")
 
 
 def test_1000_reloads_and_1000_event_streams_grow_nothing(platform: Platform) -> None:
@@ -484,9 +484,9 @@ def test_1000_reloads_and_1000_event_streams_grow_nothing(platform: Platform) ->
         (a stream that left frees its slot within a poll interval, 0.25 s)."""
         sock, head = open_event_stream(port)
         with sock:
-            if head.startswith(b"HTTP/1.0 503"):
+            if head.startswith(b"HTTP/1.1 503"):
                 return False
-            assert head.startswith(b"HTTP/1.0 200"), head
+            assert head.startswith(b"HTTP/1.1 200"), head
             while b"data: " not in head:
                 chunk = sock.recv(65536)
                 assert chunk, "the stream ended"
