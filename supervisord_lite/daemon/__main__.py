@@ -7,10 +7,13 @@ so the command line never loads the runtime.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import argparse
 
 
 def import_structlog_without_rich() -> None:
@@ -34,6 +37,8 @@ def import_structlog_without_rich() -> None:
 def help_formatter(prog: str) -> argparse.HelpFormatter:
     """argparse's formatter at the terminal's width, found without ``shutil``: argparse
     imports it for that (with lzma and bz2), ~0.7 MB the daemon would keep for nothing."""
+    import argparse
+
     try:
         width = int(os.environ["COLUMNS"])
     except (KeyError, ValueError):
@@ -44,7 +49,39 @@ def help_formatter(prog: str) -> argparse.HelpFormatter:
     return argparse.HelpFormatter(prog, width=width - 2)
 
 
-def run(argv: list[str] | None = None) -> int:
+#: What a daemon's command line says: the manifest files (the first, then those merged
+#: over it) and JSON logs (True), logs for people (False) or the default (None).
+Arguments = tuple[list[Path], bool | None]
+
+
+def plain_arguments(argv: list[str]) -> Arguments | None:
+    """The command line `svc up` and `svc daemon` give (``-f FILE``... and a log format),
+    read without argparse: argparse with gettext and locale, and what parsing leaves
+    behind, stay in the daemon's memory for good (~0.8 MB). None for any other command
+    line (``--help``, a mistake): ``parse_arguments`` then reads it, and says what is wrong."""
+    files: list[Path] = []
+    json_logs: bool | None = None
+    log_flags = {"--json-logs": True, "--console-logs": False}
+    rest = iter(argv)
+    for arg in rest:
+        if arg in ("-f", "--manifest"):
+            value = next(rest, None)
+        elif arg.startswith("--manifest="):
+            value = arg.removeprefix("--manifest=")
+        elif arg in log_flags and (json_logs is None or json_logs is log_flags[arg]):
+            json_logs = log_flags[arg]
+            continue
+        else:
+            return None
+        if not value or value.startswith("-"):
+            return None
+        files.append(Path(value))
+    return (files, json_logs) if files else None
+
+
+def parse_arguments(argv: list[str]) -> Arguments:
+    import argparse  # lazy: see plain_arguments
+
     parser = argparse.ArgumentParser(
         prog="svc daemon", description="Run the daemon of one manifest in the foreground.", formatter_class=help_formatter
     )
@@ -60,11 +97,17 @@ def run(argv: list[str] | None = None) -> int:
     logs.add_argument("--json-logs", dest="json_logs", action="store_true", default=None, help="Log JSON lines.")
     logs.add_argument("--console-logs", dest="json_logs", action="store_false", help="Log for people.")
     args = parser.parse_args(argv)
+    return args.manifest, args.json_logs
+
+
+def run(argv: list[str] | None = None) -> int:
+    given = sys.argv[1:] if argv is None else argv
+    files, json_logs = plain_arguments(given) or parse_arguments(given)
     import_structlog_without_rich()
     from supervisord_lite.daemon.main import main
 
-    main_file, *overlays = args.manifest
-    return main(main_file.resolve(), args.json_logs, tuple(overlay.resolve() for overlay in overlays))
+    main_file, *overlays = files
+    return main(main_file.resolve(), json_logs, tuple(overlay.resolve() for overlay in overlays))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 _START = (
     "import sys\n"
     "from supervisord_lite.daemon.__main__ import import_structlog_without_rich\n"
@@ -57,10 +59,10 @@ def test_prometheus_client_loads_for_whoever_asks_for_the_registry() -> None:
     assert "prometheus_client" in loaded
 
 
-_LATER = {"http.server", "email.message", "importlib.resources", "zipfile", "encodings.idna", "html"}
+_LATER = {"h11", "http.server", "email.message", "importlib.resources", "zipfile", "encodings.idna", "html"}
 
 
-def test_the_http_endpoint_listens_without_http_server_and_loads_it_at_the_first_request() -> None:
+def test_the_http_endpoint_listens_without_its_parser_and_loads_it_at_the_first_request() -> None:
     probe = _START + (
         "from supervisord_lite.core.snapshot import SupervisorSnapshot\n"
         "snap = lambda: SupervisorSnapshot(name='n', manifest='m', pid=1, started_at=0.0, services=())\n"
@@ -74,12 +76,12 @@ def test_the_http_endpoint_listens_without_http_server_and_loads_it_at_the_first
         "import supervisord_lite.daemon.statuspage as page\n"
         "print('OUT', 'sha256-' in page.page_and_csp()[1] and '{{SCRIPT}}' not in page.page_and_csp()[0])\n"
         "server.stop()\n"
-        "print('OUT', 'http.server' in sys.modules)\n"
+        "print('OUT', 'h11' in sys.modules, 'http.server' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     said = [line for line in out.stdout.splitlines() if line.startswith("OUT ")]  # the daemon's log aside
-    assert said == ["OUT []", "OUT 200 supervisord-lite", "OUT True", "OUT True"], out.stdout
+    assert said == ["OUT []", "OUT 200 supervisord-lite", "OUT True", "OUT True False"], out.stdout
 
 
 def _run_python(code: str, cwd: Path | None = None) -> list[str]:
@@ -90,18 +92,19 @@ def _run_python(code: str, cwd: Path | None = None) -> list[str]:
 
 def test_the_daemon_entry_point_runs_without_rich_yet_leaves_it_importable(tmp_path: Path) -> None:
     """The real entry (``python -m supervisord_lite.daemon``'s run) up to the manifest's
-    refusal: structlog and the logging set-up loaded, rich and shutil not; rich stays importable."""
+    refusal: structlog and the logging set-up loaded, rich, shutil and argparse not (the
+    command line `svc up` gives is read without it); rich stays importable."""
     (tmp_path / "svc.toml").write_text("[services.api]\ncommand = 42\n")
     out = _run_python(
         "import sys\n"
         "from supervisord_lite.daemon.__main__ import run\n"
         "code = run(['-f', 'svc.toml', '--console-logs'])\n"
-        "print(code, 'structlog' in sys.modules, 'rich' in sys.modules, 'shutil' in sys.modules)\n"
+        "print(code, 'structlog' in sys.modules, 'rich' in sys.modules, 'shutil' in sys.modules, 'argparse' in sys.modules)\n"
         "import rich.text\n"
         "print(rich.text.Text('still there'))\n",
         cwd=tmp_path,
     )
-    assert out[-2:] == ["2 True False False", "still there"], out  # shutil: argparse's, with lzma and bz2
+    assert out[-2:] == ["2 True False False False", "still there"], out  # shutil: argparse's, with lzma and bz2
 
 
 _LOG_AN_EXCEPTION = (
@@ -142,3 +145,31 @@ def test_an_exception_in_the_json_log_carries_its_traceback() -> None:
     assert record["event"] == "control request failed" and record["level"] == "error"
     assert "Traceback (most recent call last):" in record["exception"]
     assert "ValueError: the file went away" in record["exception"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-f", "svc.toml"],
+        ["-f", "svc.toml", "--json-logs"],
+        ["--console-logs", "--manifest", "a/svc.toml", "-f", "b.toml", "--manifest=c.toml"],
+        ["-f", "svc.toml", "--json-logs", "--json-logs"],
+        ["-f", "/abs path/with spaces.toml", "--console-logs"],
+    ],
+)
+def test_the_plain_command_line_reads_as_argparse_reads_it(argv: list[str]) -> None:
+    from supervisord_lite.daemon.__main__ import parse_arguments, plain_arguments
+
+    assert plain_arguments(argv) == parse_arguments(argv)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["--help"], ["-f"], ["-f", ""], ["-f", "-x"], ["-fsvc.toml"], ["--json-logs"], ["-f", "a", "--json-logs", "--console-logs"],
+     ["-f", "a", "--json"], ["-f", "a", "extra"]],
+)
+def test_any_other_command_line_goes_to_argparse(argv: list[str]) -> None:
+    """Help, mistakes and abbreviations are argparse's to read and word."""
+    from supervisord_lite.daemon.__main__ import plain_arguments
+
+    assert plain_arguments(argv) is None
