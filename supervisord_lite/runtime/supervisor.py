@@ -43,6 +43,10 @@ log = structlog.get_logger("supervisor")
 S = ServiceState
 #: How soon a state file that could not be written (a full disk) is tried again.
 STATE_RETRY_SECONDS = 1.0
+#: How long `svc up` (``wait_settled``) gathers changes into one progress update, and how
+#: often within that it looks whether the last service has settled (then it answers at once).
+PROGRESS_BATCH = 0.05
+SETTLE_POLL = 0.005
 
 
 class UpGate:
@@ -378,8 +382,13 @@ class Supervisor:
                 await changed.wait()
                 since = self._feed.since(cursor)
                 count(names if since is None else (n for n in since if n in wanted))
-                if unsettled:  # the last change answers at once; others may come as one update
-                    await anyio.sleep(0.05)
+                # Changes within PROGRESS_BATCH go out as one update, but the last service to
+                # settle is answered within SETTLE_POLL, not at the end of the batch.
+                batch_end, seen = anyio.current_time() + PROGRESS_BATCH, self._feed.cursor
+                while unsettled and (rest := batch_end - anyio.current_time()) > 0:
+                    await anyio.sleep(min(SETTLE_POLL, rest))
+                    since, seen = self._feed.since(seen), self._feed.cursor
+                    count(names if since is None else (n for n in since if n in wanted))
             since = self._feed.since(cursor)
             cursor = self._feed.cursor
             now = anyio.current_time()

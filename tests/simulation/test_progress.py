@@ -142,3 +142,31 @@ def test_up_answers_as_soon_as_the_last_service_settles(tmp_path: Path) -> None:
         await sim.stop()
 
     vloop.run(body)
+
+
+def test_the_answer_comes_when_the_last_service_settles_not_at_the_end_of_a_batch(tmp_path: Path) -> None:
+    """Updates are gathered for PROGRESS_BATCH, but the last service to settle is answered
+    within SETTLE_POLL: four services ready 10 ms apart, all inside one batch window."""
+    from supervisord_lite.runtime.supervisor import PROGRESS_BATCH, SETTLE_POLL
+
+    specs = [service(f"s{i}", port=25000 + i) for i in range(4)]
+    m = manifest(tmp_path, specs)
+
+    async def body() -> None:
+        sim = Sim(m)
+        for i in range(4):
+            sim.world.programs[f"s{i}"] = Program(ready_after=0.5 + 0.01 * i)
+        await sim.start()
+        assert sim.daemon is not None and sim.sup is not None
+        async for message in sim.daemon.handle("up", {"names": []}):
+            if message.get("done"):
+                answered = sim.world.wall()
+                break
+        ready = [sim.sup.runners[f"s{i}"].ready_at for i in range(4)]
+        assert all(t is not None for t in ready), ready
+        last, first = max(ready), min(ready)  # type: ignore[type-var]
+        assert last - first < PROGRESS_BATCH  # they did settle within one window
+        assert 0 <= answered - last <= SETTLE_POLL + 0.001, (answered - last, ready)
+        await sim.stop()
+
+    vloop.run(body)
