@@ -21,9 +21,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from supervisord_lite.cli import transport
 from supervisord_lite.cli.client import ping, socket_finder, socket_in, socket_of, state_dir_for_path
@@ -55,14 +55,14 @@ class DaemonFound(enum.Enum):
     JOINED = "joined"  # this call spawned one, but another caller's won the race; it serves
 
 
-@dataclass(frozen=True)
-class Reached:
+class Reached(NamedTuple):
     """The daemon ``ensure_daemon`` reached, and (when this call started it) what it found
     a dead predecessor had left: ``stopped``, ``left`` (would not stop) and ``not_ours``
-    (recorded pids that are no longer ours, never signalled), each service -> pids."""
+    (recorded pids that are no longer ours, never signalled), each service -> pids.
+    (Tuples, not dataclasses, here: importing dataclasses would delay the early start.)"""
 
     found: DaemonFound
-    left_by_predecessor: Mapping[str, Mapping[str, Sequence[int]]] = field(default_factory=dict)
+    left_by_predecessor: Mapping[str, Mapping[str, Sequence[int]]] = MappingProxyType({})
 
 
 def daemon_log_path(manifest: Manifest) -> Path:
@@ -80,8 +80,7 @@ def daemon_argv(main_file: Path, overlays: Sequence[Path] = ()) -> list[str]:
 # ----------------------------------------------------------------------------- the early start
 
 
-@dataclass
-class _EarlyDaemon:
+class _EarlyDaemon(NamedTuple):
     argv: list[str]
     child: subprocess.Popen[bytes]
     state_dir: Path

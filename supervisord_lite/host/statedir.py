@@ -24,7 +24,6 @@ get the same checks on the folder each call.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import pwd
 import stat
@@ -59,7 +58,15 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 _claims: dict[Path, int] = {}  # state_dir (absolute, as configured) -> its open descriptor
 _claims_lock = threading.Lock()
-_report: Callable[[str], None] = logging.getLogger(__name__).warning
+
+
+def _warn(message: str) -> None:
+    import logging  # lazy: `svc up` starts its daemon through this module, before anything is said
+
+    logging.getLogger(__name__).warning(message)
+
+
+_report: Callable[[str], None] = _warn
 
 
 class UnsafeStateDir(OSError):
