@@ -15,6 +15,7 @@ to ``ping`` (``left_by_predecessor``) for the command that started it to tell.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import subprocess
@@ -110,11 +111,12 @@ def start_early(main_file: Path) -> None:
     except Exception:  # noqa: BLE001 (a refusal, an untrusted listener, an unreadable file: the command says it)
         return
     made = not os.path.lexists(state_dir)
+    argv = daemon_argv(main_file)
     try:
-        child = _spawn(daemon_argv(main_file), state_dir, main_file)
+        child = _spawn(argv, state_dir, main_file)
     except (statedir.UnsafeStateDir, OSError):
         return
-    _early = _EarlyDaemon(daemon_argv(main_file), child, state_dir, made)
+    _early = _EarlyDaemon(argv, child, state_dir, made)
 
 
 def started_early() -> bool:
@@ -140,15 +142,10 @@ def abandon_early(grace: float = ABANDON_GRACE) -> None:
             early.child.kill()
             early.child.wait()
     if early.made_state_dir:
-        for leftover in ("daemon.log",):
-            try:
-                os.unlink(early.state_dir / leftover)
-            except OSError:
-                pass
-        try:
+        with contextlib.suppress(OSError):
+            os.unlink(early.state_dir / "daemon.log")
+        with contextlib.suppress(OSError):
             os.rmdir(early.state_dir)  # only when nothing else is in it
-        except OSError:
-            pass
 
 
 def _claim_early(argv: list[str], state_dir: Path) -> subprocess.Popen[bytes] | None:
