@@ -51,15 +51,22 @@ class Platform:
         return self.root / ".svc"
 
     def add(self, name: str, *, tier: str = "app", port: int | None | bool = True, args: str = "", **keys: Any) -> int | None:
-        """Add a demo service; port=True asks the OS for a free one."""
+        """Add a demo service; port=True asks the OS for a free one that no service of this
+        platform has (the OS may hand out a port again once the socket that held it closed)."""
         if port is True:
-            port = free_ports(1)[0]
+            port = self.free_port()
         command = f"{DEMO} --record {self.records}" + (" --port {port}" if port else " --no-port") + (f" {args}" if args else "")
         table: dict[str, Any] = {"tier": tier, "command": command, **keys}
         if port:
             table["port"] = port
         self.services[name] = table
         return port or None
+
+    def free_port(self) -> int:
+        """A free port that no service of this platform has (the OS may hand out a port
+        again once the socket that held it closed)."""
+        taken = {table.get("port") for table in self.services.values()}
+        return next(p for p in free_ports(len(taken) + 1) if p not in taken)
 
     def write(self) -> Path:
         doc = {

@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 
-from tests.conftest import FAKES, free_ports, wait_until
+from tests.conftest import FAKES, wait_until
 from tests.integration.harness import Platform
 
 
@@ -40,7 +40,7 @@ def test_crashing_together_does_not_restart_in_lockstep(platform: Platform) -> N
 
 def test_failed_service_comes_back_by_itself_once_its_cause_is_fixed(platform: Platform) -> None:
     flag = platform.root / "license.key"
-    port = free_ports(1)[0]
+    port = platform.free_port()
     platform.services["api"] = {
         "tier": "app", "port": port, "command": [sys.executable, str(FAKES / "needs_file.py"), str(flag), str(port)],
         "start_limit": 1, "backoff": {"first": "100ms", "max": "100ms"}, "failed_retry": "1s",

@@ -240,7 +240,7 @@ def test_up_after_a_crash_says_what_it_stopped_and_takes_over(platform: Platform
 def test_a_program_that_loses_its_marker_is_found_by_its_session(platform: Platform) -> None:
     """`env -i` replaces the environment, as a program that writes over it does: the
     SVC_INSTANCE marker is gone, the session stays."""
-    port = free_ports(1)[0]
+    port = platform.free_port()
     platform.services["bare"] = {
         "tier": "app",
         "command": ["env", "-i", sys.executable, "-m", "supervisord_lite.demo", "--port", str(port), "--name", "bare"],
@@ -264,7 +264,7 @@ def test_a_program_that_loses_its_marker_is_found_by_its_session(platform: Platf
 
 def add_redis(platform: Platform) -> int:
     assert REDIS is not None
-    port = free_ports(1)[0]
+    port = platform.free_port()
     platform.services["cache"] = {
         "tier": "infra",
         "command": [REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",

@@ -74,7 +74,7 @@ def test_down_one_service_stops_its_dependents_first_and_leaves_the_rest(platfor
 
 
 def test_missing_command_fails_with_the_os_error_and_dependents_wait(platform: Platform) -> None:
-    platform.services["db"] = {"tier": "infra", "command": "no-such-binary-xyz --flag", "port": free_ports(1)[0], "failed_retry": 0}
+    platform.services["db"] = {"tier": "infra", "command": "no-such-binary-xyz --flag", "port": platform.free_port(), "failed_retry": 0}
     platform.add("api", depends_on=["db"])
     platform.write()
 
@@ -161,7 +161,7 @@ def test_stop_kills_a_service_that_ignores_sigterm_and_its_grandchildren(platfor
 
 
 def test_foreign_listener_is_a_conflict_and_is_left_alone(platform: Platform) -> None:
-    port = free_ports(1)[0]
+    port = platform.free_port()
     foreign = subprocess.Popen(
         [sys.executable, "-c", "import socket,time\ns=socket.socket();s.bind(('127.0.0.1',%d));s.listen();time.sleep(600)" % port],
     )
@@ -372,7 +372,7 @@ def test_a_restarting_service_says_why(platform: Platform) -> None:
 def test_status_names_leftovers_of_a_dead_daemon_and_down_counts_only_what_ran(platform: Platform) -> None:
     platform.add("db", tier="infra")
     platform.add("api", depends_on=["db"])
-    platform.services["old"] = {"tier": "app", "status": "deprecated", "port": free_ports(1)[0], "replaced_by": "api"}
+    platform.services["old"] = {"tier": "app", "status": "deprecated", "port": platform.free_port(), "replaced_by": "api"}
     platform.write()
     platform.svc("up", check=True)
     result = platform.svc("down", "api")

@@ -10,7 +10,7 @@ import socket
 import threading
 import urllib.request
 
-from tests.conftest import free_ports, wait_until
+from tests.conftest import wait_until
 from tests.integration.harness import Platform
 
 
@@ -40,7 +40,7 @@ def _scrape(port: int) -> str:
 
 
 def test_scrapes_stay_whole_while_services_start_stop_and_reload(platform: Platform) -> None:
-    metrics_port = free_ports(1)[0]
+    metrics_port = platform.free_port()
     platform.supervisor["metrics"] = f"127.0.0.1:{metrics_port}"
     for i in range(6):
         platform.add(f"s{i}", args="--delay 0.1")

@@ -49,7 +49,7 @@ def test_up_resolves_env_from_dotenv_references_and_the_local_override(platform:
     assert platform.status()["db"]["port"] == local_port
 
     # a reload re-reads every file and resolves again: the dependent gets the new port
-    new_port = free_ports(1)[0]
+    new_port = platform.free_port()
     (platform.root / "svc.local.toml").write_text(f"[services.db]\nport = {new_port}\n")
     reload = platform.svc("reload", check=True)
     assert "show" in reload.stdout and "db" in reload.stdout

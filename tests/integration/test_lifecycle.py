@@ -12,7 +12,7 @@ import time
 import psutil
 import pytest
 
-from tests.conftest import free_ports, wait_until
+from tests.conftest import wait_until
 from tests.integration.harness import DEMO, Platform, port_accepts, wait_gone
 
 
@@ -90,7 +90,7 @@ def _redis(platform: Platform, name: str, port: int, pid_file: bool) -> None:
 
 @needs_redis
 def test_a_program_that_daemonizes_itself_is_failed_with_a_reason_naming_it(platform: Platform) -> None:
-    port = free_ports(1)[0]
+    port = platform.free_port()
     _redis(platform, "cache", port, pid_file=False)
     platform.write()
     try:
@@ -109,7 +109,7 @@ def test_a_program_that_daemonizes_itself_is_failed_with_a_reason_naming_it(plat
 
 @needs_redis
 def test_with_pid_file_the_daemonized_process_is_supervised_and_stopped(platform: Platform) -> None:
-    port = free_ports(1)[0]
+    port = platform.free_port()
     _redis(platform, "cache", port, pid_file=True)
     platform.write()
     assert platform.svc("up").returncode == 0

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import FAKES, free_ports, wait_until
+from tests.conftest import FAKES, wait_until
 from tests.integration.harness import SVC, Platform, port_accepts, wait_gone
 
 CMD = [sys.executable, str(FAKES / "cmd_for_run.py")]
@@ -137,7 +137,7 @@ def test_run_with_no_daemon_leaves_nothing_running(platform: Platform, tmp_path:
 
 
 def test_run_exits_1_naming_the_service_that_failed_and_does_not_run_the_command(platform: Platform, tmp_path: Path) -> None:
-    platform.services["db"] = {"tier": "infra", "command": "no-such-binary-xyz", "port": free_ports(1)[0], "failed_retry": 0}
+    platform.services["db"] = {"tier": "infra", "command": "no-such-binary-xyz", "port": platform.free_port(), "failed_retry": 0}
     platform.add("cache", tier="infra")
     platform.add("api", depends_on=["db"])
     platform.write()
