@@ -286,7 +286,9 @@ def test_up_attach_a_second_ctrl_c_exits_at_once_and_the_daemon_finishes(platfor
     platform.write()
     proc, out, err = _start_cli(platform, "up", "-a")
     try:
-        out.wait_for(lambda line: "heartbeat" in line, "a heartbeat")
+        # its first heartbeat, not the echo of its command line (which names --heartbeat):
+        # only then has it set itself to ignore SIGTERM
+        out.wait_for(lambda line: line.startswith("stubborn | stubborn: heartbeat"), "a heartbeat")
         _ctrl_c(proc)
         out.wait_for(lambda line: line == "stubborn | stopping", "the stop to begin")
         _ctrl_c(proc)
