@@ -122,6 +122,14 @@ PAUSED_STATES = frozenset({b"T", b"t"})
 _PROCFS = os.path.isdir("/proc/self")
 
 
+def is_gone(proc: psutil.Process) -> bool:
+    """Has ``proc`` (checked against pid reuse by psutil) exited, zombie or reaped?"""
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
+
+
 def is_running(pid: int) -> bool:
     """Does ``pid`` exist and run (a zombie, exited but not yet reaped, does not)?"""
     try:

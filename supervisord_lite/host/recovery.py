@@ -45,6 +45,7 @@ from supervisord_lite.host.proctable import (
     CTIME_TOLERANCE,
     ProcEntry,
     ProcTable,
+    is_gone,
     parse_stat,
     read_proc_file,
     read_proc_table,
@@ -469,7 +470,7 @@ def _stop_step(step: list[Survivor], manifest: Manifest | None) -> set[int]:
         now = time.monotonic()
         waiting = []
         for survivor in pending:
-            alive = [p for p in survivor.processes if not _is_gone(p)]
+            alive = [p for p in survivor.processes if not is_gone(p)]
             if not alive:
                 continue
             if now >= deadlines[survivor.service]:
@@ -509,19 +510,12 @@ def _wait_gone(procs: list[psutil.Process], until: float) -> list[psutil.Process
     alive = procs
     delay = 0.005
     while True:
-        alive = [p for p in alive if not _is_gone(p)]
+        alive = [p for p in alive if not is_gone(p)]
         remaining = until - time.monotonic()
         if not alive or remaining <= 0:
             return alive
         psutil.wait_procs(alive, timeout=min(delay, remaining))
         delay = min(delay * 2, 0.1)
-
-
-def _is_gone(proc: psutil.Process) -> bool:
-    try:
-        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return True
 
 
 def _uid_of(pid: int) -> int | None:

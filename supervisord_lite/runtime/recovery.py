@@ -12,10 +12,10 @@ import os
 from dataclasses import dataclass, field
 
 import anyio
-import psutil
 import structlog
 
 from supervisord_lite.core.model import Manifest
+from supervisord_lite.host.proctable import is_gone
 from supervisord_lite.host.recovery import (
     Survivor,
     find_survivors,
@@ -94,21 +94,12 @@ async def _stop(survivor: Survivor, manifest: Manifest, stopped: dict[str, list[
     tree = ProcessTree(instance_id=survivor.instance_id, create_time=min(p.create_time() for p in survivor.processes))
     tree.known.update((p.pid, p) for p in survivor.processes)
     tree.groups.update(survivor.groups)
-    signalled = tree.seen | set(survivor.pids)
-    if await tree.terminate(sig, timeout):
-        stopped[survivor.service] = sorted(tree.seen | signalled)
-        return
-    remaining = {pid for pid, proc in tree.known.items() if _still_running(proc)}
-    if gone := sorted((tree.seen | signalled) - remaining):
+    all_gone = await tree.terminate(sig, timeout)
+    remaining = set() if all_gone else {pid for pid, proc in tree.known.items() if not is_gone(proc)}
+    if gone := sorted((tree.seen | set(survivor.pids)) - remaining):
         stopped[survivor.service] = gone
-    left[survivor.service] = sorted(remaining)
-
-
-def _still_running(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
+    if remaining:
+        left[survivor.service] = sorted(remaining)
 
 
 def _owner(path: os.PathLike[str]) -> int | None:

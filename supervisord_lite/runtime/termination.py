@@ -34,6 +34,7 @@ import psutil
 from supervisord_lite.host.proctable import (
     CTIME_TOLERANCE,
     ProcTable,
+    is_gone,
     is_recorded_service,
     process_uid,
     read_proc_table,
@@ -94,13 +95,6 @@ async def snapshot_processes() -> ProcTable:
     return batch.table
 
 
-def _is_gone(proc: psutil.Process) -> bool:
-    try:
-        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return True
-
-
 def signal_verified(proc: psutil.Process, sig: int) -> bool:
     """Signal ``proc`` if it is still the process we verified (psutil checks pid reuse)."""
     if proc.pid in (0, 1, os.getpid()):
@@ -127,7 +121,7 @@ def _stop_verified(proc: psutil.Process, sig: int) -> None:
 
 async def _wait_all_gone(procs: Iterable[psutil.Process]) -> None:
     """Return once every process has exited (zombies count as gone). No deadline: wrap it."""
-    pending = [p for p in procs if not _is_gone(p)]
+    pending = [p for p in procs if not is_gone(p)]
     if not pending:
         return
     async with anyio.create_task_group() as tg:
@@ -147,14 +141,14 @@ async def wait_until_gone(proc: psutil.Process) -> None:
                 return
     if fd >= 0:
         try:
-            if _is_gone(proc):  # the pid may have been reused before pidfd_open; the check after is what counts
+            if is_gone(proc):  # the pid may have been reused before pidfd_open; the check after is what counts
                 return
             await anyio.wait_readable(fd)  # a pidfd turns readable when the process exits
             return
         finally:
             os.close(fd)
     delay = 0.005
-    while not _is_gone(proc):
+    while not is_gone(proc):
         await anyio.sleep(delay)
         delay = min(delay * 2, 0.05)
 
