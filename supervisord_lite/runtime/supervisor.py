@@ -371,6 +371,10 @@ class Supervisor:
                 else:
                     unsettled.discard(name)
 
+        def count_changed_since(mark: int) -> None:
+            since = self._feed.since(mark)
+            count(names if since is None else (n for n in since if n in wanted))
+
         while True:
             changed = self.next_change()
             count(look)
@@ -380,15 +384,14 @@ class Supervisor:
                 return
             with anyio.move_on_after(min(1.0, left)):  # also a heartbeat for elapsed times
                 await changed.wait()
-                since = self._feed.since(cursor)
-                count(names if since is None else (n for n in since if n in wanted))
+                count_changed_since(cursor)
                 # Changes within PROGRESS_BATCH go out as one update, but the last service to
                 # settle is answered within SETTLE_POLL, not at the end of the batch.
                 batch_end, seen = anyio.current_time() + PROGRESS_BATCH, self._feed.cursor
                 while unsettled and (rest := batch_end - anyio.current_time()) > 0:
                     await anyio.sleep(min(SETTLE_POLL, rest))
-                    since, seen = self._feed.since(seen), self._feed.cursor
-                    count(names if since is None else (n for n in since if n in wanted))
+                    mark, seen = seen, self._feed.cursor
+                    count_changed_since(mark)
             since = self._feed.since(cursor)
             cursor = self._feed.cursor
             now = anyio.current_time()
