@@ -85,7 +85,12 @@ def _ensure_daemon(manifest: Manifest) -> None:
     """Start the manifest's daemon unless one serves it; record the manifest in the
     machine's registry meanwhile (while the daemon starts, its own process works), and
     tell what the new daemon stopped of a dead predecessor's before it served."""
-    from supervisord_lite.cli.daemon_start import DaemonFound, DaemonStartError, ensure_daemon  # lazy: keeps svc --help fast
+    from supervisord_lite.cli.daemon_start import (  # lazy: keeps svc --help fast
+        DaemonFound,
+        DaemonStartError,
+        daemon_log_path,
+        ensure_daemon,
+    )
 
     def record() -> None:
         from supervisord_lite.host import registry  # lazy: only a daemon's start reaches it
@@ -97,7 +102,7 @@ def _ensure_daemon(manifest: Manifest) -> None:
     except DaemonStartError as exc:
         fail(str(exc), exc.code)
     if reached.found is DaemonFound.STARTED:
-        click.echo(f"started the daemon for {manifest.path} (log: {manifest.supervisor.state_dir / 'daemon.log'})", err=True)
+        click.echo(f"started the daemon for {manifest.path} (log: {daemon_log_path(manifest)})", err=True)
         _say_left_by_predecessor(reached.left_by_predecessor)
     elif reached.found is DaemonFound.JOINED:
         click.echo(f"joined the daemon another command started for {manifest.path} at the same moment", err=True)

@@ -28,6 +28,7 @@ from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from supervisord_lite.cli import transport
 from supervisord_lite.cli.client import ping, socket_finder, socket_in, socket_of, state_dir_for_path
+from supervisord_lite.core import paths
 from supervisord_lite.core.exitcodes import ExitCode
 from supervisord_lite.core.protocol import ControlError, DaemonUnreachable
 
@@ -67,7 +68,7 @@ class Reached(NamedTuple):
 
 
 def daemon_log_path(manifest: Manifest) -> Path:
-    return manifest.supervisor.state_dir / "daemon.log"
+    return manifest.supervisor.state_dir / paths.DAEMON_LOG_NAME
 
 
 def daemon_argv(main_file: Path, overlays: Sequence[Path] = ()) -> list[str]:
@@ -143,7 +144,7 @@ def abandon_early(grace: float = ABANDON_GRACE) -> None:
             early.child.wait()
     if early.made_state_dir:
         with contextlib.suppress(OSError):
-            os.unlink(early.state_dir / "daemon.log")
+            os.unlink(early.state_dir / paths.DAEMON_LOG_NAME)
         with contextlib.suppress(OSError):
             os.rmdir(early.state_dir)  # only when nothing else is in it
 
@@ -237,7 +238,7 @@ def _spawn(argv: list[str], state_dir: Path, main_file: Path) -> subprocess.Pope
     from supervisord_lite.host import statedir
 
     statedir.ensure_private_dir(state_dir)
-    log_file: IO[bytes] = os.fdopen(statedir.open_file(state_dir / "daemon.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab")
+    log_file: IO[bytes] = os.fdopen(statedir.open_file(state_dir / paths.DAEMON_LOG_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab")
     with log_file:
         return subprocess.Popen(
             argv,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 _SUN_PATH_MAX = 104  # the portable limit of sockaddr_un.sun_path (108 on Linux), minus margin
 SOCKET_NAME = "svc.sock"
+DAEMON_LOG_NAME = "daemon.log"  # in state_dir: the daemon's output, and its log when the CLI started it
 LOCAL_SUFFIX = ".local"  # svc.toml -> svc.local.toml
 INSTANCE_ENV_VAR = "SVC_INSTANCE_NUMBER"  # which side-by-side instance (``core.instances``) a command means
 RUNTIME_SUBDIR = "svc"  # the folder made in $XDG_RUNTIME_DIR
