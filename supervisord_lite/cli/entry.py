@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from supervisord_lite.core.cmdline import UnusableManifestOption, manifest_options
 from supervisord_lite.core.exitcodes import ExitCode
 
 MANIFEST_NAME = "svc.toml"
@@ -106,23 +107,20 @@ def _parse(args: list[str], commands: dict[str, frozenset[str]]) -> tuple[str, l
     command: str | None = None
     given: tuple[list[str], list[str]] = ([], [])  # -f before the command, after it
     flags: set[str] = set()
-    rest = iter(args)
-    for arg in rest:
-        if arg in ("-f", "--manifest"):
-            value = next(rest, None)
-        elif arg.startswith("--manifest="):
-            value = arg.removeprefix("--manifest=")
-        elif command is None and arg in commands:
-            command = arg
-            continue
-        elif command is not None and arg in commands[command]:
-            flags.add(arg)
-            continue
-        else:
-            raise _HandOver
-        if not value or value.startswith("-") or os.path.isdir(value):
-            raise _HandOver  # click's own message for it
-        given[command is not None].append(value)
+    try:
+        for value, arg in manifest_options(args):
+            if value is not None:
+                if os.path.isdir(value):
+                    raise _HandOver  # click's own message for it
+                given[command is not None].append(value)
+            elif command is None and arg in commands:
+                command = arg
+            elif command is not None and arg in commands[command]:
+                flags.add(arg)
+            else:
+                raise _HandOver
+    except UnusableManifestOption:
+        raise _HandOver from None  # click's own message for it
     if command is None:
         raise _HandOver
     chosen = given[1] or given[0]  # the command's own -f wins over one before it

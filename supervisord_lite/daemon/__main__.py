@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from supervisord_lite.core.cmdline import UnusableManifestOption, manifest_options
+
 if TYPE_CHECKING:
     import argparse
 
@@ -62,20 +64,16 @@ def plain_arguments(argv: list[str]) -> Arguments | None:
     files: list[Path] = []
     json_logs: bool | None = None
     log_flags = {"--json-logs": True, "--console-logs": False}
-    rest = iter(argv)
-    for arg in rest:
-        if arg in ("-f", "--manifest"):
-            value = next(rest, None)
-        elif arg.startswith("--manifest="):
-            value = arg.removeprefix("--manifest=")
-        elif arg in log_flags and (json_logs is None or json_logs is log_flags[arg]):
-            json_logs = log_flags[arg]
-            continue
-        else:
-            return None
-        if not value or value.startswith("-"):
-            return None
-        files.append(Path(value))
+    try:
+        for value, arg in manifest_options(argv):
+            if value is not None:
+                files.append(Path(value))
+            elif arg in log_flags and (json_logs is None or json_logs is log_flags[arg]):
+                json_logs = log_flags[arg]
+            else:
+                return None
+    except UnusableManifestOption:
+        return None
     return (files, json_logs) if files else None
 
 
