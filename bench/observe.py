@@ -1,9 +1,11 @@
 """What the bench watches from outside: ports, processes, CPU/RSS, and cleanup.
 
-Ports are read from the kernel's socket table (one read of /proc/net/tcp for all
-of them, via supervisord_lite.portinfo) rather than by N connects, so the observer
+Ports are read from the kernel's listening sockets (one sock_diag dump for all of
+them, via supervisord_lite.host.portinfo) rather than by N connects, so the observer
 loads the machine as little as possible while it times the thing under test. A
-port in LISTEN on 127.0.0.1 is a port a connect() succeeds on.
+port in LISTEN on 127.0.0.1 is a port a connect() succeeds on. (Not /proc/net/tcp:
+the kernel writes that by walking every connection slot, ~10 ms a read on a 24 GiB
+machine; polled every 5 ms, the observer took two thirds of a core from the runner.)
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Facts about TCP listeners on this machine: who holds a port.
 
-``listening_ports()`` is one read of the kernel's socket tables (/proc/net/tcp and
-tcp6), cheap enough to call for every waiting service at once. ``listener_on()``
-names the process behind a port through psutil; it sees every process only with
+``listening_ports()`` is one look at the kernel's listening sockets (a sock_diag dump,
+else /proc/net/tcp and tcp6), cheap enough to call for every waiting service at once.
+``listener_on()`` names the process behind a port through psutil; it sees every process only with
 enough privilege (root, or the same user), and says so when it cannot.
 """
 
@@ -19,6 +19,7 @@ import psutil
 from supervisord_lite.core.model import Manifest, Status
 from supervisord_lite.core.problems import Problem
 from supervisord_lite.core.wording import one_line
+from supervisord_lite.host import sockdiag
 
 _TCP_LISTEN = "0A"
 _PROC_TABLES = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
@@ -120,8 +121,14 @@ def _parse_table(text: str, out: dict[int, set[int]], uids: dict[int, int] | Non
 
 
 def listening_sockets(uids: dict[int, int] | None = None) -> dict[int, set[int]]:
-    """Map of listening TCP port -> socket inodes, from the kernel's tables; fills
-    ``uids`` (when given) with each port's socket owner."""
+    """Map of listening TCP port -> socket inodes, from the kernel (a sock_diag dump, else
+    /proc/net/tcp{,6}); fills ``uids`` (when given) with each port's socket owner."""
+    if sockdiag.available():
+        try:
+            return sockdiag.listening_sockets(uids)
+        except OSError:  # netlink refused (a seccomp filter, a kernel without sock_diag): the text tables
+            if uids is not None:
+                uids.clear()
     found: dict[int, set[int]] = {}
     for table in _PROC_TABLES:
         try:

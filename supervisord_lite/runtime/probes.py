@@ -18,7 +18,6 @@ import math
 import os
 import signal
 import socket
-import struct
 import subprocess
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
@@ -29,6 +28,7 @@ import anyio
 import anyio.abc
 
 from supervisord_lite.core.model import ProbeSpec
+from supervisord_lite.host import sockdiag
 from supervisord_lite.host.portinfo import listening_ports
 from supervisord_lite.runtime import portfilter
 
@@ -292,20 +292,8 @@ async def run_probe(
 
 # -- which ports are listening -------------------------------------------------
 
-_NETLINK_SOCK_DIAG = 4
-_SOCK_DIAG_BY_FAMILY = 20
-_NLM_F_REQUEST = 0x1
-_NLM_F_DUMP = 0x300
-_NLMSG_ERROR = 2
-_NLMSG_DONE = 3
-_TCP_LISTEN = 10
-_NLMSG_HDR = struct.Struct("=IHHII")
-_DIAG_REQ = struct.Struct("=BBBBI")  # family, protocol, ext, pad, states; then a 48-byte inet_diag_sockid
-#: where an IPv4 socket's local address lies in a message (netlink header, 4 bytes of
-#: inet_diag_msg, then the sockid's two ports)
-_SRC_ADDR = _NLMSG_HDR.size + 8
-#: the IPv4 local addresses a connect to 127.0.0.1 reaches: loopback itself, or every address
-_LOOPBACK_REACHING = (socket.inet_aton("127.0.0.1"), socket.inet_aton("0.0.0.0"))
+_ADDRESS_AT = sockdiag.ADDRESS_AT
+_LOOPBACK_REACHING = sockdiag.LOOPBACK_REACHING
 
 
 class ListeningPorts:
@@ -316,9 +304,8 @@ class ListeningPorts:
     """
 
     def __init__(self) -> None:
-        self._sock: socket.socket | None = None
-        self._seq = 0
-        self.netlink = hasattr(socket, "AF_NETLINK")
+        self._dump = sockdiag.Dump()
+        self.netlink = sockdiag.available()
         self.filtering = self.netlink  # the kernel takes a port filter (read_among)
 
     def read(self, loopback: set[int] | None = None) -> set[int]:
@@ -347,43 +334,18 @@ class ListeningPorts:
         return self.read(loopback) & set(ports)
 
     def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        self._dump.close()
 
     def _read_netlink(self, port_filter: bytes = b"", loopback: set[int] | None = None) -> set[int]:
-        if self._sock is None:
-            self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG)
-        sock = self._sock
         ports: set[int] = set()
-        for family in (socket.AF_INET, socket.AF_INET6):
-            self._seq += 1
-            body = _DIAG_REQ.pack(family, socket.IPPROTO_TCP, 0, 0, 1 << _TCP_LISTEN) + bytes(48) + port_filter
-            sock.send(_NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST | _NLM_F_DUMP, self._seq, 0) + body)
-            done = False
-            while not done:
-                data = sock.recv(65536)
-                offset = 0
-                while offset + _NLMSG_HDR.size <= len(data):
-                    length, kind, _flags, seq, _pid = _NLMSG_HDR.unpack_from(data, offset)
-                    if length < _NLMSG_HDR.size:
-                        raise OSError(errno.EPROTO, "malformed netlink message")
-                    if seq == self._seq:
-                        if kind == _NLMSG_DONE:
-                            done = True
-                            break
-                        if kind == _NLMSG_ERROR:
-                            (code,) = struct.unpack_from("=i", data, offset + _NLMSG_HDR.size)
-                            raise OSError(-code, os.strerror(-code) if code else "netlink error")
-                        # inet_diag_msg: family, state, timer, retrans, then sockid.sport (big endian)
-                        (sport,) = struct.unpack_from("!H", data, offset + _NLMSG_HDR.size + 4)
-                        ports.add(sport)
-                        if loopback is not None and family == socket.AF_INET:
-                            if data[offset + _SRC_ADDR : offset + _SRC_ADDR + 4] in _LOOPBACK_REACHING:
-                                loopback.add(sport)
-                    offset += (length + 3) & ~3
-                if not data:
-                    raise OSError(errno.EPROTO, "netlink closed")
+        unpack_port, port_at = sockdiag.PORT.unpack_from, sockdiag.PORT_AT
+        for family in sockdiag.FAMILIES:
+            near = loopback is not None and family == socket.AF_INET
+            for data, offset in self._dump.messages(family, port_filter):
+                (port,) = unpack_port(data, offset + port_at)
+                ports.add(port)
+                if near and data[offset + _ADDRESS_AT : offset + _ADDRESS_AT + 4] in _LOOPBACK_REACHING:
+                    loopback.add(port)  # type: ignore[union-attr]
         return ports
 
 

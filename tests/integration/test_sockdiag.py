@@ -1,0 +1,114 @@
+"""Listening sockets from sock_diag: the same facts as /proc/net/tcp{,6}, and the fallback when netlink is refused."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from supervisord_lite.host import portinfo, sockdiag
+
+pytestmark = pytest.mark.skipif(not sockdiag.available(), reason="no netlink on this system")
+
+
+def _proc_tables() -> tuple[dict[int, set[int]], dict[int, int]]:
+    """The text tables' answer, read the way portinfo reads them without netlink."""
+    found: dict[int, set[int]] = {}
+    uids: dict[int, int] = {}
+    for table in portinfo._PROC_TABLES:
+        try:
+            portinfo._parse_table(table.read_text(), found, uids)
+        except OSError:
+            continue
+    return found, uids
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def sockets() -> Iterator[dict[str, socket.socket]]:
+    """A listener on 127.0.0.1, one on ::1 (where the machine has it), a bound socket that
+    does not listen, and a connected pair: only the two listeners are listening sockets."""
+    made: dict[str, socket.socket] = {}
+    try:
+        made["v4"] = socket.create_server(("127.0.0.1", 0))
+        if _ipv6_loopback():
+            made["v6"] = socket.create_server(("::1", 0), family=socket.AF_INET6)
+        made["bound"] = socket.socket()
+        made["bound"].bind(("127.0.0.1", 0))
+        made["client"] = socket.create_connection(made["v4"].getsockname()[:2])
+        made["accepted"], _ = made["v4"].accept()
+        yield made
+    finally:
+        for s in made.values():
+            s.close()
+
+
+def test_the_dump_names_each_listener_with_its_inode_and_owner(sockets: dict[str, socket.socket]) -> None:
+    uids: dict[int, int] = {}
+    found = sockdiag.listening_sockets(uids)
+    for key in ("v4", "v6"):
+        if key not in sockets:
+            continue
+        s = sockets[key]
+        port = s.getsockname()[1]
+        assert found[port] == {os.fstat(s.fileno()).st_ino}, key
+        assert uids[port] == os.geteuid(), key
+    assert sockets["bound"].getsockname()[1] not in found  # bound, never listened
+    assert sockets["client"].getsockname()[1] not in found  # a connection's own port
+
+
+def test_the_dump_agrees_with_the_text_tables(sockets: dict[str, socket.socket]) -> None:
+    ours = {s.getsockname()[1] for key, s in sockets.items() if key in ("v4", "v6")}
+    uids: dict[int, int] = {}
+    found = sockdiag.listening_sockets(uids)
+    text, text_uids = _proc_tables()
+    for port in ours:
+        assert found[port] == text[port]
+        assert uids[port] == text_uids[port]
+    # the whole tables agree too, but other programs may open or close a listener between
+    # the two reads: compare only ports that both reads saw, and ours must be in both
+    for port in found.keys() & text.keys():
+        assert found[port] == text[port] or port not in ours
+
+
+def test_portinfo_falls_back_to_the_text_tables_when_netlink_is_refused(
+    sockets: dict[str, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(uids: dict[int, int] | None = None) -> dict[int, set[int]]:
+        if uids is not None:
+            uids[1] = 1  # a partial answer must not survive into the fallback's
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(sockdiag, "listening_sockets", refused)
+    port = sockets["v4"].getsockname()[1]
+    uids: dict[int, int] = {}
+    found = portinfo.listening_sockets(uids)
+    assert found[port] == {os.fstat(sockets["v4"].fileno()).st_ino}
+    assert uids[port] == os.geteuid()
+    assert 1 not in uids or 1 in found
+    assert port in portinfo.listening_ports()
+
+
+def test_a_dump_socket_serves_many_dumps_and_reopens_after_close(sockets: dict[str, socket.socket]) -> None:
+    port = sockets["v4"].getsockname()[1]
+    dump = sockdiag.Dump()
+    try:
+        for _ in range(3):
+            ports = {sockdiag.PORT.unpack_from(data, offset + sockdiag.PORT_AT)[0]
+                     for family in sockdiag.FAMILIES for data, offset in dump.messages(family)}
+            assert port in ports
+        dump.close()
+        assert any(sockdiag.PORT.unpack_from(data, offset + sockdiag.PORT_AT)[0] == port
+                   for data, offset in dump.messages(socket.AF_INET))
+    finally:
+        dump.close()
