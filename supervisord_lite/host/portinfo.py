@@ -187,6 +187,17 @@ def _pid_holding_inodes(inodes: set[int]) -> int | None:
     return None
 
 
+def _local_address(port: int, inodes: set[int]) -> str:
+    """The local address of the listener on ``port`` (IPv4 first), "" when the kernel's
+    sock_diag cannot be asked."""
+    if not sockdiag.available():
+        return ""
+    try:
+        return next((s.address for s in sockdiag.sockets() if s.port == port and s.inode in inodes), "")
+    except OSError:
+        return ""
+
+
 def listener_on(port: int) -> Listener | None:
     """Who listens on TCP ``port`` (any address), or None when nobody does."""
     uids: dict[int, int] = {}
@@ -195,17 +206,19 @@ def listener_on(port: int) -> Listener | None:
         return None
     pid: int | None = None
     address = ""
-    try:
-        for conn in psutil.net_connections("tcp"):
-            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
-                address = conn.laddr.ip
-                if conn.pid:
-                    pid = conn.pid
-                    break
-    except psutil.AccessDenied:
-        pass
-    if pid is None and port in sockets:
+    if port in sockets:
         pid = _pid_holding_inodes(sockets[port])
+        address = _local_address(port, sockets[port])
+    else:  # no kernel table to read (not Linux): psutil finds it its own way
+        try:
+            for conn in psutil.net_connections("tcp"):
+                if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                    address = conn.laddr.ip
+                    if conn.pid:
+                        pid = conn.pid
+                        break
+        except psutil.AccessDenied:
+            pass
     if pid is None:
         if port not in sockets and not address:
             return None
@@ -316,18 +329,34 @@ def ephemeral_warnings(m: Manifest, ports: tuple[int, int] | None = None) -> lis
 
 def ports_listened_by(pid: int) -> set[int]:
     """The TCP ports ``pid`` and its descendants listen on (empty when it is gone or
-    cannot be read): what a service that never opened its declared port opened instead."""
+    cannot be read): what a service that never opened its declared port opened instead.
+    The sockets each process holds (/proc/PID/fd), matched against one sock_diag dump:
+    psutil's per-process answer reads all of /proc/net/tcp{,6} for every process."""
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
     except psutil.Error:
         return set()
-    found: set[int] = set()
+    if not os.path.isdir("/proc/self/fd"):  # not Linux: psutil reads each process's own way
+        return {conn.laddr.port for proc in procs for conn in _tcp_connections(proc)
+                if conn.status == psutil.CONN_LISTEN and conn.laddr}
+    held: set[str] = set()  # "socket:[INODE]" of every descriptor the tree holds
     for proc in procs:
+        fd_dir = f"/proc/{proc.pid}/fd"
         try:
-            for conn in proc.net_connections(kind="tcp"):
-                if conn.status == psutil.CONN_LISTEN and conn.laddr:
-                    found.add(conn.laddr.port)
-        except psutil.Error:
+            names = os.listdir(fd_dir)
+        except OSError:
             continue
-    return found
+        for fd in names:
+            try:
+                held.add(os.readlink(f"{fd_dir}/{fd}"))
+            except OSError:
+                continue
+    return {port for port, inodes in listening_sockets().items() if any(f"socket:[{i}]" in held for i in inodes)}
+
+
+def _tcp_connections(proc: psutil.Process) -> list:
+    try:
+        return proc.net_connections(kind="tcp")
+    except psutil.Error:
+        return []

@@ -16,6 +16,7 @@ import os
 import socket
 import struct
 from collections.abc import Iterator
+from typing import NamedTuple
 
 _NETLINK_SOCK_DIAG = 4
 _SOCK_DIAG_BY_FAMILY = 20
@@ -90,6 +91,30 @@ class Dump:
                     if length >= INODE_AT + 4:  # a whole inet_diag_msg
                         yield data, offset
                 offset += (length + 3) & ~3
+
+
+class ListeningSocket(NamedTuple):
+    port: int
+    inode: int
+    uid: int
+    address: str  # the local address as people write it: "127.0.0.1", "::", "::1"
+
+
+def sockets() -> list[ListeningSocket]:
+    """Every listening TCP socket, IPv4 ones first. OSError when netlink is refused."""
+    found: list[ListeningSocket] = []
+    dump = Dump()
+    try:
+        for family in FAMILIES:
+            width = 4 if family == socket.AF_INET else 16
+            for data, offset in dump.messages(family):
+                (port,) = PORT.unpack_from(data, offset + PORT_AT)
+                uid, inode = _UID_INODE.unpack_from(data, offset + UID_AT)
+                start = offset + ADDRESS_AT
+                found.append(ListeningSocket(port, inode, uid, socket.inet_ntop(family, data[start : start + width])))
+    finally:
+        dump.close()
+    return found
 
 
 def listening_sockets(uids: dict[int, int] | None = None) -> dict[int, set[int]]:

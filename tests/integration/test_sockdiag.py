@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from supervisord_lite.host import portinfo, sockdiag
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.skipif(not sockdiag.available(), reason="no netlink on this system")
 
@@ -112,3 +117,52 @@ def test_a_dump_socket_serves_many_dumps_and_reopens_after_close(sockets: dict[s
                    for data, offset in dump.messages(socket.AF_INET))
     finally:
         dump.close()
+
+
+def test_each_socket_comes_with_its_local_address(sockets: dict[str, socket.socket]) -> None:
+    seen = {(s.port, s.inode): s for s in sockdiag.sockets()}
+    for key, address in (("v4", "127.0.0.1"), ("v6", "::1")):
+        if key not in sockets:
+            continue
+        own = sockets[key]
+        found = seen[(own.getsockname()[1], os.fstat(own.fileno()).st_ino)]
+        assert (found.address, found.uid) == (address, os.geteuid()), key
+
+
+def test_the_listener_on_a_port_is_named_with_its_process_and_address(sockets: dict[str, socket.socket]) -> None:
+    for key, address in (("v4", "127.0.0.1"), ("v6", "::1")):
+        if key not in sockets:
+            continue
+        listener = portinfo.listener_on(sockets[key].getsockname()[1])
+        assert listener is not None
+        assert (listener.pid, listener.address, listener.socket_uid) == (os.getpid(), address, os.geteuid()), key
+    assert portinfo.listener_on(sockets["bound"].getsockname()[1]) is None  # bound, not listening
+
+
+def test_the_ports_a_process_tree_listens_on(tmp_path: Path, sockets: dict[str, socket.socket]) -> None:
+    """A parent that listens on one port and a child of it on another: both are the
+    tree's, and a port of another process (this test's) is not."""
+    ready = tmp_path / "ports"
+    child_code = (
+        "import socket, sys, time\n"
+        "s = socket.create_server(('127.0.0.1', 0))\n"
+        "open(sys.argv[1], 'a').write(f'{s.getsockname()[1]}\\n')\n"
+        "time.sleep(60)\n"
+    )
+    parent_code = (
+        "import socket, subprocess, sys, time\n"
+        "s = socket.create_server(('127.0.0.1', 0))\n"
+        "open(sys.argv[1], 'a').write(f'{s.getsockname()[1]}\\n')\n"
+        f"subprocess.Popen([sys.executable, '-c', {child_code!r}, sys.argv[1]])\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", parent_code, str(ready)], start_new_session=True)
+    try:
+        wait_until(lambda: ready.exists() and len(ready.read_text().split()) == 2, timeout=30, what="both to listen")
+        ports = {int(p) for p in ready.read_text().split()}
+        assert portinfo.ports_listened_by(parent.pid) == ports
+        assert sockets["v4"].getsockname()[1] not in portinfo.ports_listened_by(parent.pid)
+    finally:
+        os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait()
+    assert portinfo.ports_listened_by(parent.pid) == set()  # gone
