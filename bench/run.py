@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import contextlib
 import os
 import signal
 import statistics
@@ -152,11 +153,20 @@ def measure(runner: Runner, wl: workloads.Workload, opts: Options, got: dict[str
 
     ready = runner.ready_times() if "lag" in wl.figures else None
     if ready is not None:
+        # Each service notes "listening" right after its listen(), and the bare loop notes it
+        # ready after its own connect: both may come a few milliseconds after the bench saw
+        # the port. Wait for every note (bounded; a missing one is named below).
+        names = {s.name for s in wl.services}
+        with contextlib.suppress(BenchTimeout):
+            poll(lambda: names <= (runner.ready_times() or {}).keys() and names <= listening_times(wl).keys(), 10,
+                 f"{runner.name}: every service noted listening and ready")
+        ready = runner.ready_times() or {}
         opened = listening_times(wl)
         lags = []
         for s in wl.services:
             if s.name not in ready or not opened.get(s.name):
-                raise RunnerError(f"{runner.name} reports no ready time for {s.name}")
+                raise RunnerError(f"{runner.name} reports no ready time for {s.name}" if s.name not in ready
+                                  else f"{s.name} noted no 'listening' record")
             before = [t for t, _pid in opened[s.name] if t <= ready[s.name] + 0.001]
             lags.append(ready[s.name] - (before[-1] if before else opened[s.name][0][0]))
         got["lag"] = statistics.median(lags)
