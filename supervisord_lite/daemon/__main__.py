@@ -7,7 +7,6 @@ so the command line never loads the runtime.
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
 from pathlib import Path
@@ -100,11 +99,6 @@ def parse_arguments(argv: list[str]) -> Arguments:
 
 
 def run(argv: list[str] | None = None) -> int:
-    # No cyclic collection while the daemon imports and builds what it keeps for good: on
-    # a cold `svc up` that start is what the command waits for, and the collector's
-    # passes over the fresh modules cost ~6 ms of it. The daemon turns the collector
-    # back on once it has frozen all that (``daemon.main``); a start that fails exits.
-    gc.disable()
     given = sys.argv[1:] if argv is None else argv
     files, json_logs = plain_arguments(given) or parse_arguments(given)
     import_structlog_without_rich()

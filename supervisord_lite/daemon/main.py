@@ -467,12 +467,10 @@ def _spare_the_collector() -> None:
     and let the young generation grow larger between collections. Otherwise, at 1000
     services, the collector scanned those same objects again and again during a start
     burst: about a quarter of the daemon's CPU in a cold `svc up`. Garbage cycles are
-    still collected, only in larger batches. The process's entry point (``__main__.run``)
-    kept the collector off until here; it is on from now on."""
+    still collected, only in larger batches."""
     gc.freeze()
     _young, middle, old = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
-    gc.enable()
 
 
 def _write_final_state(supervisor: Supervisor) -> None:

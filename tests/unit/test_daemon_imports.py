@@ -173,26 +173,3 @@ def test_any_other_command_line_goes_to_argparse(argv: list[str]) -> None:
     from supervisord_lite.daemon.__main__ import plain_arguments
 
     assert plain_arguments(argv) is None
-
-
-def test_the_daemon_serves_with_the_cyclic_collector_on(tmp_path: Path) -> None:
-    """The real entry keeps the collector off while the daemon imports and builds (a
-    faster start), and must turn it back on before it serves: a daemon that never
-    collects would keep every reference cycle for as long as it runs."""
-    (tmp_path / "svc.toml").write_text('[services.api]\ncommand = ["true"]\n')
-    out = _run_python(
-        "import gc\n"
-        "import supervisord_lite.daemon.main as daemon_main\n"
-        "from supervisord_lite.daemon.__main__ import run\n"
-        "serve = daemon_main.serve_control\n"
-        "async def serve_control(sock_path, daemon, **kwargs):\n"
-        "    print('OUT serving with the collector on:', gc.isenabled(), flush=True)\n"
-        "    daemon.shutdown_requested.set()  # as `svc shutdown` would\n"
-        "    await serve(sock_path, daemon, **kwargs)\n"
-        "daemon_main.serve_control = serve_control\n"
-        "print('OUT exit', run(['-f', 'svc.toml', '--json-logs']))\n"
-        "print('OUT after', gc.isenabled())\n",
-        cwd=tmp_path,
-    )
-    said = [line for line in out if line.startswith("OUT ")]
-    assert said == ["OUT serving with the collector on: True", "OUT exit 0", "OUT after True"], out
