@@ -156,9 +156,11 @@ def _user_of(proc: psutil.Process) -> str:
 
 
 def _cmdline_of(proc: psutil.Process) -> str:
+    """The command line as people read it; a program that rewrote its title (redis-server
+    pads it with spaces) without that padding, a kernel thread as ``[name]``."""
     try:
-        argv = proc.cmdline()
-        return " ".join(argv) if argv else f"[{proc.name()}]"
+        line = " ".join(proc.cmdline()).rstrip()
+        return line or f"[{proc.name()}]"
     except psutil.Error:
         return "?"
 

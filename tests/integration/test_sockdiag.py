@@ -166,3 +166,24 @@ def test_the_ports_a_process_tree_listens_on(tmp_path: Path, sockets: dict[str, 
         os.killpg(parent.pid, signal.SIGKILL)
         parent.wait()
     assert portinfo.ports_listened_by(parent.pid) == set()  # gone
+
+
+def test_a_listener_that_pads_its_title_is_named_without_the_padding(tmp_path: Path) -> None:
+    """redis-server rewrites its command line as 'redis-server *:PORT' padded with spaces:
+    a conflict's message must not end in a run of blanks."""
+    ready = tmp_path / "port"
+    code = (
+        "import socket, sys, time\n"
+        "s = socket.create_server(('127.0.0.1', 0))\n"
+        "open(sys.argv[1], 'w').write(str(s.getsockname()[1]))\n"
+        "time.sleep(60)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code, str(ready), "padded", "", "  "], start_new_session=True)
+    try:
+        wait_until(lambda: ready.exists() and ready.read_text(), timeout=30, what="the child to listen")
+        listener = portinfo.listener_on(int(ready.read_text()))
+        assert listener is not None and listener.pid == child.pid
+        assert listener.cmdline.endswith("padded"), repr(listener.cmdline)
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
