@@ -74,9 +74,11 @@ class Dump:
         body = _DIAG_REQ.pack(family, socket.IPPROTO_TCP, 0, 0, 1 << _TCP_LISTEN) + bytes(48) + port_filter
         sock.send(_NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST | _NLM_F_DUMP, seq, 0) + body)
         while True:
-            data = sock.recv(65536)
+            data, (sender, _groups) = sock.recvfrom(65536)
             if not data:
                 raise OSError(errno.EPROTO, "netlink closed")
+            if sender != 0:  # only the kernel answers a dump; nothing another process sent
+                continue
             offset = 0
             while offset + _NLMSG_HDR.size <= len(data):
                 length, kind, _flags, msg_seq, _pid = _NLMSG_HDR.unpack_from(data, offset)
@@ -121,15 +123,8 @@ def listening_sockets(uids: dict[int, int] | None = None) -> dict[int, set[int]]
     """Map of listening TCP port (IPv4 and IPv6, any address) -> socket inodes; fills
     ``uids`` (when given) with each port's socket owner. OSError when netlink is refused."""
     found: dict[int, set[int]] = {}
-    dump = Dump()
-    try:
-        for family in FAMILIES:
-            for data, offset in dump.messages(family):
-                port = PORT.unpack_from(data, offset + PORT_AT)[0]
-                uid, inode = _UID_INODE.unpack_from(data, offset + UID_AT)
-                found.setdefault(port, set()).add(inode)
-                if uids is not None:
-                    uids.setdefault(port, uid)
-    finally:
-        dump.close()
+    for listener in sockets():
+        found.setdefault(listener.port, set()).add(listener.inode)
+        if uids is not None:
+            uids.setdefault(listener.port, listener.uid)
     return found

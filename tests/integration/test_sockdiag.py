@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -187,3 +188,24 @@ def test_a_listener_that_pads_its_title_is_named_without_the_padding(tmp_path: P
     finally:
         os.killpg(child.pid, signal.SIGKILL)
         child.wait()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a process with CAP_NET_ADMIN may send to a sock_diag socket")
+def test_a_datagram_another_process_sends_to_the_dump_socket_is_not_believed() -> None:
+    """Only the kernel answers a dump. A privileged process can still queue a forged
+    answer (the next sequence number, a socket on port 1) on the dump's netlink socket
+    before the kernel's: it must not show up as a listener."""
+    dump = sockdiag.Dump()
+    dump._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 4)  # NETLINK_SOCK_DIAG
+    dump._sock.bind((0, 0))
+    portid = dump._sock.getsockname()[0]
+    body = struct.pack("=BBBB", socket.AF_INET, 10, 0, 0) + struct.pack("!HH", 1, 0) + bytes(44) + struct.pack("=5I", 0, 0, 0, 0, 424242)
+    forged = struct.pack("=IHHII", 16 + len(body), 20, 2, 1, portid) + body  # SOCK_DIAG_BY_FAMILY, NLM_F_MULTI, seq 1
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 4) as forger:
+        forger.sendto(forged, (portid, 0))
+    try:
+        ports = {sockdiag.PORT.unpack_from(data, offset + sockdiag.PORT_AT)[0]
+                 for data, offset in dump.messages(socket.AF_INET)}
+    finally:
+        dump.close()
+    assert 1 not in ports
