@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import pwd
-from collections.abc import Collection
+import socket
+import sys
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,32 +111,46 @@ def registered_owner(port: int, pid: int | None) -> str:
     return ""
 
 
-def _parse_table(text: str, out: dict[int, set[int]], uids: dict[int, int] | None = None) -> None:
+def _parse_table(text: str, out: list[sockdiag.ListeningSocket]) -> None:
+    """The listening sockets of one of /proc/net/tcp{,6}: addresses there are 32-bit words
+    in hexadecimal, each in the machine's byte order."""
     for line in text.splitlines()[1:]:
         parts = line.split()
         if len(parts) < 10 or parts[3] != _TCP_LISTEN:
             continue
-        port = int(parts[1].rsplit(":", 1)[1], 16)
-        out.setdefault(port, set()).add(int(parts[9]))  # inode
-        if uids is not None:
-            uids.setdefault(port, int(parts[7]))
+        address, _, port = parts[1].rpartition(":")
+        raw = bytes.fromhex(address)
+        if sys.byteorder == "little":
+            raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+        family = socket.AF_INET if len(raw) == 4 else socket.AF_INET6
+        out.append(sockdiag.ListeningSocket(int(port, 16), int(parts[9]), int(parts[7]), socket.inet_ntop(family, raw)))
+
+
+def _listening() -> list[sockdiag.ListeningSocket]:
+    """Every listening TCP socket: a sock_diag dump, else /proc/net/tcp{,6} (netlink
+    refused by a seccomp filter, or a kernel without sock_diag); IPv4 ones first."""
+    if sockdiag.available():
+        try:
+            return sockdiag.sockets()
+        except OSError:
+            pass
+    found: list[sockdiag.ListeningSocket] = []
+    for table in _PROC_TABLES:
+        try:
+            _parse_table(table.read_text(), found)
+        except OSError:
+            continue
+    return found
 
 
 def listening_sockets(uids: dict[int, int] | None = None) -> dict[int, set[int]]:
-    """Map of listening TCP port -> socket inodes, from the kernel (a sock_diag dump, else
-    /proc/net/tcp{,6}); fills ``uids`` (when given) with each port's socket owner."""
-    if sockdiag.available():
-        try:
-            return sockdiag.listening_sockets(uids)
-        except OSError:  # netlink refused (a seccomp filter, a kernel without sock_diag): the text tables
-            if uids is not None:
-                uids.clear()
+    """Map of listening TCP port -> socket inodes, from the kernel (``_listening``); fills
+    ``uids`` (when given) with each port's socket owner."""
     found: dict[int, set[int]] = {}
-    for table in _PROC_TABLES:
-        try:
-            _parse_table(table.read_text(), found, uids)
-        except OSError:
-            continue
+    for listener in _listening():
+        found.setdefault(listener.port, set()).add(listener.inode)
+        if uids is not None:
+            uids.setdefault(listener.port, listener.uid)
     return found
 
 
@@ -172,45 +188,42 @@ def _started_of(proc: psutil.Process) -> float | None:
         return None
 
 
-def _pid_holding_inodes(inodes: set[int]) -> int | None:
-    """Find the process with one of these socket inodes open, via /proc/PID/fd."""
-    wanted = {f"socket:[{i}]" for i in inodes}
-    for pid in psutil.pids():
-        fd_dir = f"/proc/{pid}/fd"
+def _descriptor_targets(pid: int) -> Iterator[str]:
+    """What each open descriptor of ``pid`` is (``socket:[INODE]`` for a socket), via
+    /proc/PID/fd; nothing for a process gone or not ours to read."""
+    fd_dir = f"/proc/{pid}/fd"
+    try:
+        names = os.listdir(fd_dir)
+    except OSError:
+        return
+    for fd in names:
         try:
-            for fd in os.listdir(fd_dir):
-                try:
-                    if os.readlink(f"{fd_dir}/{fd}") in wanted:
-                        return pid
-                except OSError:
-                    continue
+            yield os.readlink(f"{fd_dir}/{fd}")
         except OSError:
             continue
+
+
+def _pid_holding_inodes(inodes: set[int]) -> int | None:
+    """Find the process with one of these socket inodes open."""
+    wanted = {f"socket:[{i}]" for i in inodes}
+    for pid in psutil.pids():
+        if any(target in wanted for target in _descriptor_targets(pid)):
+            return pid
     return None
-
-
-def _local_address(port: int, inodes: set[int]) -> str:
-    """The local address of the listener on ``port`` (IPv4 first), "" when the kernel's
-    sock_diag cannot be asked."""
-    if not sockdiag.available():
-        return ""
-    try:
-        return next((s.address for s in sockdiag.sockets() if s.port == port and s.inode in inodes), "")
-    except OSError:
-        return ""
 
 
 def listener_on(port: int) -> Listener | None:
     """Who listens on TCP ``port`` (any address), or None when nobody does."""
-    uids: dict[int, int] = {}
-    sockets = listening_sockets(uids)
-    if port not in sockets and Path("/proc/net/tcp").exists():
+    here = [listener for listener in _listening() if listener.port == port]
+    if not here and Path("/proc/net/tcp").exists():
         return None
+    inodes = {listener.inode for listener in here}
+    uid = here[0].uid if here else None
     pid: int | None = None
     address = ""
-    if port in sockets:
-        pid = _pid_holding_inodes(sockets[port])
-        address = _local_address(port, sockets[port])
+    if here:
+        pid = _pid_holding_inodes(inodes)
+        address = here[0].address
     else:  # no kernel table to read (not Linux): psutil finds it its own way
         try:
             for conn in psutil.net_connections("tcp"):
@@ -222,16 +235,15 @@ def listener_on(port: int) -> Listener | None:
         except psutil.AccessDenied:
             pass
     if pid is None:
-        if port not in sockets and not address:
+        if not here and not address:
             return None
-        uid = uids.get(port)
         return Listener(port=port, pid=None, user=user_name(uid), cmdline="?", address=address, socket_uid=uid)
     try:
         proc = psutil.Process(pid)
     except psutil.Error:
-        return Listener(port=port, pid=pid, user="?", cmdline="?", address=address, socket_uid=uids.get(port))
+        return Listener(port=port, pid=pid, user="?", cmdline="?", address=address, socket_uid=uid)
     return Listener(port=port, pid=pid, user=_user_of(proc), cmdline=_cmdline_of(proc), address=address,
-                    owner=registered_owner(port, pid), started=_started_of(proc), socket_uid=uids.get(port))
+                    owner=registered_owner(port, pid), started=_started_of(proc), socket_uid=uid)
 
 
 def process_tree(pid: int) -> list[psutil.Process]:
@@ -342,19 +354,8 @@ def ports_listened_by(pid: int) -> set[int]:
     if not os.path.isdir("/proc/self/fd"):  # not Linux: psutil reads each process's own way
         return {conn.laddr.port for proc in procs for conn in _tcp_connections(proc)
                 if conn.status == psutil.CONN_LISTEN and conn.laddr}
-    held: set[str] = set()  # "socket:[INODE]" of every descriptor the tree holds
-    for proc in procs:
-        fd_dir = f"/proc/{proc.pid}/fd"
-        try:
-            names = os.listdir(fd_dir)
-        except OSError:
-            continue
-        for fd in names:
-            try:
-                held.add(os.readlink(f"{fd_dir}/{fd}"))
-            except OSError:
-                continue
-    return {port for port, inodes in listening_sockets().items() if any(f"socket:[{i}]" in held for i in inodes)}
+    held = {target for proc in procs for target in _descriptor_targets(proc.pid)}  # "socket:[INODE]", ...
+    return {listener.port for listener in _listening() if f"socket:[{listener.inode}]" in held}
 
 
 def _tcp_connections(proc: psutil.Process) -> list:

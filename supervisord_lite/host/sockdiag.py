@@ -117,14 +117,3 @@ def sockets() -> list[ListeningSocket]:
     finally:
         dump.close()
     return found
-
-
-def listening_sockets(uids: dict[int, int] | None = None) -> dict[int, set[int]]:
-    """Map of listening TCP port (IPv4 and IPv6, any address) -> socket inodes; fills
-    ``uids`` (when given) with each port's socket owner. OSError when netlink is refused."""
-    found: dict[int, set[int]] = {}
-    for listener in sockets():
-        found.setdefault(listener.port, set()).add(listener.inode)
-        if uids is not None:
-            uids.setdefault(listener.port, listener.uid)
-    return found

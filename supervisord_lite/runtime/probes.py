@@ -299,8 +299,9 @@ _LOOPBACK_REACHING = sockdiag.LOOPBACK_REACHING
 class ListeningPorts:
     """Reads the set of listening TCP ports (all addresses, IPv4 and IPv6).
 
-    Uses a netlink sock_diag dump (the kernel sends only listening sockets) and falls
-    back to ``portinfo.listening_ports()`` (/proc/net/tcp{,6}) for good when netlink fails.
+    Uses a netlink sock_diag dump (the kernel sends only listening sockets) over a socket
+    it keeps open; when netlink fails, ``portinfo.listening_ports()`` for good (which tries
+    a fresh dump, then reads /proc/net/tcp{,6}).
     """
 
     def __init__(self) -> None:

@@ -8,7 +8,7 @@ import socket
 import struct
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,16 +19,22 @@ from tests.conftest import wait_until
 pytestmark = pytest.mark.skipif(not sockdiag.available(), reason="no netlink on this system")
 
 
-def _proc_tables() -> tuple[dict[int, set[int]], dict[int, int]]:
+def _proc_tables() -> list[sockdiag.ListeningSocket]:
     """The text tables' answer, read the way portinfo reads them without netlink."""
-    found: dict[int, set[int]] = {}
-    uids: dict[int, int] = {}
+    found: list[sockdiag.ListeningSocket] = []
     for table in portinfo._PROC_TABLES:
         try:
-            portinfo._parse_table(table.read_text(), found, uids)
+            portinfo._parse_table(table.read_text(), found)
         except OSError:
             continue
-    return found, uids
+    return found
+
+
+def _by_port(listeners: list[sockdiag.ListeningSocket]) -> dict[int, set[tuple[int, int, str]]]:
+    by_port: dict[int, set[tuple[int, int, str]]] = {}
+    for listener in listeners:
+        by_port.setdefault(listener.port, set()).add((listener.inode, listener.uid, listener.address))
+    return by_port
 
 
 def _ipv6_loopback() -> bool:
@@ -40,17 +46,37 @@ def _ipv6_loopback() -> bool:
         return False
 
 
+def _apart(make: Callable[[], socket.socket], ports: set[int]) -> socket.socket:
+    """A socket from ``make`` on none of ``ports``: each family numbers its ports on its
+    own, so the OS may hand ::1 the port 127.0.0.1 holds, and the reverse. Those tried are
+    held open while it asks again, so it hands out another."""
+    tried: list[socket.socket] = []
+    try:
+        while (made := make()).getsockname()[1] in ports:
+            tried.append(made)
+        return made
+    finally:
+        for extra in tried:
+            extra.close()
+
+
+def _bound() -> socket.socket:
+    bound = socket.socket()
+    bound.bind(("127.0.0.1", 0))
+    return bound
+
+
 @pytest.fixture
 def sockets() -> Iterator[dict[str, socket.socket]]:
     """A listener on 127.0.0.1, one on ::1 (where the machine has it), a bound socket that
-    does not listen, and a connected pair: only the two listeners are listening sockets."""
+    does not listen, and a connected pair: only the two listeners are listening sockets,
+    and each of the three has a port of its own."""
     made: dict[str, socket.socket] = {}
     try:
         made["v4"] = socket.create_server(("127.0.0.1", 0))
         if _ipv6_loopback():
-            made["v6"] = socket.create_server(("::1", 0), family=socket.AF_INET6)
-        made["bound"] = socket.socket()
-        made["bound"].bind(("127.0.0.1", 0))
+            made["v6"] = _apart(lambda: socket.create_server(("::1", 0), family=socket.AF_INET6), {made["v4"].getsockname()[1]})
+        made["bound"] = _apart(_bound, {made[key].getsockname()[1] for key in ("v4", "v6") if key in made})
         made["client"] = socket.create_connection(made["v4"].getsockname()[:2])
         made["accepted"], _ = made["v4"].accept()
         yield made
@@ -60,27 +86,26 @@ def sockets() -> Iterator[dict[str, socket.socket]]:
 
 
 def test_the_dump_names_each_listener_with_its_inode_and_owner(sockets: dict[str, socket.socket]) -> None:
-    uids: dict[int, int] = {}
-    found = sockdiag.listening_sockets(uids)
-    for key in ("v4", "v6"):
+    found = _by_port(sockdiag.sockets())
+    for key, address in (("v4", "127.0.0.1"), ("v6", "::1")):
         if key not in sockets:
             continue
         s = sockets[key]
         port = s.getsockname()[1]
-        assert found[port] == {os.fstat(s.fileno()).st_ino}, key
-        assert uids[port] == os.geteuid(), key
-    assert sockets["bound"].getsockname()[1] not in found  # bound, never listened
-    assert sockets["client"].getsockname()[1] not in found  # a connection's own port
+        assert found[port] == {(os.fstat(s.fileno()).st_ino, os.geteuid(), address)}, key
+    # by inode, not port: another family's listener may hold the same port number
+    listening = {inode for entries in found.values() for inode, _uid, _address in entries}
+    assert os.fstat(sockets["bound"].fileno()).st_ino not in listening  # bound, never listened
+    assert os.fstat(sockets["client"].fileno()).st_ino not in listening  # a connection
+    assert os.fstat(sockets["accepted"].fileno()).st_ino not in listening
 
 
 def test_the_dump_agrees_with_the_text_tables(sockets: dict[str, socket.socket]) -> None:
     ours = {s.getsockname()[1] for key, s in sockets.items() if key in ("v4", "v6")}
-    uids: dict[int, int] = {}
-    found = sockdiag.listening_sockets(uids)
-    text, text_uids = _proc_tables()
+    found = _by_port(sockdiag.sockets())
+    text = _by_port(_proc_tables())
     for port in ours:
-        assert found[port] == text[port]
-        assert uids[port] == text_uids[port]
+        assert found[port] == text[port]  # inode, owner and address, IPv4 and IPv6
     # the whole tables agree too, but other programs may open or close a listener between
     # the two reads: compare only ports that both reads saw, and ours must be in both
     for port in found.keys() & text.keys():
@@ -90,19 +115,20 @@ def test_the_dump_agrees_with_the_text_tables(sockets: dict[str, socket.socket])
 def test_portinfo_falls_back_to_the_text_tables_when_netlink_is_refused(
     sockets: dict[str, socket.socket], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def refused(uids: dict[int, int] | None = None) -> dict[int, set[int]]:
-        if uids is not None:
-            uids[1] = 1  # a partial answer must not survive into the fallback's
+    def refused() -> list[sockdiag.ListeningSocket]:
         raise PermissionError(1, "Operation not permitted")
 
-    monkeypatch.setattr(sockdiag, "listening_sockets", refused)
+    monkeypatch.setattr(sockdiag, "sockets", refused)
     port = sockets["v4"].getsockname()[1]
     uids: dict[int, int] = {}
     found = portinfo.listening_sockets(uids)
     assert found[port] == {os.fstat(sockets["v4"].fileno()).st_ino}
     assert uids[port] == os.geteuid()
-    assert 1 not in uids or 1 in found
     assert port in portinfo.listening_ports()
+    for key, address in (("v4", "127.0.0.1"), ("v6", "::1")):
+        if key in sockets:
+            listener = portinfo.listener_on(sockets[key].getsockname()[1])
+            assert listener is not None and (listener.pid, listener.address) == (os.getpid(), address), key
 
 
 def test_a_dump_socket_serves_many_dumps_and_reopens_after_close(sockets: dict[str, socket.socket]) -> None:
