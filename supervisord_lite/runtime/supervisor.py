@@ -43,6 +43,10 @@ log = structlog.get_logger("supervisor")
 S = ServiceState
 #: How soon a state file that could not be written (a full disk) is tried again.
 STATE_RETRY_SECONDS = 1.0
+#: How long the state file's writer lets changes gather after the first one: a crash and
+#: the restart right after it make one write, and that write (encoded in a thread) does not
+#: compete with the successor's spawn for the GIL
+STATE_GATHER_SECONDS = 0.02
 #: How long `svc up` (``wait_settled``) gathers changes into one progress update, and how
 #: often within that it looks whether the last service has settled (then it answers at once).
 PROGRESS_BATCH = 0.05
@@ -504,6 +508,8 @@ class Supervisor:
     async def _keep_writing_state(self) -> None:
         while True:
             await self._state_dirty.wait()
+            with anyio.move_on_after(STATE_GATHER_SECONDS):
+                await self._flush_wanted.wait()  # unless someone waits for the file
             self._state_dirty = anyio.Event()
             version = self._state_version
             state = self.recovery_state()

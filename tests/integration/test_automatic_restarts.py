@@ -157,3 +157,24 @@ def test_a_watch_restart_says_which_file_in_status_the_watch_stream_and_the_logs
                        timeout=15, what="api back after the crash")
     assert again["reason"] == "" and again["restarts"] == 2
     assert "restarted" not in json.dumps(platform.status()["api"])
+
+
+def test_a_crash_restarts_at_once_and_still_kills_what_escaped_the_group(platform: Platform) -> None:
+    """SIGKILL of a service whose daemonized grandchild left its process group and session:
+    the service starts again at once (the sweep for escaped processes waits for the
+    successor's spawn), and that sweep then finds and kills the escaped one."""
+    from tests.integration.test_demo import gone
+
+    platform.add("api", args="--daemonize-grandchild", restart="always")
+    platform.write()
+    platform.svc("up", check=True)
+    first = platform.wait_state("api", "ready")
+    escaped = int(str(platform.events("daemonized_grandchild", "api")[0]["child_pid"]))
+    assert os.getsid(escaped) != os.getsid(first["pid"]) and not gone(escaped)
+
+    os.kill(first["pid"], signal.SIGKILL)
+    wait_until(lambda: gone(escaped), timeout=10, what="the escaped grandchild killed by the crash's sweep")
+    again = wait_until(lambda: (s := platform.status()["api"])["state"] == "ready" and s["pid"] != first["pid"] and s,
+                       timeout=15, what="api back after the crash")
+    assert again["restarts"] == 1
+    assert len(platform.events("spawned", "api")) == 2
