@@ -14,7 +14,7 @@ from supervisord_lite.core.model import Backoff, Kind, RestartPolicy
 from supervisord_lite.core.states import ServiceState
 from tests.simulation import vloop
 from tests.simulation.harness import Sim, manifest, service
-from tests.simulation.world import Program
+from tests.simulation.world import FakeProcess, Program
 
 S = ServiceState
 CRASH = Program(ready_after=None, exit_after=0.3, exit_code=3)  # uvicorn with a typo in its module name
@@ -507,6 +507,84 @@ def test_restart_counts_survive_reloads_and_a_new_daemon_and_reset_on_an_explici
         await sim.down(["api"])
         await sim.up(["api"])
         assert (runner().restarts, runner().restarts_total) == (0, 1)
+        sim.check()
+        await sim.stop()
+
+    simulate(body)
+
+
+# ---------------------------------------------------------------- a crash's sweep and its successor
+
+
+def _escaped_child_of(sim: Sim, name: str) -> FakeProcess:
+    """A child of the service's main process in a process group of its own (a daemonized
+    grandchild): only the sweep that follows a crash can find it."""
+    main = sim.world.main_of(name)
+    assert main is not None
+    child = FakeProcess(sim.world, name, main.instance_id, None, Program(ready_after=None), parent=main)
+    main.children.append(child)
+    sim.world.add(child)
+    assert child.pgid != main.pgid
+    return child
+
+
+def test_a_crash_sweep_begins_once_the_successor_is_spawned(tmp_path: Path) -> None:
+    """The restart comes first: the sweep for what escaped the crashed instance's group
+    (a process-table read in a thread, on a real machine) would hold the spawn back."""
+    m = manifest(tmp_path, [service("api", port=8001, restart=RestartPolicy.ALWAYS)])
+
+    async def body() -> None:
+        sim = Sim(m)
+        await sim.start()
+        await sim.up()
+        child = _escaped_child_of(sim, "api")
+        first = sim.world.main_of("api")
+        assert sim.sup is not None
+        runner = sim.sup.runners["api"]
+        process_at_sweep: list[object] = []  # what the runner supervised when the sweep's signal came
+        exit_of_child = child.exit
+        child.exit = lambda rc: (process_at_sweep.append(runner.proc), exit_of_child(rc))[1]  # type: ignore[method-assign]
+        sim.world.kill("api")
+        await sim.run_for(1.0)
+        successor = sim.world.main_of("api")
+        assert successor is not None and successor is not first
+        assert process_at_sweep == [successor]  # the successor was spawned before the sweep began
+        assert not child.alive and child.signalled  # and the sweep then found the escaped one
+        assert runner.state is S.READY
+        sim.check()
+        await sim.stop()
+
+    simulate(body)
+
+
+def test_a_crash_sweep_held_back_by_a_waiting_successor_begins_within_its_limit(tmp_path: Path) -> None:
+    """A successor held at its dependency's gate does not keep the escaped processes of
+    its crashed predecessor alive: the sweep begins after ``SWEEP_DEFERRAL_LIMIT``."""
+    from supervisord_lite.runtime.runner import SWEEP_DEFERRAL_LIMIT
+
+    m = manifest(tmp_path, [
+        service("db", port=8001, restart=RestartPolicy.ALWAYS),
+        service("api", port=8002, depends_on=("db",), restart=RestartPolicy.ALWAYS),
+    ])
+
+    async def body() -> None:
+        import anyio
+
+        sim = Sim(m)
+        sim.world.programs["db"] = [Program(), Program(ready_after=5.0)]  # slow to come back
+        await sim.start()
+        await sim.up()
+        child = _escaped_child_of(sim, "api")
+        sim.world.kill("db")
+        sim.world.kill("api")
+        crashed_at = anyio.current_time()
+        while child.alive:
+            await anyio.sleep(0.001)
+        swept_after = anyio.current_time() - crashed_at
+        assert swept_after == pytest.approx(SWEEP_DEFERRAL_LIMIT, abs=0.01)
+        assert [s for _t, s, _pid in sim.world.spawns].count("api") == 1  # api's successor still waits for db
+        await sim.run_for(6.0)
+        assert sim.sup is not None and sim.sup.runners["api"].state is S.READY
         sim.check()
         await sim.stop()
 
