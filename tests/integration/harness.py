@@ -163,17 +163,16 @@ def port_accepts(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def wait_gone(pids: list[int], timeout: float = 10) -> None:
-    def gone() -> bool:
-        for pid in pids:
-            try:
-                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                    return False
-            except psutil.NoSuchProcess:
-                continue
+def gone(pid: int) -> bool:
+    """Dead, or a zombie nobody reaps (an orphan's parent here may be a non-reaping init)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return True
 
-    wait_until(gone, timeout=timeout, what=f"pids {pids} to exit")
+
+def wait_gone(pids: list[int], timeout: float = 10) -> None:
+    wait_until(lambda: all(gone(pid) for pid in pids), timeout=timeout, what=f"pids {pids} to exit")
 
 
 def first(events: list[dict[str, Any]], key: Callable[[dict[str, Any]], Any] = lambda r: r["time"]) -> float:

@@ -10,7 +10,7 @@ import sys
 import time
 
 from tests.conftest import FAKES, wait_until
-from tests.integration.harness import Platform
+from tests.integration.harness import Platform, gone, wait_gone
 
 
 def test_crashing_together_does_not_restart_in_lockstep(platform: Platform) -> None:
@@ -163,8 +163,6 @@ def test_a_crash_restarts_at_once_and_still_kills_what_escaped_the_group(platfor
     """SIGKILL of a service whose daemonized grandchild left its process group and session:
     the service starts again at once (the sweep for escaped processes waits for the
     successor's spawn), and that sweep then finds and kills the escaped one."""
-    from tests.integration.test_demo import gone
-
     platform.add("api", args="--daemonize-grandchild", restart="always")
     platform.write()
     platform.svc("up", check=True)
@@ -173,7 +171,7 @@ def test_a_crash_restarts_at_once_and_still_kills_what_escaped_the_group(platfor
     assert os.getsid(escaped) != os.getsid(first["pid"]) and not gone(escaped)
 
     os.kill(first["pid"], signal.SIGKILL)
-    wait_until(lambda: gone(escaped), timeout=10, what="the escaped grandchild killed by the crash's sweep")
+    wait_gone([escaped], timeout=10)  # killed by the crash's sweep
     again = wait_until(lambda: (s := platform.status()["api"])["state"] == "ready" and s["pid"] != first["pid"] and s,
                        timeout=15, what="api back after the crash")
     assert again["restarts"] == 1

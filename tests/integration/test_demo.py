@@ -18,14 +18,7 @@ import pytest
 
 from supervisord_lite.demo import read_records
 from tests.conftest import free_port, free_ports, wait_until
-
-
-def gone(pid: int) -> bool:
-    """Dead, or a zombie nobody reaps (an orphan's parent here may be a non-reaping init)."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
+from tests.integration.harness import gone
 
 
 def accepts(port: int) -> bool:

@@ -30,6 +30,7 @@ from supervisord_lite.runtime.service_process import ServiceProcess, adopt
 from supervisord_lite.runtime.spawn import MAX_LINE_CHARS, spawn
 from supervisord_lite.runtime.termination import kill_instance, stop_orphans
 from tests.conftest import FAKES, PYTHON, free_port, free_ports
+from tests.integration.harness import gone
 
 pytestmark = pytest.mark.anyio
 
@@ -98,13 +99,6 @@ def line_matching(log: ServiceLog, pattern: str) -> Callable[[], re.Match[str] |
         return None
 
     return find
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def new_log(tmp_path: Path, name: str = "svc", **kw: Any) -> ServiceLog:

@@ -543,7 +543,12 @@ def test_a_crash_sweep_begins_once_the_successor_is_spawned(tmp_path: Path) -> N
         runner = sim.sup.runners["api"]
         process_at_sweep: list[object] = []  # what the runner supervised when the sweep's signal came
         exit_of_child = child.exit
-        child.exit = lambda rc: (process_at_sweep.append(runner.proc), exit_of_child(rc))[1]  # type: ignore[method-assign]
+
+        def exit_noting_the_runner(rc: int) -> None:
+            process_at_sweep.append(runner.proc)
+            exit_of_child(rc)
+
+        child.exit = exit_noting_the_runner  # type: ignore[method-assign]
         sim.world.kill("api")
         await sim.run_for(1.0)
         successor = sim.world.main_of("api")
