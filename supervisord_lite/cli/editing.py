@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import tomllib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -160,8 +161,10 @@ def plan_addition(
     """
     alone = parse_manifest(text, path)
     current = _merged(text, path, overlays) if overlays else alone
-    if name in current.services or name in alone.services:
+    if name in alone.services:
         raise _refuse(path, name, None, f'a service named "{name}" already exists')
+    if name in current.services:
+        raise _refuse(path, name, None, f'a service named "{name}" already exists (defined in {_defined_in(name, overlays)})')
     chosen: int | None
     if port == "auto":
         tier_name = tier if tier is not None else DEFAULT_TIER
@@ -192,6 +195,16 @@ def plan_addition(
         raise ManifestError(_unlocated_past(exc.problems, text.count("\n") + 1, str(path))) from None
     spec = result.services[name]
     return Addition(name=name, tier=spec.tier, port=spec.port, appended=appended, manifest=result)
+
+
+def _defined_in(name: str, overlays: Sequence[Source]) -> str:
+    """The file merged over the manifest that brings service ``name`` (the last one that
+    has its table); the files are valid, as the merge that found the name parsed them."""
+    for source in reversed(overlays):
+        services = tomllib.loads(source.text).get("services")
+        if isinstance(services, dict) and name in services:
+            return source.file
+    return "a file merged over it"
 
 
 def _merged(text: str, path: Path, overlays: Sequence[Source]) -> Manifest:

@@ -188,6 +188,12 @@ def test_add_port_auto_is_free_of_the_ports_of_every_merged_file(platform: Platf
     # an explicit port that an override declares is refused, naming that file
     clash = platform.svc("add", "other", "--tier", "app", "--port", str(base + 2), "-c", "x")
     assert clash.returncode == 2 and f"{local}:" in clash.stderr and f"port {base + 2}" in clash.stderr, clash.stderr
+    # a name an override brings is taken too, and the refusal says which file brings it
+    before = platform.manifest.read_text()
+    taken = platform.svc("add", "mine", "--tier", "app", "--port", "auto", "-c", "x")
+    assert taken.returncode == 2, taken.stderr
+    assert f'a service named "mine" already exists (defined in {local})' in taken.stderr, taken.stderr
+    assert platform.manifest.read_text() == before  # nothing appended
     assert platform.svc("check").returncode == 0
 
 

@@ -87,6 +87,21 @@ def test_refuses_what_would_not_pass_check(kwargs: dict[str, object], where: str
     assert message in caught.value.errors[0].message
 
 
+def test_a_name_an_override_brings_is_refused_naming_that_file() -> None:
+    from supervisord_lite.core.sources import Source
+
+    local = Source("/srv/svc.local.toml", '[services.mine]\ntier = "web"\nport = 3002\ncommand = "x"\n')
+    ci = Source("ci.toml", '[services.mine]\nport = 3003\n\n[services.ci]\ntier = "web"\nport = 3004\ncommand = "y"\n')
+    for name, file in (("mine", "ci.toml"), ("ci", "ci.toml")):  # the last file with the table brings it
+        with pytest.raises(ManifestError) as caught:
+            plan_addition(TEXT, FILE, name, tier="web", command="serve", overlays=[local, ci])
+        assert [p.where for p in caught.value.errors] == [f"services.{name}"]
+        assert caught.value.errors[0].message == f'a service named "{name}" already exists (defined in {file})'
+    with pytest.raises(ManifestError) as only_local:
+        plan_addition(TEXT, FILE, "mine", tier="web", command="serve", overlays=[local])
+    assert only_local.value.errors[0].message.endswith("(defined in /srv/svc.local.toml)")
+
+
 def test_refuses_when_the_manifest_is_already_invalid() -> None:
     with pytest.raises(ManifestError, match="port 3000 is already taken by first"):
         add(TEXT + '[services.dup]\ntier = "web"\nport = 3000\ncommand = "x"\n', port=3002)
