@@ -15,6 +15,7 @@ and decoded as UTF-8, an undecodable byte shown as U+FFFD.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -282,10 +283,8 @@ class LogSource:
 
     def _close(self) -> None:
         if self._fd is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(self._fd)
-            except OSError:
-                pass
             self._fd = None
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ stderr is not a terminal, a console renderer otherwise, written through a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -180,10 +181,8 @@ class ServiceLog:
 
     def _close_fd(self) -> None:
         if self._fd is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(self._fd)
-            except OSError:
-                pass
             self._fd = None
 
     def _rotate(self) -> None:
