@@ -136,6 +136,14 @@ def problem_order(problem: Problem) -> tuple[bool, int, int]:
     return not problem.is_error, line, problem.col if problem.col is not None else never
 
 
+def key_path(problem: Problem) -> KeyPath:
+    """Where in the document a problem's key is: ``services.NAME.`` before a service's."""
+    where: KeyPath = tuple(problem.key.split(".")) if problem.key else ()
+    if problem.service is not None:
+        where = ("services", problem.service, *where)
+    return where
+
+
 def locate(problems: Iterable[Problem], path: Path, text: str) -> list[Problem]:
     """The problems found on a loaded manifest (which knows only its absolute path),
     named like the loader's: the file as the user gave it, with the line and column
@@ -144,9 +152,7 @@ def locate(problems: Iterable[Problem], path: Path, text: str) -> list[Problem]:
     out = []
     for problem in problems:
         if problem.line is None:
-            where: KeyPath = tuple(problem.key.split(".")) if problem.key else ()
-            if problem.service is not None:
-                where = ("services", problem.service, *where)
+            where = key_path(problem)
             line, col = locator.find(where) if where else (None, None)
             problem = replace(problem, file=str(path), line=line, col=col)
         out.append(problem)

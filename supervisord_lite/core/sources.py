@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
-from supervisord_lite.core.locate import KeyLocator, KeyPath, ProblemLog
+from supervisord_lite.core.locate import KeyLocator, KeyPath, ProblemLog, key_path
 from supervisord_lite.core.overrides import Origins, merge_documents
 from supervisord_lite.core.problems import Problem
 from supervisord_lite.core.toml_source import parse_toml
@@ -64,9 +64,7 @@ def place(problems: list[Problem], merged: Merged) -> list[Problem]:
     out = []
     for problem in problems:
         if problem.line is None:
-            where: KeyPath = tuple(problem.key.split(".")) if problem.key else ()
-            if problem.service is not None:
-                where = ("services", problem.service, *where)
+            where = key_path(problem)
             if where:
                 file, locator = merged.source_of(where)
                 line, col = locator.find(where)
