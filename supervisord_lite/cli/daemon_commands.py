@@ -368,7 +368,7 @@ def up(manifest: Path | None, names: tuple[str, ...], no_wait: bool, timeout: st
 def down(manifest: Path | None, names: tuple[str, ...]) -> None:
     """Stop services (all by default) and what depends on them, in reverse order."""
     from supervisord_lite.cli import client  # lazy: keeps svc --help fast
-    from supervisord_lite.cli.render import plural
+    from supervisord_lite.cli.down_summary import down_lines
 
     path = resolve_manifest_path(manifest)
     require_manifest_file(path)
@@ -379,11 +379,8 @@ def down(manifest: Path | None, names: tuple[str, ...]) -> None:
     # the daemon checks the names, and works even while the file does not validate
     with daemon_errors(path, when_absent=partial(_down_without_daemon, path, names)):
         result = client.down(client.socket_for_path(path), names)
-    stopped = result["stopped"]
-    if not stopped:
-        click.echo("nothing was running" + (f" of {', '.join(names)}" if names else ""))
-        return
-    click.echo(f"stopped {plural(len(stopped), 'service')}" + (f": {', '.join(stopped)}" if names else ""))
+    for line in down_lines(result, names):
+        click.echo(line)
 
 
 @main.command()

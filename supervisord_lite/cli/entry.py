@@ -166,11 +166,9 @@ def _down(path: Path) -> int:
         raise _HandOver from None  # nothing was sent: the click app stops what a dead daemon left
     except ControlError as exc:
         _fail(str(exc), exc.code)
-    stopped = result["stopped"]
-    if not stopped:
-        sys.stdout.write("nothing was running\n")
-    else:
-        sys.stdout.write(f"stopped {len(stopped)} service{'' if len(stopped) == 1 else 's'}\n")
+    from supervisord_lite.cli.down_summary import down_lines
+
+    sys.stdout.write("".join(f"{line}\n" for line in down_lines(result)))
     return ExitCode.OK
 
 

@@ -353,10 +353,10 @@ class Attachment:
         if "error" in outcome:
             click.echo(f"svc: {outcome['error']}", err=True)
             return int(getattr(outcome["error"], "code", ExitCode.FAILED))
-        from supervisord_lite.cli.render import plural  # lazy: keeps svc --help fast
+        from supervisord_lite.cli.down_summary import down_lines
 
-        stopped = outcome["result"]["stopped"]
-        click.echo(f"stopped {plural(len(stopped), 'service')}" + (f": {', '.join(stopped)}" if stopped else ""), err=True)
+        for line in down_lines(outcome["result"], mine):
+            click.echo(line, err=True)
         return ExitCode.OK
 
     def _down(self, names: tuple[str, ...], outcome: dict[str, Any]) -> None:

@@ -179,10 +179,14 @@ class Daemon:
         try:
             if names:
                 _check_known(self.sup.manifest, names)
-            stopped = await self.sup.down(names)
+            stopped, taken_over = await self.sup.down(names)
         except (KeyError, ValueError) as exc:
             raise protocol.ControlError(_message(exc), ExitCode.USAGE) from None
-        yield _done({"stopped": stopped, "services": [s.to_dict() for s in self.sup.snapshot().services if s.name in stopped]})
+        yield _done({
+            "stopped": stopped,
+            "taken_over": taken_over,
+            "services": [s.to_dict() for s in self.sup.snapshot().services if s.name in stopped],
+        })
 
     async def op_reload(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         yield _done(await self.reload())

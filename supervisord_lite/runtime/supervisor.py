@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import anyio.abc
@@ -75,6 +75,15 @@ class UpGate:
             for event in self.listeners:
                 event.set()
             self.listeners.clear()
+
+
+class DownOutcome(NamedTuple):
+    """What a `down` did: the services it stopped, and those running when it began that a
+    later `up`, `restart` or `down` took over before it was done with them (the last
+    command wins; they are that command's now, stopped or not)."""
+
+    stopped: list[str]
+    taken_over: list[str]
 
 
 class Supervisor:
@@ -310,12 +319,13 @@ class Supervisor:
         self._commands += 1
         return self._commands
 
-    async def down(self, names: Iterable[str] | None) -> list[str]:
+    async def down(self, names: Iterable[str] | None) -> DownOutcome:
         """Stop ``names`` and their dependents (all when None), dependents first; return
         once the state file says so."""
         plan = graph.stop_plan(self.manifest, names)
         command = self._next_command()
         released = [self.runners[n] for step in plan for n in step if n in self.runners]
+        active = [r.spec.name for r in released if not r.settled_stopped]
         for runner in released:  # nobody wants any of them from now on, though they stop in turn
             runner.release(command, publish=False)
         for name in plan[0] if plan else ():  # the first step's groups signalled before the bookkeeping
@@ -336,7 +346,11 @@ class Supervisor:
             stopped.extend(r.spec.name for r in runners if r.command == command and r.spec.name in was_running)
         self.save_state()
         await self.state_flushed()  # a daemon killed right after a `down` must not start them again at boot
-        return stopped
+        done = set(stopped)
+        taken_over = [
+            n for n in active if n not in done and (runner := self.runners.get(n)) is not None and runner.command > command
+        ]
+        return DownOutcome(stopped, taken_over)
 
     async def _wait_until(self, predicate: Callable[[], bool]) -> None:
         while not predicate():

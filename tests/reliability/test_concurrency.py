@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -22,18 +23,18 @@ import pytest
 from supervisord_lite.core import paths
 from supervisord_lite.cli import transport
 from tests.conftest import wait_until
-from tests.integration.harness import Platform, wait_gone
+from tests.integration.harness import SVC, Platform, wait_gone
 
 TRANSIENT = {"waiting", "starting", "stopping", "backoff"}
 
 
-def build(platform: Platform, *, slow_stop: bool = False) -> None:
+def build(platform: Platform, *, slow_stop: bool = False, stop_timeout: str = "1s") -> None:
     platform.add("db", tier="infra", args="--delay 0.4")
     platform.add("cache", tier="infra")
     platform.add("api", depends_on=["db", "cache"], args="--delay 0.2")
     platform.add("worker", port=None, depends_on=["db"])
     web_args = "--ignore-sigterm" if slow_stop else ""
-    platform.add("web", tier="web", depends_on=["api"], args=web_args, stop_timeout="1s")
+    platform.add("web", tier="web", depends_on=["api"], args=web_args, stop_timeout=stop_timeout)
     platform.write()
 
 
@@ -122,7 +123,8 @@ def test_down_while_up_is_still_starting_wins(platform: Platform) -> None:
 
 
 def test_up_while_down_is_still_stopping_wins_and_down_returns(platform: Platform) -> None:
-    build(platform, slow_stop=True)  # web ignores SIGTERM: stopping it takes stop_timeout
+    # web ignores SIGTERM: it is stopping for the whole stop_timeout, the window for the later up
+    build(platform, slow_stop=True, stop_timeout="5s")
     platform.svc("up", check=True)
     before = platform.status()
     down = start(platform, "down")
@@ -132,9 +134,35 @@ def test_up_while_down_is_still_stopping_wins_and_down_returns(platform: Platfor
     down_result = down.finish()
     assert down_result["done"], down_result
     assert up_result["ok"] and up_result["result"]["all_ready"], up_result
+    # the down got no further than web's step: it stopped nothing, and says who took the rest
+    assert down_result["result"]["stopped"] == [], down_result
+    assert sorted(down_result["result"]["taken_over"]) == sorted(before), down_result
     status = assert_consistent(platform)
     assert {s["state"] for s in status.values()} == {"ready"}
     assert status["web"]["pid"] != before["web"]["pid"]
+
+
+@pytest.mark.parametrize("named", [False, True], ids=["all", "named"])  # the console script's quick path, and click's
+def test_svc_down_overtaken_by_an_up_says_what_it_stopped_and_what_was_taken_over(platform: Platform, named: bool) -> None:
+    build(platform, slow_stop=True, stop_timeout="5s")  # the window for the later up, as above
+    platform.svc("up", check=True)
+    names = ["api"] if named else []  # api takes web (its dependent) with it
+    down = subprocess.Popen(
+        [*SVC, "down", "--manifest", str(platform.manifest), *names],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=platform.root, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        until(lambda: platform.status()["web"]["state"] == "stopping", "web to be stopping")
+        platform.svc("up", check=True)
+        out, err = down.communicate(timeout=30)
+    finally:
+        if down.poll() is None:
+            down.kill()
+            down.wait()
+    assert down.returncode == 0, err
+    taken = "web, api" if named else "web, api, worker, db, cache"  # in stop order
+    assert out.splitlines() == ["stopped nothing", f"taken over by a later command before this down was done with them: {taken}"], out
+    assert_consistent(platform)
 
 
 def test_restart_while_down_of_its_dependency_wins(platform: Platform) -> None:

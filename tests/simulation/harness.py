@@ -207,6 +207,11 @@ class Sim:
             await then()
             taken_back = self.wanted - before
         result = await task
+        taken_over, stopped = set(result["taken_over"]), set(result["stopped"])
+        if not taken_over <= members & taken_back or taken_over & stopped:
+            # it names only what the later command claimed of this down's, and never one it stopped
+            self.violations.append(f"down {names}: taken over {sorted(taken_over)}, stopped {sorted(stopped)}, "
+                                   f"the later command took {sorted(members & taken_back)}")
         for name in members - taken_back:  # a down leaves no process and no port
             spec = self.manifest.services[name]
             left = [p for p in self.world.processes_of(name)]
