@@ -258,12 +258,20 @@ def _finish(result: dict[str, Any], verb: str = "up") -> NoReturn:
         sys.exit(ExitCode.OK)
     from supervisord_lite.core.snapshot import ServiceSnapshot  # lazy: only a failure report needs the model
 
-    services = [ServiceSnapshot.from_dict(d) for d in result["services"]]
+    taken_back, removed = result.get("taken_back", []), result.get("removed", [])
+    elsewhere = set(taken_back) | set(removed)  # not failures: another command decided
+    services = [ServiceSnapshot.from_dict(d) for d in result["services"] if d["name"] not in elsewhere]
     if result.get("timed_out"):
         waiting = ", ".join(result.get("unsettled", []))
         click.echo(f"svc {verb}: gave up waiting after {result.get('timeout', 0):g}s; not settled yet: {waiting}", err=True)
     click.echo(ready_count_line(states), err=True)
-    click.echo(failure_report(services, result.get("tails", {})), err=True)
+    if report := failure_report(services, result.get("tails", {})):
+        click.echo(report, err=True)
+    if taken_back:
+        click.echo(f"taken back by a later stop (`svc down`, or the daemon stopping) before this {verb} was done with them: "
+                   f"{', '.join(taken_back)}", err=True)
+    if removed:
+        click.echo(f"removed from the manifest by `svc reload` before this {verb} was done with them: {', '.join(removed)}", err=True)
     sys.exit(ExitCode.FAILED)
 
 
@@ -368,7 +376,7 @@ def up(manifest: Path | None, names: tuple[str, ...], no_wait: bool, timeout: st
 def down(manifest: Path | None, names: tuple[str, ...]) -> None:
     """Stop services (all by default) and what depends on them, in reverse order."""
     from supervisord_lite.cli import client  # lazy: keeps svc --help fast
-    from supervisord_lite.cli.down_summary import down_lines
+    from supervisord_lite.cli.down_summary import down_lines, overtaken_line
 
     path = resolve_manifest_path(manifest)
     require_manifest_file(path)
@@ -381,6 +389,9 @@ def down(manifest: Path | None, names: tuple[str, ...]) -> None:
         result = client.down(client.socket_for_path(path), names)
     for line in down_lines(result, names):
         click.echo(line)
+    if (overtaken := overtaken_line(result)) is not None:
+        click.echo(overtaken, err=True)
+        sys.exit(ExitCode.FAILED)
 
 
 @main.command()

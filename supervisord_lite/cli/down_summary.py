@@ -9,19 +9,22 @@ from typing import Any
 
 
 def down_lines(result: Mapping[str, Any], names: Sequence[str] = ()) -> list[str]:
-    """``stopped 3 services``, or ``nothing was running``; then, when a later `up`,
-    `restart` or `down` took some over before this one was done with them, which ones
-    (an older daemon does not say: nothing is added)."""
+    """What it stopped: ``stopped 3 services``, ``stopped nothing`` (a later command took
+    everything over first), or ``nothing was running``."""
     stopped: list[str] = list(result.get("stopped", []))
-    taken: list[str] = list(result.get("taken_over", []))
-    lines = []
     if stopped:
         count = f"{len(stopped)} service{'' if len(stopped) == 1 else 's'}"
-        lines.append(f"stopped {count}" + (f": {', '.join(stopped)}" if names else ""))
-    elif taken:
-        lines.append("stopped nothing")
-    else:
-        lines.append("nothing was running" + (f" of {', '.join(names)}" if names else ""))
-    if taken:
-        lines.append(f"taken over by a later command before this down was done with them: {', '.join(taken)}")
-    return lines
+        return [f"stopped {count}" + (f": {', '.join(stopped)}" if names else "")]
+    if result.get("taken_over"):
+        return ["stopped nothing"]
+    return ["nothing was running" + (f" of {', '.join(names)}" if names else "")]
+
+
+def overtaken_line(result: Mapping[str, Any]) -> str | None:
+    """For the error stream, when a later `up`, `restart` or `down` took over services this
+    down was to stop: they may run again, so the down exits 1 (a daemon from before this
+    answer does not say: None)."""
+    taken: list[str] = list(result.get("taken_over", []))
+    if not taken:
+        return None
+    return f"taken over by a later command before this down was done with them: {', '.join(taken)}"

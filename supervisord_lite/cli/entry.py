@@ -166,9 +166,12 @@ def _down(path: Path) -> int:
         raise _HandOver from None  # nothing was sent: the click app stops what a dead daemon left
     except ControlError as exc:
         _fail(str(exc), exc.code)
-    from supervisord_lite.cli.down_summary import down_lines
+    from supervisord_lite.cli.down_summary import down_lines, overtaken_line
 
     sys.stdout.write("".join(f"{line}\n" for line in down_lines(result)))
+    if (overtaken := overtaken_line(result)) is not None:
+        sys.stderr.write(f"{overtaken}\n")
+        return ExitCode.FAILED
     return ExitCode.OK
 
 

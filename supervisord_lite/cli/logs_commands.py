@@ -353,10 +353,13 @@ class Attachment:
         if "error" in outcome:
             click.echo(f"svc: {outcome['error']}", err=True)
             return int(getattr(outcome["error"], "code", ExitCode.FAILED))
-        from supervisord_lite.cli.down_summary import down_lines
+        from supervisord_lite.cli.down_summary import down_lines, overtaken_line
 
         for line in down_lines(outcome["result"], mine):
             click.echo(line, err=True)
+        if (overtaken := overtaken_line(outcome["result"])) is not None:
+            click.echo(overtaken, err=True)
+            return ExitCode.FAILED
         return ExitCode.OK
 
     def _down(self, names: tuple[str, ...], outcome: dict[str, Any]) -> None:

@@ -153,11 +153,12 @@ class Daemon:
             start_set = self.sup.up(names, forget_restarts=True)
         except (KeyError, ValueError) as exc:
             raise protocol.ControlError(_message(exc), ExitCode.USAGE) from None
+        command = self.sup.last_command
         if not args.get("wait", True):
             yield _done({"services": start_set})
             return
         timeout = given if given is not None else self.sup.settle_budget(start_set)
-        async for message in self._progress(start_set, timeout):
+        async for message in self._progress(start_set, timeout, command):
             yield message
 
     async def op_restart(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -171,7 +172,8 @@ class Daemon:
             start_set = self.sup.restart(names)
         except (KeyError, ValueError) as exc:
             raise protocol.ControlError(_message(exc), ExitCode.USAGE) from None
-        async for message in self._progress(start_set, self.sup.settle_budget(start_set)):
+        command = self.sup.last_command
+        async for message in self._progress(start_set, self.sup.settle_budget(start_set), command):
             yield message
 
     async def op_down(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -247,7 +249,10 @@ class Daemon:
 
     # -------------------------------------------------------------- helpers
 
-    async def _progress(self, names: list[str], timeout: float) -> AsyncIterator[dict[str, Any]]:
+    async def _progress(self, names: list[str], timeout: float, command: int) -> AsyncIterator[dict[str, Any]]:
+        """Progress of the up or restart numbered ``command`` until ``names`` settle, then
+        its outcome: what is ready, what failed and why, and what a later command took
+        back (or a reload removed) before they settled, which is not a failure of theirs."""
         wanted = set(names)
         sent: dict[str, Any] = {}
         async for candidates in self.sup.wait_settled(names, timeout):
@@ -257,12 +262,15 @@ class Daemon:
             sent.update((s.name, s) for s in changed)
             yield {"progress": [s.to_dict() for s in changed]}
         unsettled = self.sup.unsettled(names)  # still on their way when the timeout hit
+        taken_back, removed = self.sup.overtaken(names, command)
         services = [s for s in self.sup.snapshot().services if s.name in wanted]
-        failed = [s for s in services if s.state not in GOOD_STATES]
+        elsewhere = set(taken_back) | set(removed)
+        failed = [s for s in services if s.state not in GOOD_STATES and s.name not in elsewhere]
         tails = {s.name: self.sup.runners[s.name].log.tail(20) for s in failed if s.name in self.sup.runners}
         await self.sup.state_flushed()  # what it reports is on record for a successor before the answer
-        yield _done({"services": [s.to_dict() for s in services], "all_ready": not failed, "tails": tails,
-                     "timed_out": bool(unsettled), "timeout": timeout, "unsettled": unsettled})
+        yield _done({"services": [s.to_dict() for s in services], "all_ready": not failed and not elsewhere,
+                     "tails": tails, "timed_out": bool(unsettled), "timeout": timeout, "unsettled": unsettled,
+                     "taken_back": taken_back, "removed": removed})
 
     async def reload(self) -> dict[str, Any]:
         """Load the manifest again and apply the difference. Every failure is a

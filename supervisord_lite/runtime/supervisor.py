@@ -127,6 +127,7 @@ class Supervisor:
         self.reloads_ok = 0
         self.reloads_error = 0
         self._commands = 0  # numbers up/restart/down requests in arrival order
+        self._leaving: set[str] = set()  # services a reload is stopping because the manifest dropped them
         self._usage_cache: tuple[float, dict[str, Any]] = (0.0, {})
         bin_dir = os.path.dirname(os.path.abspath(sys.executable))
         path = os.environ.get("PATH", "")
@@ -319,6 +320,23 @@ class Supervisor:
         self._commands += 1
         return self._commands
 
+    @property
+    def last_command(self) -> int:
+        """The number of the latest up/restart/down (each request numbers its own)."""
+        return self._commands
+
+    def overtaken(self, names: Iterable[str], command: int) -> tuple[list[str], list[str]]:
+        """Of ``names``, which command number ``command`` asked to run: (taken back: a later
+        `down` stopped wanting them; removed: a reload took them out of the manifest)."""
+        taken_back, removed = [], []
+        for name in names:
+            runner = self.runners.get(name)
+            if runner is None or runner.intent.removed or name in self._leaving:
+                removed.append(name)
+            elif runner.command > command and not runner.wanted:
+                taken_back.append(name)
+        return taken_back, removed
+
     async def down(self, names: Iterable[str] | None) -> DownOutcome:
         """Stop ``names`` and their dependents (all when None), dependents first; return
         once the state file says so."""
@@ -438,7 +456,11 @@ class Supervisor:
                 self.runners[name].update_spec(new.services[name])
         # stop removed ones (and changed ones) while the old graph still describes them
         if removed:
-            await self.down([n for n in removed if old.services[n].is_active] or [])
+            self._leaving.update(removed)  # an up waiting for them reports them removed, not taken back
+            try:
+                await self.down([n for n in removed if old.services[n].is_active] or [])
+            finally:
+                self._leaving.difference_update(removed)
             for name in removed:
                 runner = self.runners.pop(name)
                 runner.request_removal()

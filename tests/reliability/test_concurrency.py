@@ -116,10 +116,64 @@ def test_down_while_up_is_still_starting_wins(platform: Platform) -> None:
     assert down.finish()["ok"]
     up_result = up.finish()
     assert up_result["ok"] and up_result["result"]["all_ready"] is False  # it reports what it could not finish
+    # and why: the down took back db and what depends on it; no failure of theirs, nothing removed
+    assert sorted(up_result["result"]["taken_back"]) == ["api", "db", "web", "worker"], up_result
+    assert up_result["result"]["removed"] == [] and up_result["result"]["tails"] == {}, up_result
     status = assert_consistent(platform)
     assert {n: s["state"] for n, s in status.items()} == {
         "db": "stopped", "api": "stopped", "worker": "stopped", "web": "stopped", "cache": "ready",
     }
+
+
+def _svc_in_background(platform: Platform, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*SVC, args[0], "--manifest", str(platform.manifest), *args[1:]],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=platform.root, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def _outcome(command: subprocess.Popen[str]) -> tuple[int, str, str]:
+    try:
+        out, err = command.communicate(timeout=60)
+    finally:
+        if command.poll() is None:
+            command.kill()
+            command.wait()
+    return command.returncode, out, err
+
+
+@pytest.mark.parametrize("by", ["down", "reload"])
+def test_svc_up_overtaken_says_what_was_taken_back_or_removed_not_a_stale_state(platform: Platform, by: str) -> None:
+    build(platform)
+    platform.services["db"]["command"] = platform.services["db"]["command"].replace("--delay 0.4", "--delay 5")
+    platform.services["db"]["ready_timeout"] = "30s"  # db is starting for 5 s: the window for the later command
+    platform.write()
+    platform.svc("up", "cache", check=True)  # the daemon runs
+    up = _svc_in_background(platform, "up")
+    try:
+        until(lambda: platform.status()["db"]["state"] == "starting", "db to be starting")
+        if by == "down":
+            platform.svc("down", "db", check=True)
+        else:  # db and everything that needs it leave the manifest
+            for name in ("db", "api", "worker", "web"):
+                del platform.services[name]
+            platform.write()
+            platform.svc("reload", check=True)
+    finally:
+        code, out, err = _outcome(up)
+    assert code == 1, (out, err)
+    assert "✗" not in err and "starting" not in err, err  # no failure, and no state from before the later command
+    if by == "down":
+        assert err.splitlines()[-2:] == [
+            "1/5 services ready",
+            "taken back by a later stop (`svc down`, or the daemon stopping) before this up was done with them: "
+            "db, api, worker, web",
+        ], err
+    else:
+        assert err.splitlines()[-1] == (
+            "removed from the manifest by `svc reload` before this up was done with them: db, api, worker, web"
+        ), err
+    assert_consistent(platform)
 
 
 def test_up_while_down_is_still_stopping_wins_and_down_returns(platform: Platform) -> None:
@@ -147,21 +201,16 @@ def test_svc_down_overtaken_by_an_up_says_what_it_stopped_and_what_was_taken_ove
     build(platform, slow_stop=True, stop_timeout="5s")  # the window for the later up, as above
     platform.svc("up", check=True)
     names = ["api"] if named else []  # api takes web (its dependent) with it
-    down = subprocess.Popen(
-        [*SVC, "down", "--manifest", str(platform.manifest), *names],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=platform.root, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    down = _svc_in_background(platform, "down", *names)
     try:
         until(lambda: platform.status()["web"]["state"] == "stopping", "web to be stopping")
         platform.svc("up", check=True)
-        out, err = down.communicate(timeout=30)
     finally:
-        if down.poll() is None:
-            down.kill()
-            down.wait()
-    assert down.returncode == 0, err
+        _code, out, err = _outcome(down)
+    assert _code == 1, (out, err)  # not everything it was to stop is stopped: a script must not go on as if it were
     taken = "web, api" if named else "web, api, worker, db, cache"  # in stop order
-    assert out.splitlines() == ["stopped nothing", f"taken over by a later command before this down was done with them: {taken}"], out
+    assert out.splitlines() == ["stopped nothing"], out
+    assert err.splitlines()[-1] == f"taken over by a later command before this down was done with them: {taken}", err
     assert_consistent(platform)
 
 
