@@ -503,6 +503,8 @@ class Runner:
             rc = end.returncode if end.returncode is not None else -9
             self.exit_code = rc
             self.port_up = False if self.spec.port else None
+            if self.proc is not None:  # the exit first, then what it leads to (backoff, failed, ...)
+                self.log.mark(f"pid {self.proc.pid} {describe_exit(rc)}")
             end = await self._check_daemonized(end, rc)
         else:
             await self._stop_process()
@@ -521,7 +523,7 @@ class Runner:
             log.warning("service crashed", service=self.spec.name, reason=verdict.cause, delay=round(verdict.delay, 3))
         if exited:
             restarting_now = verdict.next is Next.RESTART and verdict.delay <= 0
-            await self._clear_after_exit(rc, restarting_now)  # stragglers of its group
+            await self._clear_after_exit(restarting_now)  # stragglers of its group
         if verdict.next is Next.DONE:
             await anyio.sleep_forever()
         if verdict.next is Next.FAIL:
@@ -827,7 +829,7 @@ class Runner:
 
     # ------------------------------------------------------------------ stopping
 
-    async def _clear_after_exit(self, rc: int, restarting_now: bool = False) -> None:
+    async def _clear_after_exit(self, restarting_now: bool = False) -> None:
         """The main process has exited: deal with what it left before the next start.
 
         Fast path: signal its group and, when its port is already free, start again
@@ -847,9 +849,8 @@ class Runner:
         self.io.signal_group(proc, self.spec.stop_signal)
         port = self.spec.port
         if port is not None and self.io.is_listening(port):
-            await self._stop_process()
+            await self._stop_process(exit_marked=True)
             return
-        self.log.mark(f"pid {proc.pid} {describe_exit(rc)}")
         self.proc = None
         self.host.save_state()
         assert self._tg is not None
@@ -870,7 +871,9 @@ class Runner:
             self._successor_spawned.set()
             self._successor_spawned = None
 
-    async def _stop_process(self) -> None:
+    async def _stop_process(self, *, exit_marked: bool = False) -> None:
+        """Stop the process tree and wait for the port; ``exit_marked``: the main process
+        exited by itself and its log already says so."""
         proc = self.proc
         if proc is None:
             return
@@ -878,7 +881,8 @@ class Runner:
             rc = await proc.stop(self.spec.stop_signal, self.spec.stop_timeout)
             if self.exit_code is None:
                 self.exit_code = rc
-            self.log.mark(f"pid {proc.pid} {describe_exit(rc)}")
+            if not exit_marked:
+                self.log.mark(f"pid {proc.pid} {describe_exit(rc)}")
             await self._wait_port_free()
             self.proc = None
             self._stop_signalled = False

@@ -38,6 +38,21 @@ def test_crashing_together_does_not_restart_in_lockstep(platform: Platform) -> N
     assert a != b, (a, b)  # the jittered ones equal to the millisecond only in lockstep
 
 
+def test_a_crash_reads_in_order_in_the_service_log_the_exit_then_what_it_leads_to(platform: Platform) -> None:
+    """A person reading a crash-looping service's log sees each exit, then the backoff it
+    caused, then the next start; and the last exit before `failed`, not after it."""
+    platform.add("api", args="--crash-after 0.05 --exit-code 3", backoff={"first": "50ms", "max": "50ms"}, start_limit=2)
+    platform.write()
+    platform.svc("up")
+    platform.wait_state("api", "failed", timeout=30)
+    log = platform.state_dir / "logs" / "api.log"
+    marks = [line.split(" --- svc: ", 1)[1].removesuffix(" ---") for line in log.read_text().splitlines() if " --- svc: " in line]
+    events = ["start" if m.startswith("started pid") else "exit" if m.startswith("pid ") else m.split(":", 1)[0] for m in marks]
+    events = [e for e in events if e != "ready"]  # whether each run was seen ready first depends on the machine's load
+    assert events == ["start", "exit", "backoff"] * 2 + ["start", "exit", "failed"], marks
+    assert all(m.endswith("exited with code 3") for m in marks if m.startswith("pid ")), marks
+
+
 def test_failed_service_comes_back_by_itself_once_its_cause_is_fixed(platform: Platform) -> None:
     flag = platform.root / "license.key"
     port = platform.free_port()
