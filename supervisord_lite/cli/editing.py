@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import tomllib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,10 +17,11 @@ from typing import Any, Literal, TypedDict, Unpack
 
 import tomli_w
 
+from supervisord_lite.core.locate import KeyPath
 from supervisord_lite.core.manifest import analyse, parse_manifest, read_sources
 from supervisord_lite.core.model import DEFAULT_TIER, Manifest
 from supervisord_lite.core.problems import ManifestError, Problem
-from supervisord_lite.core.sources import Source
+from supervisord_lite.core.sources import Merged, Source, merge_sources
 from supervisord_lite.core.wording import one_line
 from supervisord_lite.host import portinfo
 
@@ -164,7 +164,8 @@ def plan_addition(
     if name in alone.services:
         raise _refuse(path, name, None, f'a service named "{name}" already exists')
     if name in current.services:
-        raise _refuse(path, name, None, f'a service named "{name}" already exists (defined in {_defined_in(name, overlays)})')
+        brought_by = _file_that_brings(("services", name), text, path, overlays)
+        raise _refuse(path, name, None, f'a service named "{name}" already exists (defined in {brought_by})')
     chosen: int | None
     if port == "auto":
         tier_name = tier if tier is not None else DEFAULT_TIER
@@ -197,14 +198,11 @@ def plan_addition(
     return Addition(name=name, tier=spec.tier, port=spec.port, appended=appended, manifest=result)
 
 
-def _defined_in(name: str, overlays: Sequence[Source]) -> str:
-    """The file merged over the manifest that brings service ``name`` (the last one that
-    has its table); the files are valid, as the merge that found the name parsed them."""
-    for source in reversed(overlays):
-        services = tomllib.loads(source.text).get("services")
-        if isinstance(services, dict) and name in services:
-            return source.file
-    return "a file merged over it"
+def _file_that_brings(key: KeyPath, text: str, path: Path, overlays: Sequence[Source]) -> str:
+    """The file that brought ``key`` into the merge of the manifest and ``overlays`` (the
+    one that introduced its table, not one that only sets a value in it)."""
+    merged = merge_sources([Source(str(path), text), *overlays])
+    return merged.origins.file_of(key) if isinstance(merged, Merged) else "a file merged over it"
 
 
 def _merged(text: str, path: Path, overlays: Sequence[Source]) -> Manifest:

@@ -92,7 +92,8 @@ def test_a_name_an_override_brings_is_refused_naming_that_file() -> None:
 
     local = Source("/srv/svc.local.toml", '[services.mine]\ntier = "web"\nport = 3002\ncommand = "x"\n')
     ci = Source("ci.toml", '[services.mine]\nport = 3003\n\n[services.ci]\ntier = "web"\nport = 3004\ncommand = "y"\n')
-    for name, file in (("mine", "ci.toml"), ("ci", "ci.toml")):  # the last file with the table brings it
+    # the file that introduced the table brings it; ci.toml only moves mine's port
+    for name, file in (("mine", "/srv/svc.local.toml"), ("ci", "ci.toml")):
         with pytest.raises(ManifestError) as caught:
             plan_addition(TEXT, FILE, name, tier="web", command="serve", overlays=[local, ci])
         assert [p.where for p in caught.value.errors] == [f"services.{name}"]
